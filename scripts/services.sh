@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Bring up and configure every server tidemark's tests and demo talk to.
+#
+# Idempotent: on a fresh Debian/Ubuntu machine it installs what is missing; on a machine where the
+# servers already run it only changes what differs from the settings below (restarting a server only
+# when one of its settings changed) and waits until each answers.
+#
+#   PostgreSQL  127.0.0.1:5432  wal_level=logical, local replication connections trusted
+#   PostgreSQL  127.0.0.1:5433  a second cluster left at wal_level=replica (for `tidemark check` tests)
+#   MariaDB     127.0.0.1:3306  binlog on: ROW, FULL row image, FULL row metadata
+#   Redis       127.0.0.1:6379  single node
+#   Redis       127.0.0.1:7000-7002  a three-primary Redis Cluster
+#
+# This configures servers for local development and CI only: it trusts every local connection.
+set -euo pipefail
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Wait until `$@` succeeds, up to $WAIT_SECS seconds.
+wait_for() {
+  local what=$1; shift
+  local deadline=$((SECONDS + ${WAIT_SECS:-60}))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "$what did not come up within ${WAIT_SECS:-60}s"
+    sleep 0.5
+  done
+}
+
+# ---------------------------------------------------------------- packages
+apt_updated=0
+install_pkgs() {
+  command -v apt-get >/dev/null || die "missing $*; install them (no apt-get on this machine)"
+  if [ $apt_updated -eq 0 ]; then
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing $*"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+missing=()
+command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+command -v pg_recvlogical >/dev/null || missing+=(postgresql-client)
+command -v mariadbd >/dev/null || missing+=(mariadb-server)
+command -v mariadb >/dev/null || missing+=(mariadb-client)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+if [ ${#missing[@]} -gt 0 ]; then install_pkgs "${missing[@]}"; fi
+
+# ---------------------------------------------------------------- PostgreSQL
+PG_VERSION=$(ls /etc/postgresql | sort -V | tail -n 1)
+[ -n "$PG_VERSION" ] || die "no PostgreSQL cluster under /etc/postgresql"
+PG_CTL="pg_ctlcluster --skip-systemctl-redirect"
+
+pg_online() { pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$1" '$1==v && $2==c {print $4}' | grep -q online; }
+psql_at() { local port=$1; shift; psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atc "$@"; }
+
+# Trust local TCP and replication connections (test machines only), ahead of any stricter rule.
+ensure_hba() {
+  local hba=$1 changed=0
+  for rule in "host all all 127.0.0.1/32 trust" "host replication all 127.0.0.1/32 trust" \
+              "local replication all trust"; do
+    # shellcheck disable=SC2086
+    if ! grep -Eq "^$(echo $rule | sed 's/ /[[:space:]]+/g')[[:space:]]*$" "$hba"; then
+      $SUDO sed -i "1i $rule" "$hba"
+      changed=1
+    fi
+  done
+  return $((1 - changed))
+}
+
+ensure_pg_cluster() {
+  local cluster=$1 port=$2 wal_level=$3
+  local conf_dir=/etc/postgresql/$PG_VERSION/$cluster
+  if [ ! -d "$conf_dir" ]; then
+    log "creating PostgreSQL cluster $PG_VERSION/$cluster on port $port"
+    $SUDO pg_createcluster "$PG_VERSION" "$cluster" -p "$port" -- --auth=trust >/dev/null
+  fi
+  if ensure_hba "$conf_dir/pg_hba.conf" && pg_online "$cluster"; then
+    $PG_CTL "$PG_VERSION" "$cluster" reload
+  fi
+  pg_online "$cluster" || $PG_CTL "$PG_VERSION" "$cluster" start
+  wait_for "PostgreSQL $cluster" pg_isready -q -h 127.0.0.1 -p "$port"
+  wait_for "PostgreSQL $cluster login" psql_at "$port" "select 1"
+
+  local restart=0
+  while read -r name want; do
+    local have
+    have=$(psql_at "$port" "select setting from pg_settings where name = '$name'")
+    if [ "$have" != "$want" ]; then
+      log "PostgreSQL $cluster: $name is $have, setting $want"
+      psql_at "$port" "ALTER SYSTEM SET $name = '$want'"
+      restart=1
+    fi
+  done <<EOF
+wal_level $wal_level
+max_replication_slots 64
+max_wal_senders 64
+EOF
+  if [ $restart -eq 1 ]; then
+    log "restarting PostgreSQL $cluster"
+    $PG_CTL "$PG_VERSION" "$cluster" restart
+    wait_for "PostgreSQL $cluster" pg_isready -q -h 127.0.0.1 -p "$port"
+    wait_for "PostgreSQL $cluster login" psql_at "$port" "select 1"
+  fi
+}
+
+ensure_pg_cluster main 5432 logical
+ensure_pg_cluster tmreplica 5433 replica
+
+# ---------------------------------------------------------------- MariaDB
+MARIADB_DROPIN_DIR=/etc/mysql/mariadb.conf.d
+MARIADB_DROPIN=$MARIADB_DROPIN_DIR/60-tidemark.cnf
+mariadb_root() { mariadb -uroot -h 127.0.0.1 -P 3306 --protocol=TCP -N -B -e "$@"; }
+mariadb_up() { mariadb-admin -uroot -h 127.0.0.1 -P 3306 --protocol=TCP ping >/dev/null 2>&1; }
+start_mariadb() {
+  $SUDO mkdir -p /run/mysqld
+  $SUDO chown mysql:mysql /run/mysqld 2>/dev/null || true
+  $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+}
+
+$SUDO mkdir -p "$MARIADB_DROPIN_DIR"
+want_dropin=$(cat <<'EOF'
+# Written by tidemark's scripts/services.sh: the binlog settings tidemark's MySQL source needs.
+[mysqld]
+server_id = 1
+log_bin = mysql-bin
+binlog_format = ROW
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+EOF
+)
+mariadb_changed=0
+if [ ! -f "$MARIADB_DROPIN" ] || [ "$(cat "$MARIADB_DROPIN")" != "$want_dropin" ]; then
+  printf '%s\n' "$want_dropin" | $SUDO tee "$MARIADB_DROPIN" >/dev/null
+  mariadb_changed=1
+fi
+for cnf in /etc/mysql/my.cnf /etc/mysql/mariadb.cnf; do
+  if [ -f "$cnf" ] && ! grep -Eq "^!includedir[[:space:]]+$MARIADB_DROPIN_DIR/?[[:space:]]*$" "$cnf"; then
+    if [ "$cnf" = /etc/mysql/my.cnf ] && [ -L "$cnf" ]; then continue; fi
+    if grep -q "mariadb.conf.d" "$cnf"; then continue; fi
+    printf '\n!includedir %s/\n' "$MARIADB_DROPIN_DIR" | $SUDO tee -a "$cnf" >/dev/null
+    mariadb_changed=1
+  fi
+  break
+done
+
+mariadb_up || start_mariadb
+wait_for "MariaDB" mariadb_up
+binlog_now=$(mariadb_root "select concat(if(@@log_bin in (1, 'ON'), 'ON', 'OFF'), @@binlog_format, @@binlog_row_image, @@binlog_row_metadata)")
+if [ "$binlog_now" != "ONROWFULLFULL" ]; then
+  mariadb_changed=1
+fi
+if [ $mariadb_changed -eq 1 ]; then
+  log "restarting MariaDB with the binlog settings"
+  mariadb-admin -uroot -h 127.0.0.1 -P 3306 --protocol=TCP shutdown || true
+  deadline=$((SECONDS + 60))
+  while pgrep -x mariadbd >/dev/null; do
+    [ $SECONDS -lt $deadline ] || die "MariaDB did not stop"
+    sleep 0.5
+  done
+  start_mariadb
+  wait_for "MariaDB" mariadb_up
+  binlog_now=$(mariadb_root "select concat(if(@@log_bin in (1, 'ON'), 'ON', 'OFF'), @@binlog_format, @@binlog_row_image, @@binlog_row_metadata)")
+  [ "$binlog_now" = "ONROWFULLFULL" ] || die "MariaDB binlog settings did not apply: $binlog_now"
+fi
+
+# ---------------------------------------------------------------- Redis
+redis_up() { redis-cli -h 127.0.0.1 -p "$1" ping | grep -q PONG; }
+if ! redis_up 6379; then
+  log "starting Redis on 6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+fi
+wait_for "Redis 6379" redis_up 6379
+
+# A three-primary cluster for the Redis Cluster tests. Nothing is persisted: a node that restarts
+# comes back empty, and the cluster is created again.
+CLUSTER_DIR=/var/lib/tidemark-redis-cluster
+CLUSTER_PORTS=(7000 7001 7002)
+cluster_ok() { redis-cli -p 7000 cluster info | grep -q 'cluster_state:ok'; }
+if ! cluster_ok 2>/dev/null; then
+  $SUDO mkdir -p "$CLUSTER_DIR"
+  for port in "${CLUSTER_PORTS[@]}"; do
+    if ! redis_up "$port" 2>/dev/null; then
+      $SUDO rm -f "$CLUSTER_DIR/nodes-$port.conf"
+      redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+        --cluster-enabled yes --cluster-config-file "$CLUSTER_DIR/nodes-$port.conf" \
+        --dir "$CLUSTER_DIR" --logfile "$CLUSTER_DIR/redis-$port.log"
+    fi
+    wait_for "Redis $port" redis_up "$port"
+  done
+  if ! cluster_ok 2>/dev/null; then
+    log "creating the Redis Cluster on ${CLUSTER_PORTS[*]}"
+    for port in "${CLUSTER_PORTS[@]}"; do
+      redis-cli -p "$port" flushall >/dev/null
+      redis-cli -p "$port" cluster reset hard >/dev/null
+    done
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CLUSTER_PORTS[@]}") \
+      --cluster-replicas 0 --cluster-yes >/dev/null
+    wait_for "Redis Cluster" cluster_ok
+  fi
+fi
+
+log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), Redis 6379, Redis Cluster 7000-7002"

@@ -1,0 +1,351 @@
+//! Configuration: the daemon file and one TOML file per connector.
+//!
+//! Loading reads every file and collects every mistake before giving up, so a user fixing a
+//! configuration sees the whole list at once, each with its file and key.
+
+pub mod interp;
+pub mod reader;
+pub mod secret;
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use reader::{ConfigError, ConfigErrors, Diag, Section};
+pub use secret::SecretUrl;
+
+use crate::sinks::SinkConfig;
+use crate::sources::SourceConfig;
+use crate::transforms::TransformConfig;
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/tidemark";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_CONNECTORS_DIR: &str = "connectors";
+pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 4096;
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 << 20;
+pub const DEFAULT_MAX_BATCH_WAIT: Duration = Duration::from_millis(5);
+pub const DEFAULT_BUFFER_BATCHES: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The daemon file (`tidemark.toml`).
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub file: PathBuf,
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub connectors_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// `/health` reports a connector unhealthy once its lag exceeds this.
+    pub max_lag: Duration,
+    /// How long a SIGTERM drain may take before in-flight work is abandoned (it is replayed on
+    /// the next start, never lost).
+    pub shutdown_timeout: Duration,
+}
+
+/// Batching and buffering of one connector's pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineConfig {
+    /// A batch is handed to the sinks once it holds this many events...
+    pub max_batch_rows: NonZeroUsize,
+    /// ...or this many bytes of row data...
+    pub max_batch_bytes: NonZeroUsize,
+    /// ...or its first event has waited this long, or the source has nothing more right now.
+    pub max_batch_wait: Duration,
+    /// Batches buffered between the source and the sinks; with the limits above this bounds the
+    /// memory a stalled sink can make the daemon hold.
+    pub buffer_batches: NonZeroUsize,
+    /// Health threshold for this connector; the daemon's `max_lag` when absent.
+    pub max_lag: Option<Duration>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            max_batch_rows: NonZeroUsize::new(DEFAULT_MAX_BATCH_ROWS).unwrap(),
+            max_batch_bytes: NonZeroUsize::new(DEFAULT_MAX_BATCH_BYTES).unwrap(),
+            max_batch_wait: DEFAULT_MAX_BATCH_WAIT,
+            buffer_batches: NonZeroUsize::new(DEFAULT_BUFFER_BATCHES).unwrap(),
+            max_lag: None,
+        }
+    }
+}
+
+/// One connector file.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    pub file: PathBuf,
+    pub name: String,
+    pub source: SourceConfig,
+    pub transforms: Vec<TransformConfig>,
+    pub sinks: Vec<SinkConfig>,
+    pub pipeline: PipelineConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub connectors: Vec<ConnectorConfig>,
+}
+
+/// Read a file, interpolate `${ENV}` and parse it as a TOML table; problems go to `d`.
+fn read_toml(path: &Path, d: &mut Diag) -> Option<toml::Table> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            d.error("", format!("cannot read: {e}"));
+            return None;
+        }
+    };
+    let text = interp::interpolate(&text, d, |k| std::env::var(k).ok());
+    match text.parse::<toml::Table>() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+            d.error("", format!("invalid TOML: {msg}"));
+            None
+        }
+    }
+}
+
+/// Load only the daemon file (for commands that need just `data_dir` or `http_addr`).
+pub fn load_daemon(path: &Path) -> Result<DaemonConfig, ConfigErrors> {
+    let mut d = Diag::new(path);
+    let daemon = read_toml(path, &mut d).and_then(|t| read_daemon(path, Section::new("", t), &mut d));
+    match daemon {
+        Some(c) if d.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(d.into_errors())),
+    }
+}
+
+/// Load the daemon file and every connector file, returning every mistake found.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let daemon = match load_daemon(path) {
+        Ok(d) => d,
+        Err(e) => return Err(e),
+    };
+
+    let mut connectors = Vec::new();
+    match connector_files(&daemon.connectors_dir) {
+        Ok(files) if files.is_empty() => errors.push(ConfigError {
+            file: daemon.file.clone(),
+            key: "connectors_dir".into(),
+            message: format!("no connector files (*.toml) in {}", daemon.connectors_dir.display()),
+        }),
+        Ok(files) => {
+            for file in files {
+                let mut d = Diag::new(&file);
+                if let Some(t) = read_toml(&file, &mut d) {
+                    if let Some(c) = read_connector(&file, Section::new("", t), &mut d) {
+                        connectors.push(c);
+                    }
+                }
+                errors.extend(d.into_errors());
+            }
+        }
+        Err(e) => errors.push(ConfigError {
+            file: daemon.file.clone(),
+            key: "connectors_dir".into(),
+            message: format!("cannot list {}: {e}", daemon.connectors_dir.display()),
+        }),
+    }
+
+    check_unique(&connectors, &mut errors);
+    if errors.is_empty() {
+        Ok(Config { daemon, connectors })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn connector_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Names and replication resources must not be shared between connectors.
+fn check_unique(connectors: &[ConnectorConfig], errors: &mut Vec<ConfigError>) {
+    for (i, c) in connectors.iter().enumerate() {
+        for earlier in &connectors[..i] {
+            if earlier.name == c.name {
+                errors.push(ConfigError {
+                    file: c.file.clone(),
+                    key: "name".into(),
+                    message: format!("connector name `{}` is also used by {}", c.name, earlier.file.display()),
+                });
+            }
+            if let Some((key, what)) = c.source.conflicts_with(&earlier.source) {
+                errors.push(ConfigError {
+                    file: c.file.clone(),
+                    key: format!("source.{key}"),
+                    message: format!("{what} is also used by {}", earlier.file.display()),
+                });
+            }
+        }
+    }
+}
+
+fn read_daemon(path: &Path, mut s: Section, d: &mut Diag) -> Option<DaemonConfig> {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let resolve = |p: String| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+    let data_dir = resolve(s.opt_str(d, "data_dir").unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+    let http_addr = s.opt_str(d, "http_addr").unwrap_or_else(|| DEFAULT_HTTP_ADDR.into());
+    let http_addr = match http_addr.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            d.error("http_addr", format!("`{http_addr}` is not an address such as 127.0.0.1:8080"));
+            None
+        }
+    };
+    let connectors_dir =
+        resolve(s.opt_str(d, "connectors_dir").unwrap_or_else(|| DEFAULT_CONNECTORS_DIR.into()));
+    let log_format = match s.opt_choice(d, "log_format", &["text", "json"]).as_deref() {
+        Some("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    let max_lag = s.opt_duration(d, "max_lag").unwrap_or(DEFAULT_MAX_LAG);
+    let shutdown_timeout = s.opt_duration(d, "shutdown_timeout").unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    s.finish(d, &["data_dir", "http_addr", "connectors_dir", "log_format", "max_lag", "shutdown_timeout"]);
+    Some(DaemonConfig {
+        file: path.to_path_buf(),
+        data_dir,
+        http_addr: http_addr?,
+        connectors_dir,
+        log_format,
+        max_lag,
+        shutdown_timeout,
+    })
+}
+
+/// Connector names become parts of slot names, Redis keys and metric labels.
+pub fn valid_connector_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 48
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+pub fn read_connector(path: &Path, mut s: Section, d: &mut Diag) -> Option<ConnectorConfig> {
+    let name = s.str(d, "name");
+    if let Some(n) = &name {
+        if !valid_connector_name(n) {
+            d.error("name", format!("`{n}` must start with a-z and use only a-z, 0-9, _ and - (at most 48)"));
+        }
+    }
+    let conn_name = name.clone().unwrap_or_default();
+
+    let source = match s.opt_table(d, "source") {
+        Some(sec) => SourceConfig::read(sec, d, &conn_name),
+        None => {
+            d.error("source", "is required");
+            None
+        }
+    };
+    let transforms: Vec<TransformConfig> =
+        s.tables(d, "transform").into_iter().filter_map(|t| TransformConfig::read(t, d)).collect();
+    let sink_sections = s.tables(d, "sink");
+    if sink_sections.is_empty() && !s.has("sink") {
+        d.error("sink", "at least one [[sink]] is required");
+    }
+    let sinks: Vec<SinkConfig> =
+        sink_sections.into_iter().enumerate().filter_map(|(i, t)| SinkConfig::read(t, i, d)).collect();
+    for (i, sink) in sinks.iter().enumerate() {
+        if sinks[..i].iter().any(|other| other.name == sink.name) {
+            d.error(format!("sink[{i}].name"), format!("sink name `{}` is used twice; give each sink a distinct name", sink.name));
+        }
+    }
+    let pipeline = s.opt_table(d, "pipeline").map(|p| read_pipeline(p, d)).unwrap_or_default();
+    s.finish(d, &["name", "source", "transform", "sink", "pipeline"]);
+
+    if !d.is_empty() {
+        return None;
+    }
+    Some(ConnectorConfig {
+        file: path.to_path_buf(),
+        name: name?,
+        source: source?,
+        transforms,
+        sinks,
+        pipeline,
+    })
+}
+
+fn read_pipeline(mut s: Section, d: &mut Diag) -> PipelineConfig {
+    let dflt = PipelineConfig::default();
+    let p = PipelineConfig {
+        max_batch_rows: s.opt_nonzero(d, "max_batch_rows").unwrap_or(dflt.max_batch_rows),
+        max_batch_bytes: s
+            .opt_bytes(d, "max_batch_bytes")
+            .and_then(NonZeroUsize::new)
+            .unwrap_or(dflt.max_batch_bytes),
+        max_batch_wait: s.opt_duration(d, "max_batch_wait").unwrap_or(dflt.max_batch_wait),
+        buffer_batches: s.opt_nonzero(d, "buffer_batches").unwrap_or(dflt.buffer_batches),
+        max_lag: s.opt_duration(d, "max_lag"),
+    };
+    s.finish(d, &["max_batch_rows", "max_batch_bytes", "max_batch_wait", "buffer_batches", "max_lag"]);
+    p
+}
+
+/// Parse one connector file's text (used by tests and `check` for single files).
+pub fn parse_connector(path: &Path, text: &str) -> Result<ConnectorConfig, ConfigErrors> {
+    let mut d = Diag::new(path);
+    let text = interp::interpolate(text, &mut d, |k| std::env::var(k).ok());
+    let table = match text.parse::<toml::Table>() {
+        Ok(t) => t,
+        Err(e) => {
+            d.error("", format!("invalid TOML: {e}"));
+            return Err(ConfigErrors(d.into_errors()));
+        }
+    };
+    match read_connector(path, Section::new("", table), &mut d) {
+        Some(c) if d.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(d.into_errors())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connector_lists_every_mistake() {
+        let text = r#"
+name = "Bad Name"
+colour = "blue"
+[source]
+kind = "postgres"
+tables = "public.t"
+snapshot = "sometimes"
+[[sink]]
+kind = "redis"
+url = "redis://127.0.0.1:6379/0"
+format = "xml"
+[[sink]]
+kind = "carrier-pigeon"
+[pipeline]
+max_batch_rows = 0
+"#;
+        let errs = parse_connector(Path::new("c/bad.toml"), text).unwrap_err().0;
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for want in ["name", "colour", "source.url", "source.tables", "source.snapshot", "sink[0].format", "sink[1].kind", "pipeline.max_batch_rows"] {
+            assert!(keys.contains(&want), "missing error for {want}: {errs:#?}");
+        }
+        assert!(errs.iter().all(|e| e.file == Path::new("c/bad.toml")));
+    }
+}

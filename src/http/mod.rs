@@ -1,0 +1,134 @@
+//! The HTTP API: `/health`, `/metrics`, `/connectors`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{self, Metrics};
+use crate::pipeline::ConnectorHandle;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub connectors: Arc<Vec<Arc<ConnectorHandle>>>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/connectors", get(list_connectors))
+        .route("/connectors/{name}", get(one_connector))
+        .route("/connectors/{name}/pause", post(pause))
+        .route("/connectors/{name}/resume", post(resume))
+        .with_state(state)
+}
+
+/// Bind `addr` and serve until `stop` is cancelled. Binding errors are returned at once.
+pub async fn serve(addr: SocketAddr, state: AppState, stop: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = router(state);
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+    }))
+}
+
+async fn health(State(st): State<AppState>) -> Response {
+    let connectors: Vec<Value> = st.connectors.iter().map(|c| c.status.to_json()).collect();
+    let healthy = connectors.iter().all(|c| c["healthy"] == true);
+    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({ "status": if healthy { "ok" } else { "unhealthy" }, "connectors": connectors }))).into_response()
+}
+
+async fn metrics_text(State(st): State<AppState>) -> Response {
+    for c in st.connectors.iter() {
+        let h = c.status.health();
+        let labels = metrics::connector_labels(&c.status.name);
+        st.metrics.lag_seconds.get_or_create(&labels).set(h.lag_ms as f64 / 1000.0);
+        if let Some(b) = h.lag_bytes {
+            st.metrics.lag_bytes.get_or_create(&labels).set(b as i64);
+        }
+        if let Some(b) = h.retained_bytes {
+            st.metrics.retained_wal_bytes.get_or_create(&labels).set(b as i64);
+        }
+        if let Some(age) = h.checkpoint_age {
+            st.metrics.checkpoint_age_seconds.get_or_create(&labels).set(age.as_secs_f64());
+        }
+        st.metrics.connector_healthy.get_or_create(&labels).set(i64::from(h.healthy));
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], st.metrics.render()).into_response()
+}
+
+fn describe(c: &ConnectorHandle) -> Value {
+    let mut v = c.status.to_json();
+    v["config"] = json!({
+        "file": c.config.file.display().to_string(),
+        "source": c.config.source.describe(),
+        "sinks": c.config.sinks.iter().map(|s| s.describe()).collect::<Vec<_>>(),
+    });
+    v
+}
+
+async fn list_connectors(State(st): State<AppState>) -> Json<Value> {
+    Json(Value::Array(st.connectors.iter().map(|c| describe(c)).collect()))
+}
+
+fn find<'a>(st: &'a AppState, name: &str) -> Result<&'a Arc<ConnectorHandle>, Response> {
+    st.connectors
+        .iter()
+        .find(|c| c.config.name == name)
+        .ok_or_else(|| (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no connector named {name}") }))).into_response())
+}
+
+async fn one_connector(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+    match find(&st, &name) {
+        Ok(c) => Json(describe(c)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn pause(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+    match find(&st, &name) {
+        Ok(c) => {
+            c.pause();
+            (StatusCode::ACCEPTED, Json(json!({ "name": name, "state": "paused" }))).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn resume(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+    match find(&st, &name) {
+        Ok(c) => {
+            c.resume();
+            (StatusCode::ACCEPTED, Json(json!({ "name": name, "state": c.status.state() }))).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// A minimal HTTP/1.1 client for the CLI talking to its own daemon.
+pub async fn request(addr: &str, method: &str, path: &str) -> Result<(u16, String), String> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot reach tidemark at {addr}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr)
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let code = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+}

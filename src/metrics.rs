@@ -1,0 +1,132 @@
+//! Every metric tidemark exports, named in one place. Units are in the names.
+//!
+//! Counters are bumped once per batch (never per event on the hot path); gauges that describe a
+//! connector's position are refreshed from its status when `/metrics` is scraped.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub const EVENTS: &str = "tidemark_events";
+pub const SINK_EVENTS: &str = "tidemark_sink_events";
+pub const SINK_RETRIES: &str = "tidemark_sink_retries";
+pub const SINK_WRITE_SECONDS: &str = "tidemark_sink_write_seconds";
+pub const TYPE_FALLBACKS: &str = "tidemark_type_fallbacks";
+pub const EVENTS_SKIPPED: &str = "tidemark_events_skipped";
+pub const LAG_SECONDS: &str = "tidemark_lag_seconds";
+pub const LAG_BYTES: &str = "tidemark_lag_bytes";
+pub const RETAINED_WAL_BYTES: &str = "tidemark_retained_wal_bytes";
+pub const CHECKPOINT_AGE_SECONDS: &str = "tidemark_checkpoint_age_seconds";
+pub const CONNECTOR_HEALTHY: &str = "tidemark_connector_healthy";
+pub const SNAPSHOT_ROWS: &str = "tidemark_snapshot_rows";
+
+/// Label keys.
+pub const CONNECTOR: &str = "connector";
+pub const TABLE: &str = "table";
+pub const OP: &str = "op";
+pub const SINK: &str = "sink";
+pub const OUTCOME: &str = "outcome";
+pub const COLUMN: &str = "column";
+pub const TYPE: &str = "type";
+pub const REASON: &str = "reason";
+
+/// Outcomes of a sink write, per event.
+pub const OUTCOME_APPLIED: &str = "applied";
+/// The sink already held the same or a newer version: a replay, made harmless by fencing.
+pub const OUTCOME_STALE: &str = "stale";
+pub const OUTCOME_FAILED: &str = "failed";
+pub const OUTCOME_SKIPPED: &str = "skipped";
+pub const OUTCOME_DEAD_LETTERED: &str = "dead_lettered";
+
+pub type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub events: Family<Labels, Counter>,
+    pub sink_events: Family<Labels, Counter>,
+    pub sink_retries: Family<Labels, Counter>,
+    pub sink_write_seconds: Family<Labels, Histogram>,
+    pub type_fallbacks: Family<Labels, Counter>,
+    pub events_skipped: Family<Labels, Counter>,
+    pub snapshot_rows: Family<Labels, Counter>,
+    pub lag_seconds: Family<Labels, FloatGauge>,
+    pub lag_bytes: Family<Labels, Gauge>,
+    pub retained_wal_bytes: Family<Labels, Gauge>,
+    pub checkpoint_age_seconds: Family<Labels, FloatGauge>,
+    pub connector_healthy: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let events = Family::<Labels, Counter>::default();
+        let sink_events = Family::<Labels, Counter>::default();
+        let sink_retries = Family::<Labels, Counter>::default();
+        let sink_write_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
+        let type_fallbacks = Family::<Labels, Counter>::default();
+        let events_skipped = Family::<Labels, Counter>::default();
+        let snapshot_rows = Family::<Labels, Counter>::default();
+        let lag_seconds = Family::<Labels, FloatGauge>::default();
+        let lag_bytes = Family::<Labels, Gauge>::default();
+        let retained_wal_bytes = Family::<Labels, Gauge>::default();
+        let checkpoint_age_seconds = Family::<Labels, FloatGauge>::default();
+        let connector_healthy = Family::<Labels, Gauge>::default();
+
+        registry.register(EVENTS, "Change events read from sources, by table and op", events.clone());
+        registry.register(SINK_EVENTS, "Events handled by sinks, by outcome", sink_events.clone());
+        registry.register(SINK_RETRIES, "Sink writes retried after a transient error", sink_retries.clone());
+        registry.register(SINK_WRITE_SECONDS, "Time to make one batch durable in a sink", sink_write_seconds.clone());
+        registry.register(TYPE_FALLBACKS, "Column values of an unsupported type, or unparsable text, passed on as text", type_fallbacks.clone());
+        registry.register(EVENTS_SKIPPED, "Source changes not turned into events (e.g. tables without a key)", events_skipped.clone());
+        registry.register(SNAPSHOT_ROWS, "Rows read by snapshots", snapshot_rows.clone());
+        registry.register(LAG_SECONDS, "Now minus the commit time of the newest change every sink applied (0 when caught up)", lag_seconds.clone());
+        registry.register(LAG_BYTES, "Source log written but not yet applied by every sink", lag_bytes.clone());
+        registry.register(RETAINED_WAL_BYTES, "WAL the PostgreSQL server keeps for the connector's slot", retained_wal_bytes.clone());
+        registry.register(CHECKPOINT_AGE_SECONDS, "Time since the connector's position was last checkpointed", checkpoint_age_seconds.clone());
+        registry.register(CONNECTOR_HEALTHY, "1 when the connector is running within its lag threshold", connector_healthy.clone());
+
+        Metrics {
+            registry,
+            events,
+            sink_events,
+            sink_retries,
+            sink_write_seconds,
+            type_fallbacks,
+            events_skipped,
+            snapshot_rows,
+            lag_seconds,
+            lag_bytes,
+            retained_wal_bytes,
+            checkpoint_age_seconds,
+            connector_healthy,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+pub fn connector_labels(connector: &str) -> Labels {
+    vec![(CONNECTOR, connector.to_string())]
+}
+
+pub fn sink_labels(connector: &str, sink: &str) -> Labels {
+    vec![(CONNECTOR, connector.to_string()), (SINK, sink.to_string())]
+}

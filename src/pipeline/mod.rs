@@ -1,0 +1,347 @@
+//! A connector at run time: its source task, the batch channel, the transform chain, the sinks
+//! and the checkpoint.
+//!
+//! Invariants:
+//! - A batch is handed to the sinks only after the previous one is durable in every sink, so per
+//!   key, events are applied in source order.
+//! - A position is stored only after every sink has made its batch (and all before it) durable;
+//!   the source confirms to the server only what was stored. A crash therefore replays a suffix
+//!   of the stream, which fenced sinks turn into no-ops.
+//! - Memory is bounded: the channel holds `buffer_batches` batches, each capped by rows and bytes;
+//!   a sink that stops accepting blocks the pipeline, which blocks the source.
+
+pub mod batch;
+pub mod dead_letter;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use self::batch::{Batch, Batcher};
+use self::dead_letter::DeadLetters;
+use self::status::{ConnectorState, ConnectorStatus, SinkState};
+use crate::config::{ConnectorConfig, DaemonConfig};
+use crate::event::ChangeEvent;
+use crate::metrics::{self, Metrics};
+use crate::retry::{Backoff, Classify, ErrorClass};
+use crate::sinks::{ErrorPolicy, Sink, SinkConfig, SinkContext, SinkError};
+use crate::sources::{self, Position, SourceContext};
+use crate::state::{StateError, StateStore};
+use crate::transforms::Chain;
+
+/// Positions are stored at most this often (each store is an fsync); a crash replays at most
+/// this much, and shutdown always stores the last one.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("sink {sink}: {error}")]
+    Sink { sink: String, error: SinkError },
+    #[error("sink {sink} rejected an event and its on_error policy is `fail`: {reason}")]
+    Rejected { sink: String, reason: String },
+    #[error("sink {sink}: cannot write dead letter: {error}")]
+    DeadLetter { sink: String, error: std::io::Error },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("stopped before the batch was durable (shutdown deadline)")]
+    Aborted,
+}
+
+/// A configured connector and the controls the HTTP API uses.
+pub struct ConnectorHandle {
+    pub config: ConnectorConfig,
+    pub status: Arc<ConnectorStatus>,
+    paused: watch::Sender<bool>,
+}
+
+impl ConnectorHandle {
+    pub fn new(config: ConnectorConfig, daemon: &DaemonConfig) -> Arc<Self> {
+        let status = Arc::new(ConnectorStatus::new(
+            &config.name,
+            config.source.kind(),
+            config.pipeline.max_lag.unwrap_or(daemon.max_lag),
+            config.source.heartbeat_interval(),
+        ));
+        for s in &config.sinks {
+            status.add_sink(&s.name, s.kind_name());
+        }
+        Arc::new(ConnectorHandle { config, status, paused: watch::channel(false).0 })
+    }
+
+    /// Stop taking batches; the source backs up and stops reading.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+        self.status.set_paused(true);
+    }
+
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+        self.status.set_paused(false);
+    }
+}
+
+/// One sink with its retry state.
+struct SinkRunner {
+    index: usize,
+    name: String,
+    policy: ErrorPolicy,
+    sink: Sink,
+    dead_letters: Option<DeadLetters>,
+    backoff: Backoff,
+    labels: metrics::Labels,
+}
+
+impl SinkRunner {
+    /// Write until the batch is durable, retrying transient failures with backoff. Returns an
+    /// error only when the connector must stop.
+    async fn write(&mut self, events: &[ChangeEvent], ctx: &Shared) -> Result<(), PipelineError> {
+        loop {
+            let started = Instant::now();
+            match self.sink.write(events).await {
+                Ok(report) => {
+                    ctx.metrics.sink_write_seconds.get_or_create(&self.labels).observe(started.elapsed().as_secs_f64());
+                    self.count(ctx, metrics::OUTCOME_APPLIED, report.applied);
+                    self.count(ctx, metrics::OUTCOME_STALE, report.stale);
+                    for (i, reason) in report.rejected {
+                        self.reject(&events[i], reason, ctx)?;
+                    }
+                    if self.backoff.attempts() > 0 {
+                        info!(connector = %ctx.name, sink = %self.name, "sink recovered");
+                    }
+                    self.backoff.reset();
+                    ctx.status.set_sink_state(self.index, SinkState::Ok, None);
+                    ctx.status.sink_done(self.index, events.len() as u64);
+                    return Ok(());
+                }
+                Err(e) if e.class() == ErrorClass::Retry => {
+                    let delay = self.backoff.next_delay();
+                    if self.backoff.attempts() == 1 || self.backoff.attempts() % 20 == 0 {
+                        warn!(connector = %ctx.name, sink = %self.name, error = %e, attempt = self.backoff.attempts(), "sink write failed; retrying");
+                    }
+                    ctx.status.set_sink_state(self.index, SinkState::Retrying, Some(e.to_string()));
+                    ctx.metrics.sink_retries.get_or_create(&self.labels).inc();
+                    tokio::select! {
+                        _ = ctx.abort.cancelled() => return Err(PipelineError::Aborted),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => {
+                    ctx.status.set_sink_state(self.index, SinkState::Failed, Some(e.to_string()));
+                    self.count(ctx, metrics::OUTCOME_FAILED, events.len() as u64);
+                    return Err(PipelineError::Sink { sink: self.name.clone(), error: e });
+                }
+            }
+        }
+    }
+
+    fn count(&self, ctx: &Shared, outcome: &'static str, n: u64) {
+        if n > 0 {
+            let mut labels = self.labels.clone();
+            labels.push((metrics::OUTCOME, outcome.to_string()));
+            ctx.metrics.sink_events.get_or_create(&labels).inc_by(n);
+        }
+    }
+
+    /// Apply the sink's `on_error` policy to one permanently rejected event.
+    fn reject(&mut self, ev: &ChangeEvent, reason: String, ctx: &Shared) -> Result<(), PipelineError> {
+        match self.policy {
+            ErrorPolicy::Fail => {
+                self.count(ctx, metrics::OUTCOME_FAILED, 1);
+                ctx.status.set_sink_state(self.index, SinkState::Failed, Some(reason.clone()));
+                Err(PipelineError::Rejected { sink: self.name.clone(), reason })
+            }
+            ErrorPolicy::Skip => {
+                warn!(connector = %ctx.name, sink = %self.name, %reason, table = %ev.table, "event rejected by sink; skipped");
+                self.count(ctx, metrics::OUTCOME_SKIPPED, 1);
+                Ok(())
+            }
+            ErrorPolicy::DeadLetter => {
+                let dl = self.dead_letters.as_mut().expect("built for dead_letter policy");
+                dl.write(ev, &self.name, &reason)
+                    .map_err(|error| PipelineError::DeadLetter { sink: self.name.clone(), error })?;
+                warn!(connector = %ctx.name, sink = %self.name, %reason, file = %dl.path().display(), "event rejected by sink; dead-lettered");
+                self.count(ctx, metrics::OUTCOME_DEAD_LETTERED, 1);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What every part of a running connector shares.
+struct Shared {
+    name: Arc<str>,
+    status: Arc<ConnectorStatus>,
+    metrics: Arc<Metrics>,
+    abort: CancellationToken,
+}
+
+struct Pipeline {
+    ctx: Shared,
+    sinks: Vec<SinkRunner>,
+    chain: Chain,
+    store: StateStore,
+    ack: watch::Sender<Option<Position>>,
+    /// The newest position whose batch every sink has applied, not yet stored.
+    pending: Option<Position>,
+    /// The newest position accepted (stored or pending).
+    newest: Option<Position>,
+    last_store: Instant,
+}
+
+impl Pipeline {
+    /// Take batches until the source closes the channel. Priorities: abort, checkpoint timer,
+    /// pause changes, new batches.
+    async fn run(&mut self, mut rx: mpsc::Receiver<Batch>, mut paused: watch::Receiver<bool>) -> Result<(), PipelineError> {
+        let result = loop {
+            let due = self.pending.as_ref().map(|_| tokio::time::Instant::from_std(self.last_store + CHECKPOINT_INTERVAL));
+            let is_paused = *paused.borrow();
+            tokio::select! {
+                biased;
+                _ = self.ctx.abort.cancelled() => break Ok(()),
+                _ = async { tokio::time::sleep_until(due.unwrap()).await }, if due.is_some() => {
+                    if let Err(e) = self.store_checkpoint().await { break Err(e) }
+                }
+                changed = paused.changed() => {
+                    if changed.is_err() { break Ok(()) }
+                }
+                batch = rx.recv(), if !is_paused => match batch {
+                    None => break Ok(()),
+                    Some(b) => if let Err(e) = self.process(b).await { break Err(e) },
+                },
+            }
+        };
+        // Whatever happened, a position whose batch is durable may be stored.
+        let stored = self.store_checkpoint().await;
+        result.and(stored)
+    }
+
+    async fn process(&mut self, batch: Batch) -> Result<(), PipelineError> {
+        let Batch { events, checkpoint, newest_commit_ms, heartbeat, offset, .. } = batch;
+        let n = events.len();
+        let heartbeat_ms = if heartbeat { newest_commit_ms } else { None };
+        let events = self.chain.apply(events, heartbeat_ms);
+        if !events.is_empty() {
+            let ctx = &self.ctx;
+            let results = join_all(self.sinks.iter_mut().map(|s| s.write(&events, ctx))).await;
+            results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        }
+        self.ctx.status.batch_done(n, newest_commit_ms, heartbeat, offset);
+        if let Some(pos) = checkpoint {
+            if self.newest.as_ref().is_none_or(|prev| pos.is_after(prev)) {
+                self.newest = Some(pos.clone());
+                self.pending = Some(pos);
+            }
+        }
+        Ok(())
+    }
+
+    /// Store the pending position (with operator state, in one transaction) and tell the source.
+    async fn store_checkpoint(&mut self) -> Result<(), PipelineError> {
+        let Some(pos) = self.pending.take() else { return Ok(()) };
+        let operators = self.chain.checkpoint();
+        let store = self.store.clone();
+        let name = self.ctx.name.to_string();
+        let to_store = pos.clone();
+        tokio::task::spawn_blocking(move || store.commit(&name, &to_store, &operators))
+            .await
+            .map_err(|e| StateError::Storage(format!("checkpoint task: {e}")))??;
+        self.last_store = Instant::now();
+        self.ctx.status.checkpointed(serde_json::to_value(&pos).unwrap_or_default());
+        self.ack.send_replace(Some(pos));
+        Ok(())
+    }
+}
+
+fn build_sink(index: usize, cfg: &SinkConfig, ctx: SinkContext, daemon: &DaemonConfig, connector: &str) -> SinkRunner {
+    let dead_letters = (cfg.on_error == ErrorPolicy::DeadLetter).then(|| {
+        let path = cfg
+            .dead_letter_path
+            .clone()
+            .unwrap_or_else(|| daemon.data_dir.join("dead_letters").join(format!("{connector}.jsonl")));
+        DeadLetters::new(path, ctx.clone())
+    });
+    SinkRunner {
+        index,
+        name: cfg.name.clone(),
+        policy: cfg.on_error,
+        sink: Sink::build(cfg, ctx),
+        dead_letters,
+        backoff: Backoff::default(),
+        labels: metrics::sink_labels(connector, &cfg.name),
+    }
+}
+
+/// Run one connector until `stop` is cancelled (drain: the source stops, every batch already read
+/// is applied and checkpointed) or `abort` is (stop now; unfinished work is replayed next time).
+pub async fn run_connector(
+    handle: Arc<ConnectorHandle>,
+    daemon: DaemonConfig,
+    store: StateStore,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
+    let cfg = &handle.config;
+    let status = handle.status.clone();
+    let name: Arc<str> = cfg.name.as_str().into();
+    let resume = match store.position(&cfg.name) {
+        Ok(p) => p,
+        Err(e) => {
+            error!(connector = %name, error = %e, "cannot read stored position");
+            status.fail(e.to_string());
+            return;
+        }
+    };
+    let sink_ctx = SinkContext { connector: name.clone(), encoding: cfg.source.encoding() };
+    let sinks = cfg.sinks.iter().enumerate().map(|(i, s)| build_sink(i, s, sink_ctx.clone(), &daemon, &name)).collect();
+
+    let (tx, rx) = mpsc::channel(cfg.pipeline.buffer_batches.get());
+    let (ack_tx, ack_rx) = watch::channel(resume.clone());
+    let source_cancel = stop.child_token();
+    let source_ctx = SourceContext {
+        connector: name.clone(),
+        batcher: Batcher::new(tx, cfg.pipeline, status.clone()),
+        acked: ack_rx,
+        resume: resume.clone(),
+        cancel: source_cancel.clone(),
+        status: status.clone(),
+        metrics: metrics.clone(),
+    };
+    let source_cfg = cfg.source.clone();
+    let source = tokio::spawn(async move { sources::run(&source_cfg, source_ctx).await });
+
+    let mut pipeline = Pipeline {
+        ctx: Shared { name: name.clone(), status: status.clone(), metrics, abort },
+        sinks,
+        chain: Chain::default(),
+        store,
+        ack: ack_tx,
+        pending: None,
+        newest: resume,
+        last_store: Instant::now(),
+    };
+    let outcome = pipeline.run(rx, handle.paused.subscribe()).await;
+    if let Err(e) = &outcome {
+        if !matches!(e, PipelineError::Aborted) {
+            error!(connector = %name, error = %e, "connector stopped");
+            status.fail(e.to_string());
+        }
+        source_cancel.cancel();
+    }
+    match source.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            error!(connector = %name, error = %e, "source stopped");
+            status.fail(e.to_string());
+        }
+        Err(e) => status.fail(format!("source task panicked: {e}")),
+    }
+    if status.state() != ConnectorState::Failed {
+        status.set_state(ConnectorState::Stopped);
+    }
+}

@@ -1,0 +1,800 @@
+//! `kind = "postgres"`: logical replication with pgoutput.
+//!
+//! The stream comes from `pgwire-replication` (raw pgoutput, decoded by [`pgoutput`]); everything
+//! else (catalog, snapshot, heartbeats) runs on an ordinary `tokio-postgres` session.
+//!
+//! Position and versions. A transaction's changes carry the version `(commit LSN, index)`, index
+//! counting from 1; snapshot rows carry `(consistent point, 0)`. The stored position is the end
+//! LSN of the last transaction (or heartbeat) every sink has made durable; streaming resumes there
+//! and the slot is confirmed only up to there, so the server keeps every change not yet durable.
+
+pub mod catalog;
+pub mod check;
+pub mod config;
+pub mod pgoutput;
+pub mod snapshot;
+pub mod types;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgwire_replication::{Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+pub use config::PostgresConfig;
+
+use self::catalog::{TableInfo, TypeCache};
+use self::pgoutput::{Datum, Message, OldKind, Relation, Tuple};
+use self::types::{decode_text, PgType, SESSION_OPTIONS};
+use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SourceMeta, TableRef, Value, Version};
+use crate::metrics::{self, Metrics};
+use crate::pipeline::batch::PipelineClosed;
+use crate::pipeline::status::ConnectorState;
+use crate::retry::{Backoff, Classify, ErrorClass};
+use crate::sources::{Position, SourceContext};
+
+/// Prefix of the logical messages tidemark writes as heartbeats.
+pub const HEARTBEAT_PREFIX: &str = "tidemark_heartbeat";
+/// Events buffered between the replication socket and the source (bounded; see the README's
+/// memory section).
+const STREAM_BUFFER_EVENTS: usize = 1024;
+/// How often the slot's confirmed position is reported when it moved.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    Lsn::parse(s).ok().map(|l| l.as_u64())
+}
+
+pub fn format_lsn(lsn: u64) -> String {
+    Lsn::from_u64(lsn).to_string()
+}
+
+mod lsn_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(lsn: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_lsn(*lsn))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_lsn(&s).ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not an LSN")))
+    }
+}
+
+/// Where a PostgreSQL connector resumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgPosition {
+    /// Streaming resumes here: the end of the last durable transaction or heartbeat. While the
+    /// initial snapshot runs, the slot's consistent point.
+    #[serde(with = "lsn_text")]
+    pub lsn: u64,
+    /// Present until the initial snapshot has completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SnapshotProgress {
+    /// Tables read completely (`schema.table`).
+    pub done: Vec<String>,
+    /// The table being read, and the text of the key of the last row read from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<Option<String>>>,
+}
+
+impl PgPosition {
+    pub fn streaming(lsn: u64) -> Self {
+        PgPosition { lsn, snapshot: None }
+    }
+
+    pub fn is_after(&self, older: &PgPosition) -> bool {
+        match (&self.snapshot, &older.snapshot) {
+            (None, None) => self.lsn > older.lsn,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a != b && a.done.len() >= b.done.len(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("postgres {url}: {source}")]
+    Connect { url: String, source: tokio_postgres::Error },
+    #[error("postgres: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("replication stream: {0}")]
+    Stream(#[from] PgWireError),
+    #[error(transparent)]
+    Decode(#[from] pgoutput::DecodeError),
+    /// Something an operator must resolve; the message says what to do.
+    #[error("{0}")]
+    Operator(String),
+    #[error(transparent)]
+    Closed(#[from] PipelineClosed),
+}
+
+/// SQLSTATE classes that mean "retry later".
+fn sqlstate_class(code: &str) -> ErrorClass {
+    match code {
+        // in use (slot still held by a walsender that has not noticed its client died), admin
+        // shutdown / crash / cannot connect now, connection exceptions, serialization, deadlock,
+        // too many connections, out of memory or disk
+        "55006" | "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300" | "53100" | "53200" => ErrorClass::Retry,
+        c if c.starts_with("08") => ErrorClass::Retry,
+        _ => ErrorClass::Operator,
+    }
+}
+
+impl Classify for PgError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            PgError::Connect { source, .. } | PgError::Query(source) => match source.code() {
+                Some(code) => sqlstate_class(code.code()),
+                None => ErrorClass::Retry,
+            },
+            PgError::Stream(e) => match e {
+                PgWireError::Server(msg) => {
+                    let code = msg.rsplit_once("SQLSTATE ").map(|(_, c)| c.trim_end_matches(')'));
+                    code.map_or(ErrorClass::Retry, sqlstate_class)
+                }
+                PgWireError::Auth(_) | PgWireError::Tls(_) => ErrorClass::Operator,
+                PgWireError::MessageTooLarge { .. } | PgWireError::Internal(_) => ErrorClass::Fatal,
+                _ => ErrorClass::Retry,
+            },
+            PgError::Decode(_) => ErrorClass::Fatal,
+            PgError::Operator(_) => ErrorClass::Operator,
+            PgError::Closed(_) => ErrorClass::Retry,
+        }
+    }
+}
+
+/// A decoded column of a captured table.
+pub struct ColInfo {
+    pub name: Arc<str>,
+    pub ty: PgType,
+    pub typmod: i32,
+    /// Bumped for every value passed on as text (unsupported type or unparsable text).
+    pub fallbacks: Counter,
+}
+
+/// Per-op event counters of a table.
+pub struct OpCounters {
+    create: Counter,
+    update: Counter,
+    delete: Counter,
+    read: Counter,
+    truncate: Counter,
+}
+
+impl OpCounters {
+    fn new(m: &Metrics, connector: &str, table: &str) -> Self {
+        let c = |op: &str| {
+            m.events
+                .get_or_create(&vec![(metrics::CONNECTOR, connector.to_string()), (metrics::TABLE, table.to_string()), (metrics::OP, op.to_string())])
+                .clone()
+        };
+        OpCounters { create: c("c"), update: c("u"), delete: c("d"), read: c("r"), truncate: c("t") }
+    }
+
+    fn get(&self, op: Op) -> &Counter {
+        match op {
+            Op::Create => &self.create,
+            Op::Update => &self.update,
+            Op::Delete => &self.delete,
+            Op::Read => &self.read,
+            Op::Truncate => &self.truncate,
+        }
+    }
+}
+
+/// How a captured table's rows are decoded and keyed.
+pub struct RelInfo {
+    pub table: Arc<TableRef>,
+    pub columns: Vec<ColInfo>,
+    /// Indices of the key columns, in key order.
+    pub key: Vec<usize>,
+    /// The key is the primary key (so snapshots can read it in key order).
+    pub by_primary_key: bool,
+    counters: OpCounters,
+}
+
+impl RelInfo {
+    /// Build from the catalog's view of a table; `None` when it cannot be keyed.
+    async fn build(
+        db: &Arc<str>,
+        table: &TableInfo,
+        columns: &[catalog::Column],
+        client: &Client,
+        types: &mut TypeCache,
+        connector: &str,
+        metrics: &Metrics,
+    ) -> Result<Option<RelInfo>, PgError> {
+        let Some(key_names) = table.key_columns() else { return Ok(None) };
+        let qualified = table.qualified();
+        let mut cols = Vec::with_capacity(columns.len());
+        for c in columns {
+            let ty = types.resolve(client, c.type_oid).await?;
+            let type_name = ty.fallback_name().unwrap_or("none").to_string();
+            let fallbacks = metrics
+                .type_fallbacks
+                .get_or_create(&vec![
+                    (metrics::CONNECTOR, connector.to_string()),
+                    (metrics::TABLE, qualified.clone()),
+                    (metrics::COLUMN, c.name.clone()),
+                    (metrics::TYPE, type_name),
+                ])
+                .clone();
+            cols.push(ColInfo { name: Arc::from(c.name.as_str()), ty, typmod: c.typmod, fallbacks });
+        }
+        let mut key = Vec::with_capacity(key_names.len());
+        for k in &key_names {
+            match cols.iter().position(|c| &*c.name == k.as_str()) {
+                Some(i) => key.push(i),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(RelInfo {
+            table: Arc::new(TableRef { db: db.clone(), schema: table.schema.as_str().into(), name: table.name.as_str().into() }),
+            columns: cols,
+            key,
+            by_primary_key: !table.primary_key.is_empty(),
+            counters: OpCounters::new(metrics, connector, &qualified),
+        }))
+    }
+
+    pub fn key_of(&self, row: &Row) -> Row {
+        Row(self.key.iter().filter_map(|&i| row.0.get(i).cloned()).collect())
+    }
+
+    /// Decode a tuple; the flag says whether columns were left out (unchanged TOAST).
+    fn row(&self, tuple: &Tuple) -> (Row, bool) {
+        let mut fields = Vec::with_capacity(tuple.len());
+        let mut partial = false;
+        for (col, datum) in self.columns.iter().zip(tuple) {
+            let v = match datum {
+                Datum::Null => Value::Null,
+                Datum::Unchanged => {
+                    partial = true;
+                    continue;
+                }
+                Datum::Text(b) => {
+                    let text = String::from_utf8_lossy(b);
+                    let (v, fallback) = decode_text(&col.ty, col.typmod, &text);
+                    if fallback {
+                        col.fallbacks.inc();
+                    }
+                    v
+                }
+                Datum::Binary(b) => Value::Bytes(b.to_vec()),
+            };
+            fields.push((col.name.clone(), v));
+        }
+        (Row(fields), partial)
+    }
+
+    /// The key of a decoded row; `None` if a key column is missing (never for a well-formed one).
+    fn key_from(&self, row: &Row) -> Option<Row> {
+        let mut out = Vec::with_capacity(self.key.len());
+        for &i in &self.key {
+            let name = &self.columns[i].name;
+            let v = row.get(name)?;
+            out.push((name.clone(), v.clone()));
+        }
+        Some(Row(out))
+    }
+}
+
+/// The transaction being decoded.
+struct Txn {
+    commit_lsn: u64,
+    xid: u32,
+    commit_ms: i64,
+    index: u64,
+}
+
+/// PostgreSQL's epoch (2000-01-01) in Unix milliseconds.
+const PG_EPOCH_MS: i64 = 946_684_800_000;
+
+fn pg_micros_to_unix_ms(us: i64) -> i64 {
+    us.div_euclid(1000) + PG_EPOCH_MS
+}
+
+/// Run the source until cancelled; transient failures reconnect with backoff and resume from the
+/// last durable position.
+pub async fn run(cfg: &PostgresConfig, mut ctx: SourceContext) -> Result<(), PgError> {
+    let mut backoff = Backoff::default();
+    let mut resume = match ctx.resume.take() {
+        Some(Position::Postgres(p)) => Some(p),
+        None => None,
+    };
+    loop {
+        let mut session = Session { cfg, ctx: &mut ctx, db: cfg.dbname().into(), relations: HashMap::new(), types: TypeCache::default() };
+        let result = session.run(resume.clone(), &mut backoff).await;
+        match result {
+            Ok(()) | Err(PgError::Closed(_)) => return Ok(()),
+            Err(e) if e.class() == ErrorClass::Retry && !ctx.cancel.is_cancelled() => {
+                let delay = backoff.next_delay();
+                warn!(connector = %ctx.connector, error = %e, retry_in_ms = delay.as_millis() as u64, "postgres source failed; reconnecting");
+                ctx.status.set_source_error(Some(e.to_string()));
+                // Whatever was sent but not yet durable is replayed by the next session; wait
+                // until the pipeline has finished with it so positions never move backwards.
+                ctx.batcher.discard_pending();
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                let sent = ctx.batcher.last_sent().cloned();
+                let mut acked = ctx.acked.clone();
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => return Ok(()),
+                    _ = acked.wait_for(|a| match (&sent, a) {
+                        (None, _) => true,
+                        (Some(s), Some(a)) => !s.is_after(a),
+                        (Some(_), None) => false,
+                    }) => {}
+                }
+                if let Some(Position::Postgres(p)) = ctx.acked.borrow().clone() {
+                    resume = Some(p);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+struct Session<'a> {
+    cfg: &'a PostgresConfig,
+    ctx: &'a mut SourceContext,
+    db: Arc<str>,
+    relations: HashMap<u32, Option<RelInfo>>,
+    types: TypeCache,
+}
+
+impl Session<'_> {
+    async fn run(&mut self, resume: Option<PgPosition>, backoff: &mut Backoff) -> Result<(), PgError> {
+        let cfg = self.cfg;
+        let client = catalog::connect(cfg).await?;
+        let tables = catalog::matching_tables(&client, cfg).await?;
+        if tables.is_empty() {
+            return Err(PgError::Operator(format!(
+                "no table in database {} matches {}; check source.tables",
+                cfg.dbname(),
+                cfg.tables.join(", ")
+            )));
+        }
+        let mut keyed = Vec::new();
+        for t in &tables {
+            match RelInfo::build(&self.db, t, &t.columns, &client, &mut self.types, &self.ctx.connector, &self.ctx.metrics).await? {
+                Some(rel) => keyed.push((t.clone(), rel)),
+                None => {
+                    let note = t.unkeyed_note();
+                    warn!(connector = %self.ctx.connector, "{note}");
+                    self.ctx.status.note(note);
+                }
+            }
+        }
+        let publish: Vec<&TableInfo> = keyed.iter().map(|(t, _)| t).collect();
+        catalog::ensure_publication(&client, &cfg.publication, &publish).await?;
+
+        let slot = catalog::slot(&client, &cfg.slot).await?;
+        if let Some(s) = &slot {
+            if s.plugin != "pgoutput" {
+                return Err(PgError::Operator(format!(
+                    "replication slot {} uses plugin {}, not pgoutput; drop it (SELECT pg_drop_replication_slot('{}')) or configure another slot",
+                    cfg.slot, s.plugin, cfg.slot
+                )));
+            }
+        }
+        let streaming_resume = resume.as_ref().filter(|p| p.snapshot.is_none()).map(|p| p.lsn);
+        if slot.is_none() && streaming_resume.is_some() {
+            return Err(PgError::Operator(format!(
+                "replication slot {} no longer exists, so the changes since the stored position are lost; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
+                cfg.slot, self.ctx.connector
+            )));
+        }
+
+        // A new slot is created on a gated replication session, exporting its snapshot; the same
+        // session then streams.
+        let mut gated: Option<ReplicationClient> = None;
+        let mut exported: Option<String> = None;
+        let mut consistent_lsn = slot.as_ref().and_then(|s| s.confirmed_flush).unwrap_or(0);
+        let needs_snapshot = match &resume {
+            Some(p) => p.snapshot.is_some(),
+            None => cfg.snapshot == config::SnapshotMode::Initial,
+        };
+        if slot.is_none() {
+            let mut repl = ReplicationClient::connect_gated(self.replication_config(Lsn::ZERO)).await?;
+            let export = if needs_snapshot { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" };
+            let rows = repl.simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {export}", cfg.slot)).await?;
+            let row = rows.into_iter().next().ok_or_else(|| PgError::Operator("CREATE_REPLICATION_SLOT returned no row".into()))?;
+            let text = |i: usize| row.get(i).and_then(|v| v.as_ref()).map(|b| String::from_utf8_lossy(b).into_owned());
+            consistent_lsn = text(1).and_then(|s| parse_lsn(&s)).unwrap_or(0);
+            exported = text(2);
+            info!(connector = %self.ctx.connector, slot = %cfg.slot, consistent_point = %format_lsn(consistent_lsn), "created replication slot");
+            gated = Some(repl);
+        } else if let Some(pid) = slot.as_ref().and_then(|s| s.active_pid) {
+            // Typically the walsender of a previous run that has not yet noticed it is gone.
+            return Err(PgError::Stream(PgWireError::Server(format!(
+                "replication slot {} is active for PID {pid} (SQLSTATE 55006)",
+                cfg.slot
+            ))));
+        }
+
+        let start_lsn = if needs_snapshot {
+            let progress = match resume.as_ref().and_then(|p| p.snapshot.clone()) {
+                Some(progress) => {
+                    consistent_lsn = resume.as_ref().map_or(consistent_lsn, |p| p.lsn);
+                    progress
+                }
+                None => SnapshotProgress::default(),
+            };
+            self.ctx.status.set_state(ConnectorState::Snapshotting);
+            self.ctx.status.set_source_error(None);
+            backoff.reset();
+            info!(connector = %self.ctx.connector, tables = keyed.len(), consistent_point = %format_lsn(consistent_lsn), "snapshot started");
+            let run = snapshot::SnapshotRun {
+                client: &client,
+                connector: &self.ctx.connector,
+                consistent_lsn,
+                chunk_rows: cfg.snapshot_chunk_rows.get(),
+                metrics: &self.ctx.metrics,
+            };
+            run.run(&keyed, progress, exported.as_deref(), &mut self.ctx.batcher).await?;
+            info!(connector = %self.ctx.connector, "snapshot finished");
+            consistent_lsn
+        } else {
+            streaming_resume.unwrap_or(consistent_lsn)
+        };
+
+        for (t, rel) in keyed {
+            self.relations.insert(t.oid, Some(rel));
+        }
+        let mut repl = match gated {
+            Some(mut g) => {
+                g.start().await?;
+                g
+            }
+            None => ReplicationClient::connect(self.replication_config(Lsn::from_u64(start_lsn))).await?,
+        };
+        repl.wait_started().await?;
+        self.ctx.status.set_state(ConnectorState::Streaming);
+        self.ctx.status.set_source_error(None);
+        backoff.reset();
+        info!(connector = %self.ctx.connector, from = %format_lsn(start_lsn), "streaming");
+
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.cfg.clone(),
+            self.ctx.status.clone(),
+            self.ctx.cancel.child_token(),
+        ));
+        let result = self.stream(&mut repl, &client).await;
+        heartbeat.abort();
+        repl.stop();
+        result
+    }
+
+    fn replication_config(&self, start: Lsn) -> ReplicationConfig {
+        let cfg = self.cfg;
+        let mut rc = ReplicationConfig::new(cfg.host(), cfg.user(), cfg.password(), cfg.dbname(), cfg.slot.clone(), cfg.publication.as_str())
+            .with_port(cfg.port())
+            .with_start_lsn(start)
+            .with_options(SESSION_OPTIONS)
+            .with_buffer_size(STREAM_BUFFER_EVENTS)
+            .with_status_interval(STATUS_INTERVAL)
+            .with_wakeup_interval(Duration::from_secs(5))
+            .with_application_name(format!("tidemark:{}", self.ctx.connector));
+        if !start.is_zero() {
+            rc = rc.with_ack_lsn(start);
+        }
+        rc
+    }
+
+    /// The streaming loop. Priorities (biased select): shutdown, acknowledgements, the batch
+    /// timer, then new input.
+    async fn stream(&mut self, repl: &mut ReplicationClient, client: &Client) -> Result<(), PgError> {
+        let mut txn: Option<Txn> = None;
+        let mut acked = self.ctx.acked.clone();
+        loop {
+            let deadline = self.ctx.batcher.deadline();
+            tokio::select! {
+                biased;
+                _ = self.ctx.cancel.cancelled() => {
+                    // Hand over what is ready without waiting; anything not durable is replayed.
+                    let _ = self.ctx.batcher.try_flush();
+                    return Ok(());
+                }
+                changed = acked.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    if let Some(Position::Postgres(p)) = &*acked.borrow_and_update() {
+                        if p.snapshot.is_none() {
+                            repl.update_applied_lsn(Lsn::from_u64(p.lsn));
+                        }
+                    }
+                }
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                    self.ctx.batcher.flush().await?;
+                }
+                ev = repl.recv() => {
+                    let Some(ev) = ev? else { return Ok(()) };
+                    self.handle(ev, &mut txn, client).await?;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, ev: ReplicationEvent, txn: &mut Option<Txn>, client: &Client) -> Result<(), PgError> {
+        match ev {
+            ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
+                *txn = Some(Txn { commit_lsn: final_lsn.as_u64(), xid, commit_ms: pg_micros_to_unix_ms(commit_time_micros), index: 0 });
+            }
+            ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
+                txn.take();
+                let pos = Position::Postgres(PgPosition::streaming(end_lsn.as_u64()));
+                self.ctx.batcher.mark(pos, Some(pg_micros_to_unix_ms(commit_time_micros)), Some(end_lsn.as_u64()), false);
+                self.ctx.batcher.after_boundary().await?;
+            }
+            ReplicationEvent::Message { transactional: false, lsn, prefix, content } if prefix == HEARTBEAT_PREFIX => {
+                if txn.is_none() {
+                    let ts = std::str::from_utf8(&content).ok().and_then(|s| s.trim().parse::<i64>().ok());
+                    let pos = Position::Postgres(PgPosition::streaming(lsn.as_u64()));
+                    self.ctx.batcher.mark(pos, ts, Some(lsn.as_u64()), true);
+                    self.ctx.batcher.after_boundary().await?;
+                }
+            }
+            ReplicationEvent::XLogData { data, .. } => {
+                let msg = pgoutput::decode(data)?;
+                self.handle_message(msg, txn, client).await?;
+                if self.ctx.batcher.is_full() {
+                    self.ctx.batcher.flush().await?;
+                }
+            }
+            ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, msg: Message, txn: &mut Option<Txn>, client: &Client) -> Result<(), PgError> {
+        match msg {
+            Message::Relation(rel) => self.on_relation(rel, client).await?,
+            Message::Insert { relation, new } => {
+                let Some(rel) = self.relation(relation) else { return Ok(()) };
+                let (after, _) = rel.row(&new);
+                let key = rel.key_from(&after).unwrap_or_default();
+                let ev = self.event(txn, relation, Op::Create, key, None, Some(after), false);
+                self.push(ev);
+            }
+            Message::Update { relation, old, new } => {
+                let Some(rel) = self.relation(relation) else { return Ok(()) };
+                let (mut after, mut partial) = rel.row(&new);
+                let before = old.as_ref().map(|(_, t)| rel.row(t).0);
+                // Under REPLICA IDENTITY FULL the old row holds the unchanged TOAST values.
+                if partial {
+                    if let Some((OldKind::Full, old_tuple)) = &old {
+                        after = fill_unchanged(rel, &new, old_tuple);
+                        partial = false;
+                    }
+                }
+                let new_key = rel.key_from(&after).unwrap_or_default();
+                let old_key = before.as_ref().and_then(|b| rel.key_from(b)).filter(|k| *k != new_key);
+                match old_key {
+                    // The key changed: like Debezium, a delete of the old key and a create of the new.
+                    Some(old_key) => {
+                        let del = self.event(txn, relation, Op::Delete, old_key, before.clone(), None, false);
+                        self.push(del);
+                        let create = self.event(txn, relation, Op::Create, new_key, None, Some(after), partial);
+                        self.push(create);
+                    }
+                    None => {
+                        let ev = self.event(txn, relation, Op::Update, new_key, before, Some(after), partial);
+                        self.push(ev);
+                    }
+                }
+            }
+            Message::Delete { relation, old: (_, tuple) } => {
+                let Some(rel) = self.relation(relation) else { return Ok(()) };
+                let (before, _) = rel.row(&tuple);
+                let key = rel.key_from(&before).unwrap_or_default();
+                let ev = self.event(txn, relation, Op::Delete, key, Some(before), None, false);
+                self.push(ev);
+            }
+            Message::Truncate { relations, .. } => {
+                for relation in relations {
+                    if self.relation(relation).is_some() {
+                        let ev = self.event(txn, relation, Op::Truncate, Row::default(), None, None, false);
+                        self.push(ev);
+                    }
+                }
+            }
+            Message::Begin { .. } | Message::Commit { .. } | Message::Message { .. } | Message::Origin { .. } | Message::Type { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn relation(&self, oid: u32) -> Option<&RelInfo> {
+        self.relations.get(&oid).and_then(Option::as_ref)
+    }
+
+    fn push(&mut self, ev: ChangeEvent) {
+        self.ctx.batcher.push(ev);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(&self, txn: &mut Option<Txn>, relation: u32, op: Op, key: Row, before: Option<Row>, after: Option<Row>, partial: bool) -> ChangeEvent {
+        let rel = self.relation(relation).expect("checked by caller");
+        rel.counters.get(op).inc();
+        let (commit_lsn, xid, commit_ms, index) = match txn {
+            Some(t) => {
+                t.index += 1;
+                (t.commit_lsn, Some(t.xid), t.commit_ms, t.index)
+            }
+            None => (0, None, 0, 0),
+        };
+        ChangeEvent {
+            op,
+            table: rel.table.clone(),
+            key,
+            before,
+            after,
+            partial,
+            version: Version::new(commit_lsn, index),
+            commit_ts_ms: commit_ms,
+            snapshot: SnapshotFlag::No,
+            source: SourceMeta::Postgres { lsn: commit_lsn, tx_id: xid },
+        }
+    }
+
+    /// A Relation message: (re)build how that table is decoded. Sent before the first change of
+    /// a table in each session and again after its schema changed.
+    async fn on_relation(&mut self, rel: Relation, client: &Client) -> Result<(), PgError> {
+        let columns: Vec<catalog::Column> = rel
+            .columns
+            .iter()
+            .map(|c| catalog::Column { name: c.name.clone(), type_oid: c.type_oid, typmod: c.type_modifier })
+            .collect();
+        let primary_key = catalog::primary_key(client, rel.oid).await?;
+        let info = TableInfo {
+            oid: rel.oid,
+            schema: rel.namespace.clone(),
+            name: rel.name.clone(),
+            primary_key: primary_key.into_iter().filter(|k| columns.iter().any(|c| &c.name == k)).collect(),
+            replica_identity: rel.replica_identity as char,
+            columns: columns.clone(),
+            partitioned: false,
+        };
+        let built = RelInfo::build(&self.db, &info, &columns, client, &mut self.types, &self.ctx.connector, &self.ctx.metrics).await?;
+        if built.is_none() {
+            let note = info.unkeyed_note();
+            warn!(connector = %self.ctx.connector, "{note}");
+            self.ctx.status.note(note);
+            self.ctx
+                .metrics
+                .events_skipped
+                .get_or_create(&vec![(metrics::CONNECTOR, self.ctx.connector.to_string()), (metrics::TABLE, info.qualified()), (metrics::REASON, "no_key".into())])
+                .inc();
+        }
+        self.relations.insert(rel.oid, built);
+        Ok(())
+    }
+}
+
+/// The new tuple with unchanged TOAST values taken from the full old tuple.
+fn fill_unchanged(rel: &RelInfo, new: &Tuple, old: &Tuple) -> Row {
+    let merged: Tuple = new
+        .iter()
+        .zip(old.iter().chain(std::iter::repeat(&Datum::Null)))
+        .map(|(n, o)| if *n == Datum::Unchanged { o.clone() } else { n.clone() })
+        .collect();
+    rel.row(&merged).0
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Write a heartbeat message into the WAL every interval (so an idle database still moves the
+/// slot forward and proves the pipeline is caught up), and sample the server's WAL position and
+/// the slot's retained WAL for `/health`.
+async fn heartbeat_loop(cfg: PostgresConfig, status: Arc<crate::pipeline::status::ConnectorStatus>, cancel: tokio_util::sync::CancellationToken) {
+    let sql = format!(
+        "SELECT pg_current_wal_lsn()::text,
+                pg_logical_emit_message(false, {prefix}, ((extract(epoch from clock_timestamp()) * 1000)::bigint)::text)::text,
+                (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text FROM pg_replication_slots WHERE slot_name = {slot})",
+        prefix = catalog::literal(HEARTBEAT_PREFIX),
+        slot = catalog::literal(&cfg.slot),
+    );
+    let mut client: Option<Client> = None;
+    let mut warned = false;
+    let mut tick = tokio::time::interval(cfg.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = catalog::connect(&cfg).await.ok();
+        }
+        let Some(c) = &client else { continue };
+        match c.simple_query(&sql).await {
+            Ok(msgs) => {
+                warned = false;
+                if let Some(tokio_postgres::SimpleQueryMessage::Row(r)) = msgs.first() {
+                    let server = r.get(0).and_then(parse_lsn);
+                    let retained = r.get(2).and_then(|s| s.parse::<i64>().ok()).map(|v| v.max(0) as u64);
+                    status.set_server_offsets(server, retained);
+                }
+            }
+            Err(e) => {
+                if !warned {
+                    warn!(connector = %status.name, error = %e, "heartbeat failed; lag cannot be shown as caught up while this persists");
+                    warned = true;
+                }
+                if e.code().is_some_and(|c| c.code() == "42501") {
+                    status.note(format!(
+                        "heartbeats need EXECUTE on pg_logical_emit_message: GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO {}",
+                        cfg.user()
+                    ));
+                }
+                client = None;
+            }
+        }
+    }
+}
+
+impl PostgresConfig {
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": "postgres",
+            "url": self.url.redacted(),
+            "tables": self.tables,
+            "snapshot": match self.snapshot { config::SnapshotMode::Initial => "initial", config::SnapshotMode::Never => "never" },
+            "slot": self.slot,
+            "publication": self.publication,
+            "heartbeat_interval_ms": self.heartbeat_interval.as_millis() as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_round_trips_with_readable_lsn() {
+        let p = Position::Postgres(PgPosition::streaming(0x16B3748));
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(json, r#"{"kind":"postgres","lsn":"0/16B3748"}"#);
+        assert_eq!(serde_json::from_str::<Position>(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn positions_order() {
+        let snap = PgPosition { lsn: 10, snapshot: Some(SnapshotProgress::default()) };
+        let streaming = PgPosition::streaming(10);
+        assert!(streaming.is_after(&snap));
+        assert!(!snap.is_after(&streaming));
+        assert!(PgPosition::streaming(11).is_after(&streaming));
+        assert!(!streaming.is_after(&streaming));
+    }
+
+    #[test]
+    fn classifies_server_errors() {
+        let busy = PgError::Stream(PgWireError::Server("replication slot \"s\" is active for PID 7 (SQLSTATE 55006)".into()));
+        assert_eq!(busy.class(), ErrorClass::Retry);
+        let missing = PgError::Stream(PgWireError::Server("publication \"p\" does not exist (SQLSTATE 42704)".into()));
+        assert_eq!(missing.class(), ErrorClass::Operator);
+    }
+}
