@@ -119,27 +119,29 @@ fn read_toml(path: &Path, d: &mut Diag) -> Option<toml::Table> {
 /// Load only the daemon file (for commands that need just `data_dir` or `http_addr`).
 pub fn load_daemon(path: &Path) -> Result<DaemonConfig, ConfigErrors> {
     let mut d = Diag::new(path);
-    let daemon = read_toml(path, &mut d).and_then(|t| read_daemon(path, Section::new("", t), &mut d));
-    match daemon {
-        Some(c) if d.is_empty() => Ok(c),
+    match read_toml(path, &mut d).map(|t| read_daemon(path, Section::new("", t), &mut d)) {
+        Some((Some(c), _)) if d.is_empty() => Ok(c),
         _ => Err(ConfigErrors(d.into_errors())),
     }
 }
 
-/// Load the daemon file and every connector file, returning every mistake found.
+/// Load the daemon file and every connector file, returning every mistake found. Connector files
+/// are read even when the daemon file has mistakes, as long as it parses.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
-    let daemon = match load_daemon(path) {
-        Ok(d) => d,
-        Err(e) => return Err(e),
+    let mut d = Diag::new(path);
+    let parsed = read_toml(path, &mut d).map(|t| read_daemon(path, Section::new("", t), &mut d));
+    errors.extend(d.into_errors());
+    let Some((daemon, connectors_dir)) = parsed else {
+        return Err(ConfigErrors(errors));
     };
 
     let mut connectors = Vec::new();
-    match connector_files(&daemon.connectors_dir) {
+    match connector_files(&connectors_dir) {
         Ok(files) if files.is_empty() => errors.push(ConfigError {
-            file: daemon.file.clone(),
+            file: path.to_path_buf(),
             key: "connectors_dir".into(),
-            message: format!("no connector files (*.toml) in {}", daemon.connectors_dir.display()),
+            message: format!("no connector files (*.toml) in {}", connectors_dir.display()),
         }),
         Ok(files) => {
             for file in files {
@@ -153,17 +155,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             }
         }
         Err(e) => errors.push(ConfigError {
-            file: daemon.file.clone(),
+            file: path.to_path_buf(),
             key: "connectors_dir".into(),
-            message: format!("cannot list {}: {e}", daemon.connectors_dir.display()),
+            message: format!("cannot list {}: {e}", connectors_dir.display()),
         }),
     }
 
     check_unique(&connectors, &mut errors);
-    if errors.is_empty() {
-        Ok(Config { daemon, connectors })
-    } else {
-        Err(ConfigErrors(errors))
+    match daemon {
+        Some(daemon) if errors.is_empty() => Ok(Config { daemon, connectors }),
+        _ => Err(ConfigErrors(errors)),
     }
 }
 
@@ -198,7 +199,8 @@ fn check_unique(connectors: &[ConnectorConfig], errors: &mut Vec<ConfigError>) {
     }
 }
 
-fn read_daemon(path: &Path, mut s: Section, d: &mut Diag) -> Option<DaemonConfig> {
+/// The daemon settings (`None` when some are invalid) and the connectors directory (always known).
+fn read_daemon(path: &Path, mut s: Section, d: &mut Diag) -> (Option<DaemonConfig>, PathBuf) {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let resolve = |p: String| {
         let p = PathBuf::from(p);
@@ -222,15 +224,16 @@ fn read_daemon(path: &Path, mut s: Section, d: &mut Diag) -> Option<DaemonConfig
     let max_lag = s.opt_duration(d, "max_lag").unwrap_or(DEFAULT_MAX_LAG);
     let shutdown_timeout = s.opt_duration(d, "shutdown_timeout").unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
     s.finish(d, &["data_dir", "http_addr", "connectors_dir", "log_format", "max_lag", "shutdown_timeout"]);
-    Some(DaemonConfig {
+    let daemon = http_addr.filter(|_| d.is_empty()).map(|http_addr| DaemonConfig {
         file: path.to_path_buf(),
         data_dir,
-        http_addr: http_addr?,
-        connectors_dir,
+        http_addr,
+        connectors_dir: connectors_dir.clone(),
         log_format,
         max_lag,
         shutdown_timeout,
-    })
+    });
+    (daemon, connectors_dir)
 }
 
 /// Connector names become parts of slot names, Redis keys and metric labels.

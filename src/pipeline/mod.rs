@@ -225,7 +225,9 @@ impl Pipeline {
         let n = events.len();
         let heartbeat_ms = if heartbeat { newest_commit_ms } else { None };
         let events = self.chain.apply(events, heartbeat_ms);
-        if !events.is_empty() {
+        // A heartbeat with no events still reaches every sink (as an empty write, i.e. a probe),
+        // so an idle pipeline notices a sink outage, reports it, and stops the source.
+        if !events.is_empty() || heartbeat {
             let ctx = &self.ctx;
             let results = join_all(self.sinks.iter_mut().map(|s| s.write(&events, ctx))).await;
             results.into_iter().collect::<Result<Vec<()>, _>>()?;

@@ -6,6 +6,7 @@
 //! - Writes are fenced by [`crate::event::Version`]: writing an event whose version is not newer
 //!   than the one stored for its key is a no-op. So a batch may be retried, or replayed after a
 //!   crash, any number of times: delivery is at-least-once, the result effectively-once.
+//! - An empty slice is a probe (sent with heartbeats): it must fail when the sink is unreachable.
 //! - An `Err` means nothing can be said about the batch: the pipeline retries all of it (transient)
 //!   or stops the connector (needs an operator), according to [`SinkError::class`].
 

@@ -159,6 +159,17 @@ impl Conn {
         }
     }
 
+    /// Run a pipeline on one cluster primary (every key of it must live there).
+    async fn exec_on(&mut self, pipe: &Pipeline, node: &(String, u16)) -> Result<Vec<RValue>, RedisError> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipe, 0, pipe.len()).await,
+            Conn::Cluster(c) => {
+                let route = SingleNodeRoutingInfo::ByAddress { host: node.0.clone(), port: node.1 };
+                c.route_pipeline(pipe, 0, pipe.len(), route).await
+            }
+        }
+    }
+
     pub(crate) async fn query(&mut self, cmd: &Cmd) -> Result<RValue, RedisError> {
         match self {
             Conn::Single(c) => cmd.query_async(c).await,
@@ -177,6 +188,8 @@ pub struct RedisSink {
     ctx: SinkContext,
     pub(crate) conn: Option<Conn>,
     scripts: Option<Scripts>,
+    /// Which primary serves which slots (cluster only); reloaded after a MOVED/ASK reply.
+    slots: Option<SlotMap>,
     upsert_src: &'static str,
     // Scratch buffers reused across events.
     key_buf: String,
@@ -189,7 +202,7 @@ impl RedisSink {
             Format::Hash => UPSERT_HASH,
             Format::Json => UPSERT_JSON,
         };
-        RedisSink { cfg, ctx, conn: None, scripts: None, upsert_src, key_buf: String::new(), text_buf: String::new() }
+        RedisSink { cfg, ctx, conn: None, scripts: None, slots: None, upsert_src, key_buf: String::new(), text_buf: String::new() }
     }
 
     async fn connect(&self) -> Result<Conn, RedisError> {
@@ -218,6 +231,7 @@ impl RedisSink {
                 .map_err(|source| RedisSinkError::Connect { url: self.cfg.url.redacted(), source })?;
             self.conn = Some(conn);
             self.scripts = None;
+            self.slots = None;
         }
         if self.scripts.is_none() {
             let conn = self.conn.as_mut().expect("connected above");
@@ -230,6 +244,12 @@ impl RedisSink {
             let delete = sha_reply(conn.query(&load(DELETE)).await?)?;
             self.scripts = Some(Scripts { upsert, delete });
         }
+        if self.cfg.cluster && self.slots.is_none() {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SLOTS");
+            let reply = self.conn.as_mut().expect("connected above").query(&cmd).await?;
+            self.slots = Some(SlotMap::parse(reply)?);
+        }
         Ok(())
     }
 
@@ -238,9 +258,10 @@ impl RedisSink {
         let result = self.write_inner(events).await;
         if let Err(e) = &result {
             if e.class() == ErrorClass::Retry {
-                // Start over with a fresh connection (and reloaded scripts) on the next attempt.
+                // Start over with a fresh connection (reloaded scripts and slot map) next time.
                 self.conn = None;
                 self.scripts = None;
+                self.slots = None;
             }
         }
         result
@@ -248,6 +269,11 @@ impl RedisSink {
 
     async fn write_inner(&mut self, events: &[ChangeEvent]) -> Result<WriteReport, RedisSinkError> {
         self.ready().await?;
+        if events.is_empty() {
+            // A probe: prove the server answers.
+            self.conn.as_mut().expect("ready").query(&redis::cmd("PING")).await?;
+            return Ok(WriteReport::default());
+        }
         let mut report = WriteReport::default();
         let mut start = 0;
         for (i, ev) in events.iter().enumerate() {
@@ -265,14 +291,14 @@ impl RedisSink {
         if events.is_empty() {
             return Ok(());
         }
-        let mut pipe = Pipeline::with_capacity(events.len());
+        let mut pipe = Vec::with_capacity(events.len());
         let mut keys = Vec::with_capacity(events.len());
         for ev in events {
             let cmd = self.command(ev);
             keys.push(self.key_buf.clone());
-            pipe.add_command(cmd);
+            pipe.push(cmd);
         }
-        let replies = self.conn.as_mut().expect("ready").exec(&pipe).await?;
+        let replies = self.exec_pipeline(pipe, &keys).await?;
         if replies.len() != events.len() {
             return Err(RedisSinkError::Protocol { what: "pipeline", reply: format!("{} replies for {} commands", replies.len(), events.len()) });
         }
@@ -291,6 +317,44 @@ impl RedisSink {
             }
         }
         Ok(())
+    }
+
+    /// Send commands (one per key in `keys`) and return their replies in order. On a cluster the
+    /// commands are split into one pipeline per primary, sent concurrently; each pipeline keeps
+    /// the batch order, so per key the order holds.
+    async fn exec_pipeline(&mut self, cmds: Vec<Cmd>, keys: &[String]) -> Result<Vec<RValue>, RedisSinkError> {
+        let conn = self.conn.as_mut().expect("ready");
+        let Conn::Cluster(cluster) = conn else {
+            let mut pipe = Pipeline::with_capacity(cmds.len());
+            for c in cmds {
+                pipe.add_command(c);
+            }
+            return Ok(conn.exec(&pipe).await?);
+        };
+        let slots = self.slots.as_ref().expect("ready");
+        let mut groups: Vec<(Pipeline, Vec<usize>)> = (0..slots.nodes.len()).map(|_| (Pipeline::new(), Vec::new())).collect();
+        for (i, (cmd, key)) in cmds.into_iter().zip(keys).enumerate() {
+            let node = slots
+                .node_of(key_slot(key))
+                .ok_or_else(|| RedisSinkError::Busy(format!("no primary serves the slot of key {key}")))?;
+            groups[node].0.add_command(cmd);
+            groups[node].1.push(i);
+        }
+        let sends = groups.iter().enumerate().filter(|(_, (p, _))| !p.is_empty()).map(|(node, (pipe, _))| {
+            let mut c = cluster.clone();
+            let (host, port) = slots.nodes[node].clone();
+            async move {
+                let route = SingleNodeRoutingInfo::ByAddress { host, port };
+                (node, c.route_pipeline(pipe, 0, pipe.len(), route).await)
+            }
+        });
+        let mut replies: Vec<RValue> = vec![RValue::Nil; keys.len()];
+        for (node, result) in futures_util::future::join_all(sends).await {
+            for (reply, &i) in result?.into_iter().zip(&groups[node].1) {
+                replies[i] = reply;
+            }
+        }
+        Ok(replies)
     }
 
     /// The script call for one row event; leaves the row key in `key_buf`.
@@ -378,7 +442,12 @@ impl RedisSink {
                     for k in &keys {
                         pipe.cmd("EVALSHA").arg(&delete).arg(2).arg(k).arg(version_key(&self.cfg.version_prefix, k)).arg(&version).arg(ttl);
                     }
-                    for reply in self.conn.as_mut().expect("ready").exec(&pipe).await? {
+                    let conn = self.conn.as_mut().expect("ready");
+                    let replies = match &node {
+                        Some(n) => conn.exec_on(&pipe, n).await?,
+                        None => conn.exec(&pipe).await?,
+                    };
+                    for reply in replies {
                         if let RValue::ServerError(e) = reply {
                             return Err(RedisSinkError::Busy(format!("truncate: {} {}", e.code(), e.details().unwrap_or(""))));
                         }
@@ -396,18 +465,10 @@ impl RedisSink {
 
     /// Where to SCAN: the one server, or every cluster primary (`Some((host, port))`).
     async fn scan_targets(&mut self) -> Result<Vec<Option<(String, u16)>>, RedisSinkError> {
-        let conn = self.conn.as_mut().expect("ready");
-        let Conn::Cluster(_) = conn else {
-            return Ok(vec![None]);
-        };
-        let mut cmd = redis::cmd("CLUSTER");
-        cmd.arg("NODES");
-        let text = match conn.query(&cmd).await? {
-            RValue::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-            RValue::VerbatimString { text, .. } => text,
-            other => return Err(RedisSinkError::Protocol { what: "CLUSTER NODES", reply: format!("{other:?}") }),
-        };
-        Ok(cluster_primaries(&text).into_iter().map(Some).collect())
+        Ok(match &self.slots {
+            Some(map) => map.nodes.iter().cloned().map(Some).collect(),
+            None => vec![None],
+        })
     }
 }
 
@@ -438,22 +499,63 @@ fn scan_reply(v: RValue) -> Result<(String, Vec<String>), RedisSinkError> {
     Err(RedisSinkError::Protocol { what: "SCAN", reply: format!("{v:?}") })
 }
 
-/// `host:port` of every healthy primary in `CLUSTER NODES` output.
-fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
-    nodes
-        .lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let addr = f.nth(1)?;
-            let flags = f.next()?;
-            if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
-                return None;
-            }
-            let hostport = addr.split('@').next()?;
-            let (host, port) = hostport.rsplit_once(':')?;
-            Some((host.to_string(), port.parse().ok()?))
-        })
-        .collect()
+/// The primaries of a Redis Cluster and the slot ranges each serves (from `CLUSTER SLOTS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SlotMap {
+    /// (first slot, last slot, index into `nodes`)
+    ranges: Vec<(u16, u16, usize)>,
+    nodes: Vec<(String, u16)>,
+}
+
+impl SlotMap {
+    fn parse(reply: RValue) -> Result<SlotMap, RedisSinkError> {
+        let bad = |why: &str| RedisSinkError::Protocol { what: "CLUSTER SLOTS", reply: why.to_string() };
+        let RValue::Array(entries) = reply else { return Err(bad("not an array")) };
+        let mut map = SlotMap { ranges: Vec::new(), nodes: Vec::new() };
+        for entry in entries {
+            let RValue::Array(parts) = entry else { return Err(bad("entry is not an array")) };
+            let (Some(RValue::Int(start)), Some(RValue::Int(end)), Some(RValue::Array(primary))) = (parts.first(), parts.get(1), parts.get(2)) else {
+                return Err(bad("malformed entry"));
+            };
+            let host = match primary.first() {
+                Some(RValue::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(RValue::SimpleString(s)) => s.clone(),
+                _ => return Err(bad("malformed node")),
+            };
+            let Some(RValue::Int(port)) = primary.get(1) else { return Err(bad("malformed port")) };
+            let node = (host, *port as u16);
+            let idx = match map.nodes.iter().position(|n| *n == node) {
+                Some(i) => i,
+                None => {
+                    map.nodes.push(node);
+                    map.nodes.len() - 1
+                }
+            };
+            map.ranges.push((*start as u16, *end as u16, idx));
+        }
+        Ok(map)
+    }
+
+    fn node_of(&self, slot: u16) -> Option<usize> {
+        self.ranges.iter().find(|(a, b, _)| (*a..=*b).contains(&slot)).map(|r| r.2)
+    }
+}
+
+/// The Redis Cluster slot of a key: CRC16/XMODEM of its hash tag (or of the whole key), mod 16384.
+fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = key.find('{').and_then(|open| {
+        let len = key[open + 1..].find('}')?;
+        (len > 0).then(|| &bytes[open + 1..open + 1 + len])
+    });
+    let mut crc: u16 = 0;
+    for &b in tagged.unwrap_or(bytes) {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % 16384
 }
 
 /// Append the text of a key's values, joined by `:`.
@@ -531,32 +633,13 @@ mod tests {
     use super::*;
     use crate::event::{SnapshotFlag, SourceMeta, TableRef, Value, Version};
 
-    fn slot(key: &str) -> u16 {
-        // CRC16/XMODEM of the hash tag, as Redis Cluster computes it.
-        let tag = match key.find('{') {
-            Some(o) => match key[o + 1..].find('}') {
-                Some(l) if l > 0 => &key[o + 1..o + 1 + l],
-                _ => key,
-            },
-            None => key,
-        };
-        let mut crc: u16 = 0;
-        for b in tag.bytes() {
-            crc ^= (b as u16) << 8;
-            for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
-            }
-        }
-        crc % 16384
-    }
-
     #[test]
     fn version_key_shares_the_rows_slot() {
         // (A key with braces but no valid hash tag, like `x:{}:y`, cannot share a slot with any
         // other key; in a cluster such a write is rejected with CROSSSLOT, naming the key.)
         for k in ["shop:customers:42", "shop:{customers}:42", "a", "{tag}rest"] {
             let v = version_key("tidemark:v:", k);
-            assert_eq!(slot(&v), slot(k), "{k} -> {v}");
+            assert_eq!(key_slot(&v), key_slot(k), "{k} -> {v}");
             assert!(v.starts_with("tidemark:v:"));
         }
         assert_eq!(version_key("tidemark:v:", "shop:customers:42"), "tidemark:v:{shop:customers:42}");
@@ -587,11 +670,20 @@ mod tests {
     }
 
     #[test]
-    fn parses_cluster_nodes() {
-        let text = "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
-                    b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922\n\
-                    c3 127.0.0.1:7003@17003 slave a1 0 0 1 connected\n\
-                    d4 127.0.0.1:7002@17002 master,fail - 0 0 3 disconnected\n";
-        assert_eq!(cluster_primaries(text), vec![("127.0.0.1".into(), 7000), ("127.0.0.1".into(), 7001)]);
+    fn slots_and_slot_map() {
+        // Known values from the Redis Cluster specification and redis-cli CLUSTER KEYSLOT.
+        assert_eq!(key_slot("123456789"), 12739);
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("{user1000}.following"), key_slot("{user1000}.followers"));
+        let node = |port: i64| RValue::Array(vec![RValue::BulkString(b"127.0.0.1".to_vec()), RValue::Int(port), RValue::BulkString(b"id".to_vec())]);
+        let reply = RValue::Array(vec![
+            RValue::Array(vec![RValue::Int(0), RValue::Int(5460), node(7000)]),
+            RValue::Array(vec![RValue::Int(5461), RValue::Int(10922), node(7001)]),
+            RValue::Array(vec![RValue::Int(10923), RValue::Int(16383), node(7002), node(7005)]),
+        ]);
+        let map = SlotMap::parse(reply).unwrap();
+        assert_eq!(map.nodes.len(), 3);
+        assert_eq!(map.node_of(0), Some(0));
+        assert_eq!(map.node_of(12182).map(|i| map.nodes[i].1), Some(7002));
     }
 }

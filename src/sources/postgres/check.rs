@@ -99,7 +99,7 @@ async fn check_connected(client: &Client, cfg: &PostgresConfig, out: &mut Vec<Fi
         }
         keyed += 1;
         let can_select: bool = client
-            .query_one("SELECT has_table_privilege($1, 'SELECT')", &[&t.oid])
+            .query_one("SELECT has_table_privilege($1::oid, 'SELECT')", &[&t.oid])
             .await?
             .get(0);
         if !can_select {

@@ -731,7 +731,11 @@ async fn heartbeat_loop(cfg: PostgresConfig, status: Arc<crate::pipeline::status
         match c.simple_query(&sql).await {
             Ok(msgs) => {
                 warned = false;
-                if let Some(tokio_postgres::SimpleQueryMessage::Row(r)) = msgs.first() {
+                let row = msgs.iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                    _ => None,
+                });
+                if let Some(r) = row {
                     let server = r.get(0).and_then(parse_lsn);
                     let retained = r.get(2).and_then(|s| s.parse::<i64>().ok()).map(|v| v.max(0) as u64);
                     status.set_server_offsets(server, retained);

@@ -1,0 +1,499 @@
+//! PostgreSQL → Redis, end to end, on the real servers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn redis_sink() -> String {
+    format!("[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n", redis_url())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_then_stream_leaves_redis_equal_to_the_tables() {
+    let env = Env::new("flow").await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, balance numeric(12,2), note varchar(20));
+             CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int, total numeric, status text);
+             INSERT INTO customers SELECT i, 'c' || i, i * 1.25, NULL FROM generate_series(1, 500) i;
+             INSERT INTO orders SELECT i, i % 50, i * 10.5, 'new' FROM generate_series(1, 300) i;",
+        )
+        .await
+        .unwrap();
+    env.write_config(&env.postgres_source(r#""public.customers", "public.orders""#, &format!("snapshot_chunk_rows = 128\n{}", redis_sink())));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    let customers = "SELECT id, name, balance, note FROM customers";
+    let orders = "SELECT id, customer_id, total, status FROM orders";
+    wait_equal(&env.pg, customers, &format!("{}:customers", env.name), Some(&d)).await;
+    wait_equal(&env.pg, orders, &format!("{}:orders", env.name), Some(&d)).await;
+
+    env.pg
+        .batch_execute(
+            "BEGIN;
+               INSERT INTO customers SELECT i, 'late' || i, 0, 'x' FROM generate_series(501, 600) i;
+               UPDATE orders SET status = 'paid', total = total + 1 WHERE id % 3 = 0;
+             COMMIT;
+             UPDATE customers SET name = name || '!' WHERE id % 7 = 0;
+             DELETE FROM customers WHERE id % 11 = 0;
+             UPDATE customers SET note = 'noted' WHERE id < 50;
+             UPDATE customers SET note = NULL, balance = NULL WHERE id < 10;
+             UPDATE customers SET id = id + 10000 WHERE id = 3;
+             DELETE FROM orders WHERE id > 250;",
+        )
+        .await
+        .unwrap();
+    wait_equal(&env.pg, customers, &format!("{}:customers", env.name), Some(&d)).await;
+    wait_equal(&env.pg, orders, &format!("{}:orders", env.name), Some(&d)).await;
+
+    env.pg.batch_execute("TRUNCATE orders; INSERT INTO orders VALUES (7, 1, 5, 'after truncate');").await.unwrap();
+    wait_equal(&env.pg, orders, &format!("{}:orders", env.name), Some(&d)).await;
+    wait_equal(&env.pg, customers, &format!("{}:customers", env.name), Some(&d)).await;
+
+    // Caught up and idle: lag is zero and the connector healthy.
+    let c = wait_for("lag 0 and healthy", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["lag_ms"] == 0 && c["healthy"] == true).then_some(c)
+    })
+    .await;
+    assert_eq!(c["state"], "streaming");
+    assert!(c["position"]["lsn"].is_string(), "{c}");
+    let metrics = d.metrics().await;
+    assert!(metrics.contains("tidemark_events_total{connector=\"") && metrics.contains("op=\"t\""), "{metrics}");
+
+    assert!(d.terminate().success(), "{}", d.log());
+    env.cleanup().await;
+}
+
+/// Streaming events printed by the stdout sink, as (txId, op, key) with the after-image.
+fn stream_events(path: &std::path::Path) -> Vec<(i64, String, String, Value)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["op"] != "r")
+        .map(|e| {
+            let key = e["after"]["id"].as_i64().or(e["before"]["id"].as_i64()).unwrap();
+            (e["source"]["txId"].as_i64().unwrap(), e["op"].as_str().unwrap().to_string(), key.to_string(), e["after"].clone())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_sigterm_resumes_without_loss_or_duplicates() {
+    let env = Env::new("sigterm").await;
+    env.pg
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL); INSERT INTO items SELECT i, 0 FROM generate_series(1, 100) i;")
+        .await
+        .unwrap();
+    env.write_config(&env.postgres_source(r#""public.items""#, &format!("{}[[sink]]\nkind = \"stdout\"\n", redis_sink())));
+    let sql = "SELECT id, v FROM items";
+    let prefix = format!("{}:items", env.name);
+
+    let mut first = env.start();
+    first.wait_streaming().await;
+    for i in 1..=50 {
+        env.pg.execute("UPDATE items SET v = v + 1 WHERE id = $1", &[&i]).await.unwrap();
+    }
+    wait_equal(&env.pg, sql, &prefix, Some(&first)).await;
+    assert!(first.terminate().success(), "{}", first.log());
+
+    // Changes while the daemon is down.
+    for i in 51..=100 {
+        env.pg.execute("UPDATE items SET v = v + 1 WHERE id = $1", &[&i]).await.unwrap();
+    }
+    env.pg.batch_execute("DELETE FROM items WHERE id <= 10; INSERT INTO items SELECT i, 7 FROM generate_series(101, 110) i;").await.unwrap();
+
+    let mut second = env.start();
+    second.wait_streaming().await;
+    wait_equal(&env.pg, sql, &prefix, Some(&second)).await;
+    assert!(second.terminate().success(), "{}", second.log());
+
+    // Every change exactly once across both runs; the snapshot only in the first.
+    let a = stream_events(&first.stdout);
+    let b = stream_events(&second.stdout);
+    let snapshot_rows_2 = std::fs::read_to_string(&second.stdout).unwrap().lines().filter(|l| l.contains("\"op\":\"r\"")).count();
+    assert_eq!(snapshot_rows_2, 0, "the second run read the snapshot again");
+    let all: Vec<_> = a.iter().chain(&b).map(|(tx, op, key, _)| (*tx, op.clone(), key.clone())).collect();
+    let unique: HashSet<_> = all.iter().cloned().collect();
+    assert_eq!(unique.len(), all.len(), "duplicate events across the restart");
+    assert_eq!(a.len(), 50, "first run: {a:?}");
+    assert_eq!(b.len(), 50 + 10 + 10, "second run saw {} events", b.len());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_stream_loses_nothing_and_never_goes_back() {
+    let env = Env::new("kill9").await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, v bigint NOT NULL, pad text);
+             INSERT INTO accounts SELECT i, 0, repeat('p', 50) FROM generate_series(1, 300) i;",
+        )
+        .await
+        .unwrap();
+    env.write_config(&env.postgres_source(r#""public.accounts""#, &redis_sink()));
+    let sql = "SELECT id, v, pad FROM accounts";
+    let prefix = format!("{}:accounts", env.name);
+    let mut d = env.start();
+    d.wait_streaming().await;
+    wait_equal(&env.pg, sql, &prefix, Some(&d)).await;
+
+    // Watch Redis while the workload runs: a row's `v` only grows, and a row deleted for good
+    // (ids are never reused) never comes back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        let prefix = prefix.clone();
+        tokio::spawn(async move {
+            let mut r = redis_conn().await;
+            let mut seen: HashMap<String, i64> = HashMap::new();
+            let mut gone: HashSet<String> = HashSet::new();
+            let mut violations = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                for id in (1..=300).step_by(5) {
+                    let key = format!("{prefix}:{id}");
+                    let v: Option<i64> = redis::cmd("HGET").arg(&key).arg("v").query_async(&mut r).await.unwrap();
+                    match v {
+                        Some(v) => {
+                            if gone.contains(&key) {
+                                violations.push(format!("{key} resurrected with v={v}"));
+                            }
+                            let prev = seen.entry(key.clone()).or_insert(v);
+                            if v < *prev {
+                                violations.push(format!("{key} went back from {prev} to {v}"));
+                            }
+                            *prev = (*prev).max(v);
+                        }
+                        None => {
+                            gone.insert(key);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            violations
+        })
+    };
+
+    let workload = {
+        let url = env.db_url();
+        tokio::spawn(async move {
+            let pg = pg_connect(&url).await;
+            let mut rng = fastrand::Rng::with_seed(7);
+            let mut next_id = 301;
+            for step in 0..3000 {
+                match rng.u8(0..10) {
+                    0..=5 => {
+                        let id = rng.i32(1..next_id);
+                        pg.execute("UPDATE accounts SET v = v + 1 WHERE id = $1", &[&id]).await.unwrap();
+                    }
+                    6 | 7 => {
+                        let id = rng.i32(1..next_id);
+                        pg.execute("DELETE FROM accounts WHERE id = $1", &[&id]).await.unwrap();
+                    }
+                    _ => {
+                        pg.execute("INSERT INTO accounts VALUES ($1, $2, 'new')", &[&next_id, &(step as i64)]).await.unwrap();
+                        next_id += 1;
+                    }
+                }
+                if step % 100 == 0 {
+                    // A multi-row transaction now and then.
+                    pg.batch_execute("BEGIN; UPDATE accounts SET v = v + 1 WHERE id % 13 = 0; DELETE FROM accounts WHERE id % 97 = 0 AND v > 3; COMMIT;").await.unwrap();
+                }
+            }
+        })
+    };
+
+    // Kill -9 once the daemon has applied part of the stream, then start it again at once.
+    wait_for("part of the workload applied", DEADLINE, || async {
+        let applied = d.connector().await?["events_applied"].as_u64()?;
+        (applied > 800).then_some(())
+    })
+    .await;
+    d.kill9();
+    let mut d = env.start();
+    workload.await.unwrap();
+    d.wait_streaming().await;
+    wait_equal(&env.pg, sql, &prefix, Some(&d)).await;
+    stop.store(true, Ordering::Relaxed);
+    let violations = watcher.await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    let metrics = d.metrics().await;
+    assert!(metrics.contains("tidemark_sink_events_total"), "{metrics}");
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_snapshot_resumes_the_snapshot() {
+    let env = Env::new("snapkill").await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL);
+             INSERT INTO big SELECT i, md5(i::text) FROM generate_series(1, 60000) i;",
+        )
+        .await
+        .unwrap();
+    env.write_config(&env.postgres_source(
+        r#""public.big""#,
+        &format!("snapshot_chunk_rows = 500\n{}[pipeline]\nmax_batch_rows = 500\n", redis_sink()),
+    ));
+    let sql = "SELECT id, payload FROM big";
+    let prefix = format!("{}:big", env.name);
+    let mut d = env.start();
+    // Kill once a few chunks are checkpointed, while the snapshot is still running.
+    wait_for("snapshot under way", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["state"] == "snapshotting" && c["position"]["snapshot"]["after"].is_array()).then_some(())
+    })
+    .await;
+    d.kill9();
+    // Changes made while the daemon is down, mid-snapshot, must arrive too.
+    env.pg.batch_execute("UPDATE big SET payload = 'changed' WHERE id % 1000 = 0; DELETE FROM big WHERE id % 777 = 0;").await.unwrap();
+    let mut d = env.start();
+    d.wait_streaming().await;
+    wait_equal(&env.pg, sql, &prefix, Some(&d)).await;
+    // The second run resumed: it read fewer rows than the table holds.
+    let metrics = d.metrics().await;
+    let read: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("tidemark_snapshot_rows_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no snapshot rows metric: {metrics}"));
+    assert!(read > 0.0 && read < 60000.0, "second run read {read} rows: the snapshot was not resumed");
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_leaving_a_toasted_column_unchanged_keeps_it() {
+    let env = Env::new("toast").await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE docs (id int PRIMARY KEY, n int, body text);
+             ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
+             INSERT INTO docs VALUES (1, 1, repeat('x', 20000)), (2, 1, 'short');",
+        )
+        .await
+        .unwrap();
+    let sinks = format!(
+        "{}[[sink]]\nkind = \"redis\"\nname = \"json\"\nurl = \"{}\"\nformat = \"json\"\nkey = \"{{connector}}:json:{{table}}:{{key}}\"\n[[sink]]\nkind = \"stdout\"\n",
+        redis_sink(),
+        redis_url()
+    );
+    env.write_config(&env.postgres_source(r#""public.docs""#, &sinks));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    let sql = "SELECT id, n, body FROM docs";
+    wait_equal(&env.pg, sql, &format!("{}:docs", env.name), Some(&d)).await;
+
+    env.pg.batch_execute("UPDATE docs SET n = 2 WHERE id = 1; UPDATE docs SET n = 3, body = repeat('y', 20000) WHERE id = 2;").await.unwrap();
+    wait_equal(&env.pg, sql, &format!("{}:docs", env.name), Some(&d)).await;
+
+    // The stream really sent the update without the TOASTed value.
+    let out = std::fs::read_to_string(&d.stdout).unwrap();
+    let update = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["op"] == "u" && e["after"]["id"] == 1)
+        .expect("update event");
+    assert!(update["after"].get("body").is_none(), "expected a partial row: {update}");
+
+    // The JSON format merges the partial row too.
+    let mut r = redis_conn().await;
+    let doc: String = redis::cmd("GET").arg(format!("{}:json:docs:1", env.name)).query_async(&mut r).await.unwrap();
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["n"], 2);
+    assert_eq!(doc["body"].as_str().map(str::len), Some(20000));
+    assert!(doc["body"].as_str().unwrap().bytes().all(|b| b == b'x'));
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips_with_the_documented_encoding() {
+    let env = Env::new("types").await;
+    env.pg
+        .batch_execute(
+            r#"CREATE TYPE mood AS ENUM ('sad', 'happy');
+               CREATE TABLE t (
+                 id int PRIMARY KEY, c_int2 int2, c_int4 int4, c_int8 int8, c_numeric numeric(20,5), c_numeric_free numeric,
+                 c_real real, c_double double precision, c_bool bool, c_text text, c_varchar varchar(10), c_char char(5),
+                 c_date date, c_time time, c_time3 time(3), c_timetz timetz, c_timestamp timestamp, c_timestamp3 timestamp(3),
+                 c_timestamptz timestamptz, c_interval interval, c_uuid uuid, c_json json, c_jsonb jsonb, c_bytea bytea,
+                 c_int_arr int4[], c_text_arr text[], c_enum mood, c_enum_arr mood[]);"#,
+        )
+        .await
+        .unwrap();
+    let insert = |id: i32| {
+        format!(
+            r#"INSERT INTO t VALUES ({id}, -32768, 2147483647, 9223372036854775807, 12345678901234.56789, -0.000123,
+                 1.5, 3.141592653589793, true, 'héllo ✓ "q"', 'abc', 'ab', '2024-02-29', '13:45:30.123456', '13:45:30.123',
+                 '13:45:30+02', '2024-02-29 13:45:30.123456', '2024-02-29 13:45:30.123', '2024-02-29 13:45:30.123456+02',
+                 '1 year 2 mons 3 days 04:05:06.5', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{{"a": [1, 2]}}',
+                 '{{"b": 1, "a": "x"}}', '\xdeadbeef', '{{1,NULL,3}}', '{{"a b","c\"d"}}', 'happy', '{{sad,happy}}');
+               INSERT INTO t (id) VALUES ({});
+               INSERT INTO t (id, c_date, c_timestamp, c_timestamptz, c_numeric_free, c_double)
+                 VALUES ({}, '0044-03-15 BC', 'infinity', '-infinity', 'NaN', '-Infinity');"#,
+            id + 1,
+            id + 2
+        )
+    };
+    // Row 1-3 go through the snapshot, rows 11-13 through the stream.
+    env.pg.batch_execute(&insert(1)).await.unwrap();
+    env.write_config(&env.postgres_source(r#""public.t""#, &redis_sink()));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.pg.batch_execute(&insert(11)).await.unwrap();
+
+    let interval_us: i64 = 14 * 2_629_800_000_000 + 3 * 86_400_000_000 + ((4 * 3600 + 5 * 60 + 6) * 1_000_000 + 500_000);
+    let expected: BTreeMap<&str, String> = [
+        ("c_int2", "-32768".to_string()),
+        ("c_int4", "2147483647".into()),
+        ("c_int8", "9223372036854775807".into()),
+        ("c_numeric", "12345678901234.56789".into()),
+        ("c_numeric_free", "-0.000123".into()),
+        ("c_real", "1.5".into()),
+        ("c_double", "3.141592653589793".into()),
+        ("c_bool", "true".into()),
+        ("c_text", "héllo ✓ \"q\"".into()),
+        ("c_varchar", "abc".into()),
+        ("c_char", "ab   ".into()),
+        ("c_date", "19782".into()),
+        ("c_time", "49530123456".into()),
+        ("c_time3", "49530123".into()),
+        ("c_timetz", "11:45:30Z".into()),
+        ("c_timestamp", "1709214330123456".into()),
+        ("c_timestamp3", "1709214330123".into()),
+        ("c_timestamptz", "2024-02-29T11:45:30.123456Z".into()),
+        ("c_interval", interval_us.to_string()),
+        ("c_uuid", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+        ("c_json", r#"{"a": [1, 2]}"#.into()),
+        ("c_jsonb", r#"{"a": "x", "b": 1}"#.into()),
+        ("c_bytea", "3q2+7w==".into()),
+        ("c_int_arr", "[1,null,3]".into()),
+        ("c_text_arr", r#"["a b","c\"d"]"#.into()),
+        ("c_enum", "happy".into()),
+        ("c_enum_arr", r#"["sad","happy"]"#.into()),
+    ]
+    .into_iter()
+    .collect();
+
+    let mut r = redis_conn().await;
+    for base in [1, 11] {
+        let full = wait_for("the full row", DEADLINE, || {
+            let key = format!("{}:t:{base}", env.name);
+            let mut r = r.clone();
+            async move {
+                let h: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(&mut r).await.ok()?;
+                (!h.is_empty()).then_some(h)
+            }
+        })
+        .await;
+        for (col, want) in &expected {
+            assert_eq!(full.get(*col), Some(want), "row {base} column {col}: {full:?}");
+        }
+        assert_eq!(full.get("id"), Some(&base.to_string()));
+        assert_eq!(full.len(), expected.len() + 1, "unexpected fields: {full:?}");
+
+        // All NULL: only the key is stored.
+        let nulls: BTreeMap<String, String> =
+            wait_for("the null row", DEADLINE, || {
+                let key = format!("{}:t:{}", env.name, base + 1);
+                let mut r = r.clone();
+                async move {
+                    let h: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(&mut r).await.ok()?;
+                    (!h.is_empty()).then_some(h)
+                }
+            })
+            .await;
+        assert_eq!(nulls, BTreeMap::from([("id".to_string(), (base + 1).to_string())]));
+
+        // Extremes: BC dates, infinities, NaN.
+        let ext: BTreeMap<String, String> = redis::cmd("HGETALL").arg(format!("{}:t:{}", env.name, base + 2)).query_async(&mut r).await.unwrap();
+        assert_eq!(ext.get("c_date").map(String::as_str), Some("-735160"), "{ext:?}"); // 44 BC = proleptic year -43 (PostgreSQL agrees)
+        assert_eq!(ext.get("c_timestamp").map(String::as_str), Some("9223372036854775807"));
+        assert_eq!(ext.get("c_timestamptz").map(String::as_str), Some("-infinity"));
+        assert_eq!(ext.get("c_numeric_free").map(String::as_str), Some("NaN"));
+        assert_eq!(ext.get("c_double").map(String::as_str), Some("-Infinity"));
+    }
+    let metrics = d.metrics().await;
+    assert!(!metrics.lines().any(|l| l.starts_with("tidemark_type_fallbacks_total") && !l.ends_with(" 0")), "no column should fall back to text: {metrics}");
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusual_type_arrives_as_text_with_a_warning_metric() {
+    let env = Env::new("odd").await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE shapes (id int PRIMARY KEY, p point, net inet, r int4range);
+             INSERT INTO shapes VALUES (1, '(1.5,2)', '10.0.0.1/8', '[1,5)');",
+        )
+        .await
+        .unwrap();
+    env.write_config(&env.postgres_source(r#""public.shapes""#, &redis_sink()));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.pg.batch_execute("INSERT INTO shapes VALUES (2, '(3,4)', '::1', 'empty');").await.unwrap();
+    wait_equal(&env.pg, "SELECT id, p, net, r FROM shapes", &format!("{}:shapes", env.name), Some(&d)).await;
+    let metrics = d.metrics().await;
+    let count = |ty: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("tidemark_type_fallbacks_total{") && l.contains(&format!("type=\"{ty}\"")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count("point"), 2.0, "{metrics}");
+    assert_eq!(count("inet"), 2.0, "{metrics}");
+    assert_eq!(count("int4range"), 2.0, "{metrics}");
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_a_key_is_reported_and_full_identity_is_keyed_by_the_row() {
+    let env = Env::new("nokey").await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE logs (msg text, n int);
+             CREATE TABLE tags (name text, n int);
+             ALTER TABLE tags REPLICA IDENTITY FULL;
+             CREATE TABLE keyed (id int PRIMARY KEY, v text);
+             INSERT INTO logs VALUES ('a', 1); INSERT INTO tags VALUES ('x', 1); INSERT INTO keyed VALUES (1, 'one');",
+        )
+        .await
+        .unwrap();
+    env.write_config(&env.postgres_source(r#""public.*""#, &redis_sink()));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.pg.batch_execute("INSERT INTO tags VALUES ('y', 2); UPDATE tags SET n = 5 WHERE name = 'x'; INSERT INTO keyed VALUES (2, 'two');").await.unwrap();
+    wait_equal(&env.pg, "SELECT id, v FROM keyed", &format!("{}:keyed", env.name), Some(&d)).await;
+    let mut r = redis_conn().await;
+    let tags = wait_for("the FULL-identity table keyed by its whole row", DEADLINE, || {
+        let mut r = r.clone();
+        let prefix = format!("{}:tags", env.name);
+        async move {
+            let rows = redis_hashes(&mut r, &prefix).await;
+            (rows.len() == 2 && rows.contains_key("x:5") && rows.contains_key("y:2")).then_some(rows)
+        }
+    })
+    .await;
+    assert_eq!(tags["x:5"]["n"], "5");
+    assert!(scan(&mut r, &format!("{}:logs:*", env.name)).await.is_empty());
+    let c = d.connector().await.unwrap();
+    let notes = c["notes"].to_string();
+    assert!(notes.contains("public.logs has no primary key") && notes.contains("REPLICA IDENTITY FULL"), "{c}");
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}

@@ -1,0 +1,383 @@
+//! Shared test support: real servers addressed by environment variables (localhost defaults), a
+//! daemon child process, and comparisons of caches with tables.
+//!
+//! A test that cannot reach its server fails with the address it tried; nothing is skipped.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+pub fn pg_url() -> String {
+    std::env::var("TIDEMARK_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn pg_replica_url() -> String {
+    std::env::var("TIDEMARK_TEST_PG_REPLICA").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TIDEMARK_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn redis_cluster_url() -> String {
+    std::env::var("TIDEMARK_TEST_REDIS_CLUSTER").unwrap_or_else(|_| "redis://127.0.0.1:7000".into())
+}
+
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// Poll `check` until it returns `Some`, or fail after `deadline` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn pg_connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {url}: {e} (run scripts/services.sh)"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+pub async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    let url = redis_url();
+    redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to Redis at {url}: {e} (run scripts/services.sh)"))
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique, valid name (for a database, a connector, a slot).
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("tmt_{prefix}_{}_{n}", std::process::id())
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A test database, a working directory and a connector name, all unique to one test.
+pub struct Env {
+    pub name: String,
+    pub dir: PathBuf,
+    pub pg: Client,
+    pub http_port: u16,
+}
+
+static CLEANUP: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// Drop what earlier (crashed) test runs left behind: inactive test slots and test databases.
+async fn cleanup_stale() {
+    let admin = pg_connect(&format!("{}/postgres", pg_url())).await;
+    let me = format!("tmt_%_{}_%", std::process::id());
+    let _ = admin
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+              WHERE slot_name LIKE 'tidemark_tmt_%' AND NOT active AND database NOT LIKE $1",
+            &[&me],
+        )
+        .await;
+    let rows = admin
+        .query("SELECT datname::text FROM pg_database WHERE datname LIKE 'tmt_%' AND datname NOT LIKE $1", &[&me])
+        .await
+        .unwrap();
+    for r in rows {
+        let db: String = r.get(0);
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).await;
+    }
+}
+
+impl Env {
+    pub async fn new(prefix: &str) -> Env {
+        CLEANUP.get_or_init(cleanup_stale).await;
+        let name = unique(prefix);
+        let admin = pg_connect(&format!("{}/postgres", pg_url())).await;
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        let pg = pg_connect(&format!("{}/{name}", pg_url())).await;
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it").join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("connectors")).unwrap();
+        Env { name, dir, pg, http_port: free_port() }
+    }
+
+    pub fn db_url(&self) -> String {
+        format!("{}/{}", pg_url(), self.name)
+    }
+
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    /// Write the daemon file and one connector file (its body after `name = ...`).
+    pub fn write_config(&self, connector_body: &str) -> PathBuf {
+        let daemon = self.dir.join("tidemark.toml");
+        std::fs::write(
+            &daemon,
+            format!("data_dir = \"data\"\nhttp_addr = \"{}\"\nconnectors_dir = \"connectors\"\nmax_lag = \"30s\"\n", self.http_addr()),
+        )
+        .unwrap();
+        std::fs::write(self.dir.join("connectors").join(format!("{}.toml", self.name)), format!("name = \"{}\"\n{connector_body}", self.name)).unwrap();
+        daemon
+    }
+
+    /// A connector body: this database's `tables`, then `extra` (sinks and options).
+    pub fn postgres_source(&self, tables: &str, extra: &str) -> String {
+        format!("[source]\nkind = \"postgres\"\nurl = \"{}\"\ntables = [{tables}]\n{extra}", self.db_url())
+    }
+
+    pub fn start(&self) -> Daemon {
+        Daemon::start(&self.dir, self.http_addr())
+    }
+
+    /// Remove the slot, the database and the Redis keys of this test.
+    pub async fn cleanup(self) {
+        let admin = pg_connect(&format!("{}/postgres", pg_url())).await;
+        let _ = admin
+            .execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1", &[&self.name])
+            .await;
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)).await;
+        let mut r = redis_conn().await;
+        for pattern in [format!("{}:*", self.name), format!("tidemark:v:{{{}:*", self.name)] {
+            let keys: Vec<String> = scan(&mut r, &pattern).await;
+            if !keys.is_empty() {
+                let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut r).await.unwrap();
+            }
+        }
+    }
+}
+
+/// The daemon as a child process; killed (-9) when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub http: String,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path, http: String) -> Daemon {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let stdout = dir.join(format!("stdout-{n}.jsonl"));
+        let stderr = dir.join(format!("stderr-{n}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["run", "-c", "tidemark.toml"])
+            .current_dir(dir)
+            .env("RUST_LOG", "info,tidemark=debug")
+            .stdout(Stdio::from(File::create(&stdout).unwrap()))
+            .stderr(Stdio::from(File::create(&stderr).unwrap()))
+            .spawn()
+            .expect("start tidemark");
+        Daemon { child: Some(child), http, stdout, stderr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        tidemark::http::request(&self.http, "GET", path).await.ok()
+    }
+
+    pub async fn health(&self) -> Option<(u16, Value)> {
+        let (code, body) = self.get("/health").await?;
+        Some((code, serde_json::from_str(&body).ok()?))
+    }
+
+    /// The health JSON of the (single) connector.
+    pub async fn connector(&self) -> Option<Value> {
+        let (_, h) = self.health().await?;
+        h["connectors"].get(0).cloned()
+    }
+
+    /// Wait until the connector streams; fail with the daemon's log otherwise.
+    pub async fn wait_streaming(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(c) = self.connector().await {
+                if c["state"] == "streaming" {
+                    return;
+                }
+                assert_ne!(c["state"], "failed", "connector failed: {c}\n{}", self.log());
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("tidemark exited with {status} before streaming:\n{}", self.log());
+            }
+            assert!(start.elapsed() < DEADLINE, "not streaming after {DEADLINE:?}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe_kill(child.id(), "TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("tidemark did not exit within 60s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Resident memory of the daemon, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn unsafe_kill(pid: u32, signal: &str) {
+    let ok = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
+pub async fn scan(r: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(r).await.unwrap();
+        out.extend(keys);
+        if next == 0 {
+            return out;
+        }
+        cursor = next;
+    }
+}
+
+pub type Rows = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Every hash under `<prefix>:<key>`, by key.
+pub async fn redis_hashes(r: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Rows {
+    let mut out = Rows::new();
+    for key in scan(r, &format!("{prefix}:*")).await {
+        let fields: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(r).await.unwrap();
+        out.insert(key[prefix.len() + 1..].to_string(), fields);
+    }
+    out
+}
+
+/// The rows of `sql` in PostgreSQL's text form, keyed by the first column, NULLs left out (as the
+/// Redis hash leaves them out).
+pub async fn table_rows(pg: &Client, sql: &str) -> Rows {
+    let mut out = Rows::new();
+    for msg in pg.simple_query(sql).await.unwrap() {
+        if let SimpleQueryMessage::Row(r) = msg {
+            let mut fields = BTreeMap::new();
+            for (i, col) in r.columns().iter().enumerate() {
+                if let Some(v) = r.get(i) {
+                    fields.insert(col.name().to_string(), v.to_string());
+                }
+            }
+            out.insert(r.get(0).unwrap().to_string(), fields);
+        }
+    }
+    out
+}
+
+/// Describe the first differences between two row sets.
+pub fn diff(expected: &Rows, actual: &Rows) -> String {
+    let mut out = Vec::new();
+    for (k, v) in expected {
+        match actual.get(k) {
+            None => out.push(format!("missing key {k}: {v:?}")),
+            Some(a) if a != v => out.push(format!("key {k}: expected {v:?}, found {a:?}")),
+            _ => {}
+        }
+    }
+    for k in actual.keys() {
+        if !expected.contains_key(k) {
+            out.push(format!("unexpected key {k}: {:?}", actual[k]));
+        }
+    }
+    let n = out.len();
+    out.truncate(10);
+    format!("{n} difference(s): {}", out.join("; "))
+}
+
+/// Wait until the Redis hashes under `prefix` equal the rows of `sql`; fail with a diff.
+pub async fn wait_equal(pg: &Client, sql: &str, prefix: &str, daemon: Option<&Daemon>) {
+    wait_equal_on(&redis_url(), pg, sql, prefix, daemon).await
+}
+
+/// [`wait_equal`] against the Redis at `url`.
+pub async fn wait_equal_on(url: &str, pg: &Client, sql: &str, prefix: &str, daemon: Option<&Daemon>) {
+    let mut r = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to Redis at {url}: {e}"));
+    let start = Instant::now();
+    loop {
+        let expected = table_rows(pg, sql).await;
+        let actual = redis_hashes(&mut r, prefix).await;
+        if expected == actual {
+            return;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!(
+                "Redis ({prefix}:*) never matched the table: {}\n{}",
+                diff(&expected, &actual),
+                daemon.map(|d| d.log()).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
