@@ -50,7 +50,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
     let mut tasks = JoinSet::new();
     for h in handles.iter() {
-        tasks.spawn(run_connector(h.clone(), daemon.clone(), store.clone(), metrics.clone(), stop.clone(), abort.clone()));
+        tasks.spawn(run_connector(
+            h.clone(),
+            daemon.clone(),
+            store.clone(),
+            metrics.clone(),
+            stop.clone(),
+            abort.clone(),
+        ));
     }
     let notifier = tokio::spawn(systemd_loop(handles.clone(), stop.clone()));
 
@@ -58,14 +65,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     info!("shutting down: draining connectors");
     notify::notify("STOPPING=1");
     stop.cancel();
-    let drained = tokio::time::timeout(daemon.shutdown_timeout, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(daemon.shutdown_timeout, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        warn!(timeout_s = daemon.shutdown_timeout.as_secs(), "drain did not finish in time; abandoning in-flight batches (they will be replayed)");
+        warn!(
+            timeout_s = daemon.shutdown_timeout.as_secs(),
+            "drain did not finish in time; abandoning in-flight batches (they will be replayed)"
+        );
         abort.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
     }
     notifier.abort();
     http_stop.cancel();
@@ -86,7 +95,8 @@ async fn wait_for_signal() {
 
 /// READY=1 once every connector streams (or has failed), then WATCHDOG=1 while none has failed.
 async fn systemd_loop(handles: Arc<Vec<Arc<ConnectorHandle>>>, stop: CancellationToken) {
-    let settled = |s: ConnectorState| matches!(s, ConnectorState::Streaming | ConnectorState::Failed | ConnectorState::Paused);
+    let settled =
+        |s: ConnectorState| matches!(s, ConnectorState::Streaming | ConnectorState::Failed | ConnectorState::Paused);
     loop {
         if handles.iter().all(|h| settled(h.status.state())) {
             notify::notify("READY=1");
@@ -104,8 +114,11 @@ async fn systemd_loop(handles: Arc<Vec<Arc<ConnectorHandle>>>, stop: Cancellatio
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let failed: Vec<&str> =
-            handles.iter().filter(|h| h.status.state() == ConnectorState::Failed).map(|h| h.config.name.as_str()).collect();
+        let failed: Vec<&str> = handles
+            .iter()
+            .filter(|h| h.status.state() == ConnectorState::Failed)
+            .map(|h| h.config.name.as_str())
+            .collect();
         if failed.is_empty() {
             notify::notify("WATCHDOG=1");
         } else {
@@ -136,7 +149,10 @@ pub async fn check(config: &Config) -> Vec<(String, Vec<Section>)> {
 
 async fn check_sink(s: &SinkConfig) -> Section {
     match &s.kind {
-        SinkKind::Stdout => Section { title: format!("sink {} (stdout)", s.name), findings: vec![Finding::ok("writes JSON lines to standard output")] },
+        SinkKind::Stdout => Section {
+            title: format!("sink {} (stdout)", s.name),
+            findings: vec![Finding::ok("writes JSON lines to standard output")],
+        },
         SinkKind::Redis(r) => Section {
             title: format!("sink {} (redis {})", s.name, r.url),
             findings: crate::sinks::redis::check::check(r).await,

@@ -13,7 +13,11 @@ use tidemark::state::StateStore;
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "tidemark", version, about = "Change-data-capture from PostgreSQL into Redis, never wrong after a crash")]
+#[command(
+    name = "tidemark",
+    version,
+    about = "Change-data-capture from PostgreSQL into Redis, never wrong after a crash"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +34,9 @@ enum Command {
     Check {
         #[arg(short, long, default_value = "tidemark.toml")]
         config: PathBuf,
+        /// Only validate the files; do not connect (for CI and systemd's ExecStartPre).
+        #[arg(long)]
+        config_only: bool,
     },
     /// Show connectors, state, position and lag of a running daemon.
     Status {
@@ -67,7 +74,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
-        Command::Check { config } => check(&config),
+        Command::Check { config, config_only } => check(&config, config_only),
         Command::Status { addr, config } => status(addr, &config),
         Command::Offsets { action } => offsets(action),
     };
@@ -112,12 +119,15 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(path: &Path) -> anyhow::Result<ExitCode> {
+fn check(path: &Path, config_only: bool) -> anyhow::Result<ExitCode> {
     let cfg = match load(path) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
     println!("configuration: ok ({} connector(s))", cfg.connectors.len());
+    if config_only {
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = runtime()?.block_on(tidemark::daemon::check(&cfg));
     let mut errors = 0;
     let mut warnings = 0;
@@ -142,10 +152,13 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
 fn status(addr: Option<String>, path: &Path) -> anyhow::Result<ExitCode> {
     let addr = match addr {
         Some(a) => a,
-        None => config::load_daemon(path).map(|d| d.http_addr.to_string()).unwrap_or_else(|_| config::DEFAULT_HTTP_ADDR.into()),
+        None => config::load_daemon(path)
+            .map(|d| d.http_addr.to_string())
+            .unwrap_or_else(|_| config::DEFAULT_HTTP_ADDR.into()),
     };
     let (code, body) = runtime()?.block_on(tidemark::http::request(&addr, "GET", "/health")).map_err(|e| anyhow!(e))?;
-    let health: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("unexpected answer from {addr} (HTTP {code})"))?;
+    let health: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("unexpected answer from {addr} (HTTP {code})"))?;
     let rows: Vec<[String; 7]> = health["connectors"]
         .as_array()
         .into_iter()

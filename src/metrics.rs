@@ -74,9 +74,8 @@ impl Metrics {
         let events = Family::<Labels, Counter>::default();
         let sink_events = Family::<Labels, Counter>::default();
         let sink_retries = Family::<Labels, Counter>::default();
-        let sink_write_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
-        });
+        let sink_write_seconds =
+            Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 14)));
         let type_fallbacks = Family::<Labels, Counter>::default();
         let events_skipped = Family::<Labels, Counter>::default();
         let snapshot_rows = Family::<Labels, Counter>::default();
@@ -90,14 +89,38 @@ impl Metrics {
         registry.register(SINK_EVENTS, "Events handled by sinks, by outcome", sink_events.clone());
         registry.register(SINK_RETRIES, "Sink writes retried after a transient error", sink_retries.clone());
         registry.register(SINK_WRITE_SECONDS, "Time to make one batch durable in a sink", sink_write_seconds.clone());
-        registry.register(TYPE_FALLBACKS, "Column values of an unsupported type, or unparsable text, passed on as text", type_fallbacks.clone());
-        registry.register(EVENTS_SKIPPED, "Source changes not turned into events (e.g. tables without a key)", events_skipped.clone());
+        registry.register(
+            TYPE_FALLBACKS,
+            "Column values of an unsupported type, or unparsable text, passed on as text",
+            type_fallbacks.clone(),
+        );
+        registry.register(
+            EVENTS_SKIPPED,
+            "Source changes not turned into events (e.g. tables without a key)",
+            events_skipped.clone(),
+        );
         registry.register(SNAPSHOT_ROWS, "Rows read by snapshots", snapshot_rows.clone());
-        registry.register(LAG_SECONDS, "Now minus the commit time of the newest change every sink applied (0 when caught up)", lag_seconds.clone());
+        registry.register(
+            LAG_SECONDS,
+            "Now minus the commit time of the newest change every sink applied (0 when caught up)",
+            lag_seconds.clone(),
+        );
         registry.register(LAG_BYTES, "Source log written but not yet applied by every sink", lag_bytes.clone());
-        registry.register(RETAINED_WAL_BYTES, "WAL the PostgreSQL server keeps for the connector's slot", retained_wal_bytes.clone());
-        registry.register(CHECKPOINT_AGE_SECONDS, "Time since the connector's position was last checkpointed", checkpoint_age_seconds.clone());
-        registry.register(CONNECTOR_HEALTHY, "1 when the connector is running within its lag threshold", connector_healthy.clone());
+        registry.register(
+            RETAINED_WAL_BYTES,
+            "WAL the PostgreSQL server keeps for the connector's slot",
+            retained_wal_bytes.clone(),
+        );
+        registry.register(
+            CHECKPOINT_AGE_SECONDS,
+            "Time since the connector's position was last checkpointed",
+            checkpoint_age_seconds.clone(),
+        );
+        registry.register(
+            CONNECTOR_HEALTHY,
+            "1 when the connector is running within its lag threshold",
+            connector_healthy.clone(),
+        );
 
         Metrics {
             registry,

@@ -40,7 +40,9 @@ pub fn interpolate(text: &str, d: &mut Diag, env: impl Fn(&str) -> Option<String
                         (None, Some(def)) => out.push_str(def),
                         (None, None) => d.error(
                             format!("line {}", lineno + 1),
-                            format!("environment variable {name} is not set (write ${{{name}:-default}} for a default)"),
+                            format!(
+                                "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+                            ),
                         ),
                     }
                 }

@@ -204,7 +204,11 @@ fn read_daemon(path: &Path, mut s: Section, d: &mut Diag) -> (Option<DaemonConfi
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let resolve = |p: String| {
         let p = PathBuf::from(p);
-        if p.is_absolute() { p } else { base.join(p) }
+        if p.is_absolute() {
+            p
+        } else {
+            base.join(p)
+        }
     };
     let data_dir = resolve(s.opt_str(d, "data_dir").unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
     let http_addr = s.opt_str(d, "http_addr").unwrap_or_else(|| DEFAULT_HTTP_ADDR.into());
@@ -215,8 +219,7 @@ fn read_daemon(path: &Path, mut s: Section, d: &mut Diag) -> (Option<DaemonConfi
             None
         }
     };
-    let connectors_dir =
-        resolve(s.opt_str(d, "connectors_dir").unwrap_or_else(|| DEFAULT_CONNECTORS_DIR.into()));
+    let connectors_dir = resolve(s.opt_str(d, "connectors_dir").unwrap_or_else(|| DEFAULT_CONNECTORS_DIR.into()));
     let log_format = match s.opt_choice(d, "log_format", &["text", "json"]).as_deref() {
         Some("json") => LogFormat::Json,
         _ => LogFormat::Text,
@@ -270,7 +273,10 @@ pub fn read_connector(path: &Path, mut s: Section, d: &mut Diag) -> Option<Conne
         sink_sections.into_iter().enumerate().filter_map(|(i, t)| SinkConfig::read(t, i, d)).collect();
     for (i, sink) in sinks.iter().enumerate() {
         if sinks[..i].iter().any(|other| other.name == sink.name) {
-            d.error(format!("sink[{i}].name"), format!("sink name `{}` is used twice; give each sink a distinct name", sink.name));
+            d.error(
+                format!("sink[{i}].name"),
+                format!("sink name `{}` is used twice; give each sink a distinct name", sink.name),
+            );
         }
     }
     let pipeline = s.opt_table(d, "pipeline").map(|p| read_pipeline(p, d)).unwrap_or_default();
@@ -279,24 +285,14 @@ pub fn read_connector(path: &Path, mut s: Section, d: &mut Diag) -> Option<Conne
     if !d.is_empty() {
         return None;
     }
-    Some(ConnectorConfig {
-        file: path.to_path_buf(),
-        name: name?,
-        source: source?,
-        transforms,
-        sinks,
-        pipeline,
-    })
+    Some(ConnectorConfig { file: path.to_path_buf(), name: name?, source: source?, transforms, sinks, pipeline })
 }
 
 fn read_pipeline(mut s: Section, d: &mut Diag) -> PipelineConfig {
     let dflt = PipelineConfig::default();
     let p = PipelineConfig {
         max_batch_rows: s.opt_nonzero(d, "max_batch_rows").unwrap_or(dflt.max_batch_rows),
-        max_batch_bytes: s
-            .opt_bytes(d, "max_batch_bytes")
-            .and_then(NonZeroUsize::new)
-            .unwrap_or(dflt.max_batch_bytes),
+        max_batch_bytes: s.opt_bytes(d, "max_batch_bytes").and_then(NonZeroUsize::new).unwrap_or(dflt.max_batch_bytes),
         max_batch_wait: s.opt_duration(d, "max_batch_wait").unwrap_or(dflt.max_batch_wait),
         buffer_batches: s.opt_nonzero(d, "buffer_batches").unwrap_or(dflt.buffer_batches),
         max_lag: s.opt_duration(d, "max_lag"),
@@ -346,7 +342,16 @@ max_batch_rows = 0
 "#;
         let errs = parse_connector(Path::new("c/bad.toml"), text).unwrap_err().0;
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
-        for want in ["name", "colour", "source.url", "source.tables", "source.snapshot", "sink[0].format", "sink[1].kind", "pipeline.max_batch_rows"] {
+        for want in [
+            "name",
+            "colour",
+            "source.url",
+            "source.tables",
+            "source.snapshot",
+            "sink[0].format",
+            "sink[1].kind",
+            "pipeline.max_batch_rows",
+        ] {
             assert!(keys.contains(&want), "missing error for {want}: {errs:#?}");
         }
         assert!(errs.iter().all(|e| e.file == Path::new("c/bad.toml")));

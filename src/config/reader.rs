@@ -62,11 +62,7 @@ impl Diag {
     }
 
     pub fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            key: key.into(),
-            message: message.into(),
-        });
+        self.errors.push(ConfigError { file: self.file.to_path_buf(), key: key.into(), message: message.into() });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -228,10 +224,9 @@ impl Section {
                 for (i, item) in items.into_iter().enumerate() {
                     match item {
                         Value::String(s) => out.push(s),
-                        other => d.error(
-                            format!("{full}[{i}]"),
-                            format!("expected a string, found {}", type_name(&other)),
-                        ),
+                        other => {
+                            d.error(format!("{full}[{i}]"), format!("expected a string, found {}", type_name(&other)))
+                        }
                     }
                 }
                 Some(out)
@@ -265,10 +260,7 @@ impl Section {
                 .filter_map(|(i, item)| match item {
                     Value::Table(t) => Some(Section::new(format!("{full}[{i}]"), t)),
                     other => {
-                        d.error(
-                            format!("{full}[{i}]"),
-                            format!("expected a table, found {}", type_name(&other)),
-                        );
+                        d.error(format!("{full}[{i}]"), format!("expected a table, found {}", type_name(&other)));
                         None
                     }
                 })
@@ -283,11 +275,8 @@ impl Section {
     /// Report every key nobody read as unknown, naming the keys that are allowed.
     pub fn finish(self, d: &mut Diag, allowed: &[&str]) {
         for key in self.table.keys() {
-            let hint = if allowed.is_empty() {
-                String::new()
-            } else {
-                format!(" (expected one of: {})", allowed.join(", "))
-            };
+            let hint =
+                if allowed.is_empty() { String::new() } else { format!(" (expected one of: {})", allowed.join(", ")) };
             d.error(self.key(key), format!("unknown key{hint}"));
         }
     }

@@ -75,7 +75,10 @@ mod tests {
         assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("redis://:s3cr3t@h/0"), "redis://:***@h/0");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("postgres://h/db?user=u&password=x&sslmode=disable"), "postgres://h/db?user=u&password=***&sslmode=disable");
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=x&sslmode=disable"),
+            "postgres://h/db?user=u&password=***&sslmode=disable"
+        );
         assert_eq!(format!("{:?}", SecretUrl::new("redis://a:b@c")), "SecretUrl(redis://a:***@c)");
     }
 }

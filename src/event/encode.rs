@@ -96,9 +96,7 @@ impl Encoding {
                 Some("adaptive") => TimePrecision::Adaptive,
                 _ => dflt.time,
             },
-            binary: match s
-                .opt_choice(d, "binary_handling", &["bytes", "base64", "base64-url-safe", "hex"])
-                .as_deref()
+            binary: match s.opt_choice(d, "binary_handling", &["bytes", "base64", "base64-url-safe", "hex"]).as_deref()
             {
                 Some("base64") => BinaryHandling::Base64,
                 Some("base64-url-safe") => BinaryHandling::Base64UrlSafe,
@@ -178,7 +176,11 @@ impl Encoding {
             TimePrecision::AdaptiveTimeMicroseconds => false,
             TimePrecision::Connect => true,
         };
-        if millis { micros.div_euclid(1000) } else { micros }
+        if millis {
+            micros.div_euclid(1000)
+        } else {
+            micros
+        }
     }
 
     fn timestamp_number(&self, micros: i64, precision: u8) -> i64 {
@@ -189,7 +191,11 @@ impl Encoding {
             TimePrecision::Adaptive | TimePrecision::AdaptiveTimeMicroseconds => precision <= 3,
             TimePrecision::Connect => true,
         };
-        if millis { micros.div_euclid(1000) } else { micros }
+        if millis {
+            micros.div_euclid(1000)
+        } else {
+            micros
+        }
     }
 
     fn bytes_text(&self, b: &[u8]) -> String {
@@ -381,7 +387,10 @@ mod tests {
         assert_eq!(text(&e, &Value::Timestamp { micros: 1_500_123, precision: 6 }), "1500123");
         assert_eq!(text(&e, &Value::Timestamp { micros: 1_500_123, precision: 3 }), "1500");
         assert_eq!(text(&e, &Value::Time { micros: 3_600_000_001, precision: 6 }), "3600000001");
-        assert_eq!(text(&e, &Value::TimestampTz { micros: 1_704_110_400_000_000, precision: 6 }), "2024-01-01T12:00:00Z");
+        assert_eq!(
+            text(&e, &Value::TimestampTz { micros: 1_704_110_400_000_000, precision: 6 }),
+            "2024-01-01T12:00:00Z"
+        );
         assert_eq!(text(&e, &Value::TimeTz { micros: 3_600_000_000, offset_secs: 3600, precision: 6 }), "00:00:00Z");
         assert_eq!(text(&e, &Value::Interval { months: 1, days: 1, micros: 1 }), "2716200000001");
         assert_eq!(text(&e, &Value::Bytes(vec![0xde, 0xad])), "3q0=");
@@ -399,7 +408,10 @@ mod tests {
             interval: IntervalHandling::String,
         };
         assert_eq!(e.to_json(&Value::Numeric { text: "12.34".into(), scale: Some(2) }), json!("BNI="));
-        assert_eq!(e.to_json(&Value::Numeric { text: "12.34".into(), scale: None }), json!({"scale": 2, "value": "BNI="}));
+        assert_eq!(
+            e.to_json(&Value::Numeric { text: "12.34".into(), scale: None }),
+            json!({"scale": 2, "value": "BNI="})
+        );
         assert_eq!(e.to_json(&Value::Time { micros: 1_234_567, precision: 6 }), json!(1234));
         assert_eq!(text(&e, &Value::Bytes(vec![0xde, 0xad])), "dead");
         assert_eq!(text(&e, &Value::Interval { months: 14, days: 3, micros: 3_723_500_000 }), "P1Y2M3DT1H2M3.5S");

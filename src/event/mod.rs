@@ -72,10 +72,7 @@ impl Version {
         if s.len() != 32 {
             return None;
         }
-        Some(Version {
-            hi: u64::from_str_radix(&s[..16], 16).ok()?,
-            lo: u64::from_str_radix(&s[16..], 16).ok()?,
-        })
+        Some(Version { hi: u64::from_str_radix(&s[..16], 16).ok()?, lo: u64::from_str_radix(&s[16..], 16).ok()? })
     }
 }
 
@@ -90,7 +87,10 @@ pub enum Value {
     Float(f64),
     /// An exact decimal in its canonical text form (`"-12.340"`, `"NaN"`), with the column's
     /// declared scale when it has one.
-    Numeric { text: Box<str>, scale: Option<u16> },
+    Numeric {
+        text: Box<str>,
+        scale: Option<u16>,
+    },
     Text(String),
     Bytes(Vec<u8>),
     /// JSON text, passed through unchanged.
@@ -98,14 +98,31 @@ pub enum Value {
     /// Days since 1970-01-01.
     Date(i32),
     /// Microseconds since midnight, and the column's fractional-second precision.
-    Time { micros: i64, precision: u8 },
+    Time {
+        micros: i64,
+        precision: u8,
+    },
     /// Time of day with a UTC offset.
-    TimeTz { micros: i64, offset_secs: i32, precision: u8 },
+    TimeTz {
+        micros: i64,
+        offset_secs: i32,
+        precision: u8,
+    },
     /// Microseconds since the epoch, wall clock without a time zone.
-    Timestamp { micros: i64, precision: u8 },
+    Timestamp {
+        micros: i64,
+        precision: u8,
+    },
     /// Microseconds since the epoch, UTC.
-    TimestampTz { micros: i64, precision: u8 },
-    Interval { months: i32, days: i32, micros: i64 },
+    TimestampTz {
+        micros: i64,
+        precision: u8,
+    },
+    Interval {
+        months: i32,
+        days: i32,
+        micros: i64,
+    },
     Array(Vec<Value>),
 }
 

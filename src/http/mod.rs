@@ -32,7 +32,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Bind `addr` and serve until `stop` is cancelled. Binding errors are returned at once.
-pub async fn serve(addr: SocketAddr, state: AppState, stop: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    addr: SocketAddr,
+    state: AppState,
+    stop: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let app = router(state);
     Ok(tokio::spawn(async move {
@@ -44,7 +48,8 @@ async fn health(State(st): State<AppState>) -> Response {
     let connectors: Vec<Value> = st.connectors.iter().map(|c| c.status.to_json()).collect();
     let healthy = connectors.iter().all(|c| c["healthy"] == true);
     let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({ "status": if healthy { "ok" } else { "unhealthy" }, "connectors": connectors }))).into_response()
+    (code, Json(json!({ "status": if healthy { "ok" } else { "unhealthy" }, "connectors": connectors })))
+        .into_response()
 }
 
 async fn metrics_text(State(st): State<AppState>) -> Response {
@@ -63,7 +68,8 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
         }
         st.metrics.connector_healthy.get_or_create(&labels).set(i64::from(h.healthy));
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], st.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], st.metrics.render())
+        .into_response()
 }
 
 fn describe(c: &ConnectorHandle) -> Value {
@@ -81,10 +87,9 @@ async fn list_connectors(State(st): State<AppState>) -> Json<Value> {
 }
 
 fn find<'a>(st: &'a AppState, name: &str) -> Result<&'a Arc<ConnectorHandle>, Response> {
-    st.connectors
-        .iter()
-        .find(|c| c.config.name == name)
-        .ok_or_else(|| (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no connector named {name}") }))).into_response())
+    st.connectors.iter().find(|c| c.config.name == name).ok_or_else(|| {
+        (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no connector named {name}") }))).into_response()
+    })
 }
 
 async fn one_connector(State(st): State<AppState>, Path(name): Path<String>) -> Response {
@@ -118,8 +123,10 @@ async fn resume(State(st): State<AppState>, Path(name): Path<String>) -> Respons
 pub async fn request(addr: &str, method: &str, path: &str) -> Result<(u16, String), String> {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::rt::TokioIo;
-    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot reach tidemark at {addr}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let stream =
+        tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot reach tidemark at {addr}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let req = hyper::Request::builder()
         .method(method)

@@ -196,9 +196,14 @@ struct Pipeline {
 impl Pipeline {
     /// Take batches until the source closes the channel. Priorities: abort, checkpoint timer,
     /// pause changes, new batches.
-    async fn run(&mut self, mut rx: mpsc::Receiver<Batch>, mut paused: watch::Receiver<bool>) -> Result<(), PipelineError> {
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Batch>,
+        mut paused: watch::Receiver<bool>,
+    ) -> Result<(), PipelineError> {
         let result = loop {
-            let due = self.pending.as_ref().map(|_| tokio::time::Instant::from_std(self.last_store + CHECKPOINT_INTERVAL));
+            let due =
+                self.pending.as_ref().map(|_| tokio::time::Instant::from_std(self.last_store + CHECKPOINT_INTERVAL));
             let is_paused = *paused.borrow();
             tokio::select! {
                 biased;

@@ -95,7 +95,13 @@ impl ConnectorStatus {
     }
 
     pub fn add_sink(&self, name: &str, kind: &'static str) {
-        self.lock().sinks.push(SinkStatus { name: name.into(), kind, state: SinkState::Ok, last_error: None, events_done: 0 });
+        self.lock().sinks.push(SinkStatus {
+            name: name.into(),
+            kind,
+            state: SinkState::Ok,
+            last_error: None,
+            events_done: 0,
+        });
     }
 
     pub fn set_state(&self, state: ConnectorState) {
@@ -303,6 +309,10 @@ mod tests {
         let h = s.health();
         assert!(h.lag_ms >= 500, "{h:?}");
         assert!(!h.healthy);
-        assert!(h.reasons.iter().any(|r| r.contains("sink r (redis) is retrying: connection refused")), "{:?}", h.reasons);
+        assert!(
+            h.reasons.iter().any(|r| r.contains("sink r (redis) is retrying: connection refused")),
+            "{:?}",
+            h.reasons
+        );
     }
 }

@@ -54,7 +54,8 @@ pub const COMMON_KEYS: [&str; 4] = ["kind", "name", "on_error", "dead_letter_pat
 impl SinkConfig {
     pub fn read(mut s: Section, index: usize, d: &mut Diag) -> Option<SinkConfig> {
         let kind = s.str(d, "kind")?;
-        let name = s.opt_str(d, "name").unwrap_or_else(|| if index == 0 { kind.clone() } else { format!("{kind}-{index}") });
+        let name =
+            s.opt_str(d, "name").unwrap_or_else(|| if index == 0 { kind.clone() } else { format!("{kind}-{index}") });
         let on_error = match s.opt_choice(d, "on_error", &["fail", "skip", "dead_letter"]).as_deref() {
             Some("skip") => ErrorPolicy::Skip,
             Some("dead_letter") => ErrorPolicy::DeadLetter,
@@ -68,11 +69,17 @@ impl SinkConfig {
             }
             "redis" => SinkKind::Redis(redis::config::read(s, d)?),
             k if PLANNED_KINDS.contains(&k) => {
-                d.error(format!("{}.kind", s.path()), format!("sink kind `{k}` is not available in this version yet (available: {})", KINDS.join(", ")));
+                d.error(
+                    format!("{}.kind", s.path()),
+                    format!("sink kind `{k}` is not available in this version yet (available: {})", KINDS.join(", ")),
+                );
                 return None;
             }
             other => {
-                d.error(format!("{}.kind", s.path()), format!("unknown sink kind `{other}` (expected one of: {})", KINDS.join(", ")));
+                d.error(
+                    format!("{}.kind", s.path()),
+                    format!("unknown sink kind `{other}` (expected one of: {})", KINDS.join(", ")),
+                );
                 return None;
             }
         };

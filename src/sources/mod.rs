@@ -36,11 +36,17 @@ impl SourceConfig {
         match kind.as_str() {
             "postgres" => postgres::config::read(s, d, connector).map(SourceConfig::Postgres),
             k if PLANNED_KINDS.contains(&k) => {
-                d.error(s.key("kind"), format!("source kind `{k}` is not available in this version yet (available: {})", KINDS.join(", ")));
+                d.error(
+                    s.key("kind"),
+                    format!("source kind `{k}` is not available in this version yet (available: {})", KINDS.join(", ")),
+                );
                 None
             }
             other => {
-                d.error(s.key("kind"), format!("unknown source kind `{other}` (expected one of: {})", KINDS.join(", ")));
+                d.error(
+                    s.key("kind"),
+                    format!("unknown source kind `{other}` (expected one of: {})", KINDS.join(", ")),
+                );
                 None
             }
         }

@@ -51,7 +51,8 @@ impl StateStore {
     pub fn open(data_dir: &Path) -> Result<Self, StateError> {
         let path = data_dir.join(STATE_FILE);
         let open_err = |message: String| StateError::Open { path: path.clone(), message };
-        std::fs::create_dir_all(data_dir).map_err(|e| open_err(format!("cannot create {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| open_err(format!("cannot create {}: {e}", data_dir.display())))?;
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 open_err("already open by another process (is the daemon running?)".into())

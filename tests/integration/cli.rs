@@ -38,7 +38,11 @@ key = "{table}"
 "#,
     )
     .unwrap();
-    std::fs::write(dir.join("conf.d/b.toml"), "name = \"a\"\n[source]\nkind = \"oracle\"\n[[sink]]\nkind = \"carrier-pigeon\"\n").unwrap();
+    std::fs::write(
+        dir.join("conf.d/b.toml"),
+        "name = \"a\"\n[source]\nkind = \"oracle\"\n[[sink]]\nkind = \"carrier-pigeon\"\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("conf.d/c.toml"), "name = \"c\"\n[source\nkind = \"postgres\"\n").unwrap();
 
     for cmd in ["check", "run"] {
@@ -87,8 +91,15 @@ async fn check_names_the_fix_for_wal_level_replica() {
     let out = tidemark(&dir, &["check", "-c", "tidemark.toml"]);
     let msg = text(&out);
     assert_eq!(out.status.code(), Some(1), "{msg}");
-    assert!(msg.contains("wal_level is replica; run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL"), "{msg}");
-    assert!(msg.contains("table public.nokey has no primary key") && msg.contains("ALTER TABLE \"public\".\"nokey\" REPLICA IDENTITY FULL"), "{msg}");
+    assert!(
+        msg.contains("wal_level is replica; run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("table public.nokey has no primary key")
+            && msg.contains("ALTER TABLE \"public\".\"nokey\" REPLICA IDENTITY FULL"),
+        "{msg}"
+    );
     assert!(msg.contains("sink redis (redis redis://127.0.0.1:1/)") || msg.contains("127.0.0.1:1"), "{msg}");
     assert!(msg.contains("ERROR redis"), "the unreachable sink is an error: {msg}");
     drop(pg);
@@ -99,7 +110,10 @@ async fn check_names_the_fix_for_wal_level_replica() {
 async fn check_passes_offsets_and_pause_work_on_a_good_setup() {
     let env = Env::new("cli").await;
     env.pg.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');").await.unwrap();
-    env.write_config(&env.postgres_source(r#""public.t""#, &format!("[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n[[sink]]\nkind = \"stdout\"\n", redis_url())));
+    env.write_config(&env.postgres_source(
+        r#""public.t""#,
+        &format!("[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n[[sink]]\nkind = \"stdout\"\n", redis_url()),
+    ));
     let out = tidemark(&env.dir, &["check", "-c", "tidemark.toml"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("0 error(s)"));
@@ -126,7 +140,8 @@ async fn check_passes_offsets_and_pause_work_on_a_good_setup() {
     let (code, h) = d.health().await.unwrap();
     assert_eq!(code, 503);
     assert_eq!(h["connectors"][0]["state"], "paused");
-    let (code, _) = tidemark::http::request(&d.http, "POST", &format!("/connectors/{}/resume", env.name)).await.unwrap();
+    let (code, _) =
+        tidemark::http::request(&d.http, "POST", &format!("/connectors/{}/resume", env.name)).await.unwrap();
     assert_eq!(code, 202);
     wait_equal(&env.pg, sql, &prefix, Some(&d)).await;
     let (code, body) = tidemark::http::request(&d.http, "GET", "/connectors").await.unwrap();

@@ -14,7 +14,8 @@ async fn cluster_hashes(prefix: &str) -> Rows {
     let mut out = Rows::new();
     for line in nodes.lines().filter(|l| l.contains("master")) {
         let addr = line.split_whitespace().nth(1).unwrap().split('@').next().unwrap();
-        let mut c = redis::Client::open(format!("redis://{addr}")).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut c =
+            redis::Client::open(format!("redis://{addr}")).unwrap().get_multiplexed_async_connection().await.unwrap();
         out.extend(redis_hashes(&mut c, prefix).await);
     }
     out

@@ -10,7 +10,18 @@ use crate::support::*;
 /// production Redis with persistence).
 fn start_redis(port: u16, dir: &Path) -> Child {
     Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -51,7 +62,10 @@ async fn redis_outage_pauses_the_source_with_bounded_memory_and_loses_nothing() 
         .await
         .unwrap();
     let url = format!("redis://127.0.0.1:{port}");
-    env.write_config(&env.postgres_source(r#""public.events""#, &format!("[[sink]]\nkind = \"redis\"\nurl = \"{url}\"\nconnect_timeout = \"1s\"\nresponse_timeout = \"2s\"\n")));
+    env.write_config(&env.postgres_source(
+        r#""public.events""#,
+        &format!("[[sink]]\nkind = \"redis\"\nurl = \"{url}\"\nconnect_timeout = \"1s\"\nresponse_timeout = \"2s\"\n"),
+    ));
     let mut d = env.start();
     d.wait_streaming().await;
     let sql = "SELECT id, payload FROM events";
@@ -74,15 +88,16 @@ async fn redis_outage_pauses_the_source_with_bounded_memory_and_loses_nothing() 
     // The reason carries the driver's error (e.g. "broken pipe", "connection refused").
     let detail = reasons.split("is retrying: ").nth(1).unwrap_or("");
     assert!(detail.starts_with("redis") && detail.len() > "redis: ".len() + 2, "{reasons}");
-    let before_workload: i64 = env.pg.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[]).await.unwrap().get(0);
+    let before_workload: i64 =
+        env.pg.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[]).await.unwrap().get(0);
 
     // ~150 MB of changes while Redis is away; the daemon must not buffer them.
     let mut peak = baseline;
-    for chunk in 0..30 {
-        let from = 1001 + chunk * 10_000;
+    for chunk in 0..20 {
+        let from = 1001 + chunk * 5_000;
         env.pg
             .execute(
-                "INSERT INTO events SELECT i, repeat(md5(i::text), 16) FROM generate_series($1::int, $1::int + 9999) i",
+                "INSERT INTO events SELECT i, repeat(md5(i::text), 48) FROM generate_series($1::int, $1::int + 4999) i",
                 &[&from],
             )
             .await
@@ -96,7 +111,11 @@ async fn redis_outage_pauses_the_source_with_bounded_memory_and_loses_nothing() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let growth_mib = (peak - baseline) / 1024;
-    assert!(growth_mib < 80, "memory grew by {growth_mib} MiB while the sink was down (baseline {} MiB)", baseline / 1024);
+    assert!(
+        growth_mib < 80,
+        "memory grew by {growth_mib} MiB while the sink was down (baseline {} MiB)",
+        baseline / 1024
+    );
     // The source is paused: nothing written during the outage was confirmed to the slot.
     let confirmed = slot_confirmed(&env).await;
     assert!(confirmed <= before_workload as u64, "slot confirmed {confirmed} past the outage start {before_workload}");

@@ -25,7 +25,10 @@ async fn snapshot_then_stream_leaves_redis_equal_to_the_tables() {
         )
         .await
         .unwrap();
-    env.write_config(&env.postgres_source(r#""public.customers", "public.orders""#, &format!("snapshot_chunk_rows = 128\n{}", redis_sink())));
+    env.write_config(&env.postgres_source(
+        r#""public.customers", "public.orders""#,
+        &format!("snapshot_chunk_rows = 128\n{}", redis_sink()),
+    ));
     let mut d = env.start();
     d.wait_streaming().await;
     let customers = "SELECT id, name, balance, note FROM customers";
@@ -79,7 +82,12 @@ fn stream_events(path: &std::path::Path) -> Vec<(i64, String, String, Value)> {
         .filter(|e| e["op"] != "r")
         .map(|e| {
             let key = e["after"]["id"].as_i64().or(e["before"]["id"].as_i64()).unwrap();
-            (e["source"]["txId"].as_i64().unwrap(), e["op"].as_str().unwrap().to_string(), key.to_string(), e["after"].clone())
+            (
+                e["source"]["txId"].as_i64().unwrap(),
+                e["op"].as_str().unwrap().to_string(),
+                key.to_string(),
+                e["after"].clone(),
+            )
         })
         .collect()
 }
@@ -91,7 +99,9 @@ async fn restart_after_sigterm_resumes_without_loss_or_duplicates() {
         .batch_execute("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL); INSERT INTO items SELECT i, 0 FROM generate_series(1, 100) i;")
         .await
         .unwrap();
-    env.write_config(&env.postgres_source(r#""public.items""#, &format!("{}[[sink]]\nkind = \"stdout\"\n", redis_sink())));
+    env.write_config(
+        &env.postgres_source(r#""public.items""#, &format!("{}[[sink]]\nkind = \"stdout\"\n", redis_sink())),
+    );
     let sql = "SELECT id, v FROM items";
     let prefix = format!("{}:items", env.name);
 
@@ -107,7 +117,12 @@ async fn restart_after_sigterm_resumes_without_loss_or_duplicates() {
     for i in 51..=100 {
         env.pg.execute("UPDATE items SET v = v + 1 WHERE id = $1", &[&i]).await.unwrap();
     }
-    env.pg.batch_execute("DELETE FROM items WHERE id <= 10; INSERT INTO items SELECT i, 7 FROM generate_series(101, 110) i;").await.unwrap();
+    env.pg
+        .batch_execute(
+            "DELETE FROM items WHERE id <= 10; INSERT INTO items SELECT i, 7 FROM generate_series(101, 110) i;",
+        )
+        .await
+        .unwrap();
 
     let mut second = env.start();
     second.wait_streaming().await;
@@ -117,7 +132,8 @@ async fn restart_after_sigterm_resumes_without_loss_or_duplicates() {
     // Every change exactly once across both runs; the snapshot only in the first.
     let a = stream_events(&first.stdout);
     let b = stream_events(&second.stdout);
-    let snapshot_rows_2 = std::fs::read_to_string(&second.stdout).unwrap().lines().filter(|l| l.contains("\"op\":\"r\"")).count();
+    let snapshot_rows_2 =
+        std::fs::read_to_string(&second.stdout).unwrap().lines().filter(|l| l.contains("\"op\":\"r\"")).count();
     assert_eq!(snapshot_rows_2, 0, "the second run read the snapshot again");
     let all: Vec<_> = a.iter().chain(&b).map(|(tx, op, key, _)| (*tx, op.clone(), key.clone())).collect();
     let unique: HashSet<_> = all.iter().cloned().collect();
@@ -198,7 +214,9 @@ async fn kill9_mid_stream_loses_nothing_and_never_goes_back() {
                         pg.execute("DELETE FROM accounts WHERE id = $1", &[&id]).await.unwrap();
                     }
                     _ => {
-                        pg.execute("INSERT INTO accounts VALUES ($1, $2, 'new')", &[&next_id, &(step as i64)]).await.unwrap();
+                        pg.execute("INSERT INTO accounts VALUES ($1, $2, 'new')", &[&next_id, &(step as i64)])
+                            .await
+                            .unwrap();
                         next_id += 1;
                     }
                 }
@@ -255,7 +273,10 @@ async fn kill9_during_snapshot_resumes_the_snapshot() {
     .await;
     d.kill9();
     // Changes made while the daemon is down, mid-snapshot, must arrive too.
-    env.pg.batch_execute("UPDATE big SET payload = 'changed' WHERE id % 1000 = 0; DELETE FROM big WHERE id % 777 = 0;").await.unwrap();
+    env.pg
+        .batch_execute("UPDATE big SET payload = 'changed' WHERE id % 1000 = 0; DELETE FROM big WHERE id % 777 = 0;")
+        .await
+        .unwrap();
     let mut d = env.start();
     d.wait_streaming().await;
     wait_equal(&env.pg, sql, &prefix, Some(&d)).await;
@@ -294,7 +315,12 @@ async fn update_leaving_a_toasted_column_unchanged_keeps_it() {
     let sql = "SELECT id, n, body FROM docs";
     wait_equal(&env.pg, sql, &format!("{}:docs", env.name), Some(&d)).await;
 
-    env.pg.batch_execute("UPDATE docs SET n = 2 WHERE id = 1; UPDATE docs SET n = 3, body = repeat('y', 20000) WHERE id = 2;").await.unwrap();
+    env.pg
+        .batch_execute(
+            "UPDATE docs SET n = 2 WHERE id = 1; UPDATE docs SET n = 3, body = repeat('y', 20000) WHERE id = 2;",
+        )
+        .await
+        .unwrap();
     wait_equal(&env.pg, sql, &format!("{}:docs", env.name), Some(&d)).await;
 
     // The stream really sent the update without the TOASTed value.
@@ -353,7 +379,8 @@ async fn every_type_round_trips_with_the_documented_encoding() {
     d.wait_streaming().await;
     env.pg.batch_execute(&insert(11)).await.unwrap();
 
-    let interval_us: i64 = 14 * 2_629_800_000_000 + 3 * 86_400_000_000 + ((4 * 3600 + 5 * 60 + 6) * 1_000_000 + 500_000);
+    let interval_us: i64 =
+        14 * 2_629_800_000_000 + 3 * 86_400_000_000 + ((4 * 3600 + 5 * 60 + 6) * 1_000_000 + 500_000);
     let expected: BTreeMap<&str, String> = [
         ("c_int2", "-32768".to_string()),
         ("c_int4", "2147483647".into()),
@@ -404,20 +431,20 @@ async fn every_type_round_trips_with_the_documented_encoding() {
         assert_eq!(full.len(), expected.len() + 1, "unexpected fields: {full:?}");
 
         // All NULL: only the key is stored.
-        let nulls: BTreeMap<String, String> =
-            wait_for("the null row", DEADLINE, || {
-                let key = format!("{}:t:{}", env.name, base + 1);
-                let mut r = r.clone();
-                async move {
-                    let h: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(&mut r).await.ok()?;
-                    (!h.is_empty()).then_some(h)
-                }
-            })
-            .await;
+        let nulls: BTreeMap<String, String> = wait_for("the null row", DEADLINE, || {
+            let key = format!("{}:t:{}", env.name, base + 1);
+            let mut r = r.clone();
+            async move {
+                let h: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(&mut r).await.ok()?;
+                (!h.is_empty()).then_some(h)
+            }
+        })
+        .await;
         assert_eq!(nulls, BTreeMap::from([("id".to_string(), (base + 1).to_string())]));
 
         // Extremes: BC dates, infinities, NaN.
-        let ext: BTreeMap<String, String> = redis::cmd("HGETALL").arg(format!("{}:t:{}", env.name, base + 2)).query_async(&mut r).await.unwrap();
+        let ext: BTreeMap<String, String> =
+            redis::cmd("HGETALL").arg(format!("{}:t:{}", env.name, base + 2)).query_async(&mut r).await.unwrap();
         assert_eq!(ext.get("c_date").map(String::as_str), Some("-735160"), "{ext:?}"); // 44 BC = proleptic year -43 (PostgreSQL agrees)
         assert_eq!(ext.get("c_timestamp").map(String::as_str), Some("9223372036854775807"));
         assert_eq!(ext.get("c_timestamptz").map(String::as_str), Some("-infinity"));
@@ -425,7 +452,10 @@ async fn every_type_round_trips_with_the_documented_encoding() {
         assert_eq!(ext.get("c_double").map(String::as_str), Some("-Infinity"));
     }
     let metrics = d.metrics().await;
-    assert!(!metrics.lines().any(|l| l.starts_with("tidemark_type_fallbacks_total") && !l.ends_with(" 0")), "no column should fall back to text: {metrics}");
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("tidemark_type_fallbacks_total") && !l.ends_with(" 0")),
+        "no column should fall back to text: {metrics}"
+    );
     assert!(d.terminate().success());
     env.cleanup().await;
 }

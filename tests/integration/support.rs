@@ -137,10 +137,17 @@ impl Env {
         let daemon = self.dir.join("tidemark.toml");
         std::fs::write(
             &daemon,
-            format!("data_dir = \"data\"\nhttp_addr = \"{}\"\nconnectors_dir = \"connectors\"\nmax_lag = \"30s\"\n", self.http_addr()),
+            format!(
+                "data_dir = \"data\"\nhttp_addr = \"{}\"\nconnectors_dir = \"connectors\"\nmax_lag = \"30s\"\n",
+                self.http_addr()
+            ),
         )
         .unwrap();
-        std::fs::write(self.dir.join("connectors").join(format!("{}.toml", self.name)), format!("name = \"{}\"\n{connector_body}", self.name)).unwrap();
+        std::fs::write(
+            self.dir.join("connectors").join(format!("{}.toml", self.name)),
+            format!("name = \"{}\"\n{connector_body}", self.name),
+        )
+        .unwrap();
         daemon
     }
 
@@ -157,7 +164,10 @@ impl Env {
     pub async fn cleanup(self) {
         let admin = pg_connect(&format!("{}/postgres", pg_url())).await;
         let _ = admin
-            .execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1", &[&self.name])
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1",
+                &[&self.name],
+            )
             .await;
         let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)).await;
         let mut r = redis_conn().await;
@@ -292,8 +302,15 @@ pub async fn scan(r: &mut redis::aio::MultiplexedConnection, pattern: &str) -> V
     let mut out = Vec::new();
     let mut cursor: u64 = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(r).await.unwrap();
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(r)
+            .await
+            .unwrap();
         out.extend(keys);
         if next == 0 {
             return out;
@@ -307,9 +324,16 @@ pub type Rows = BTreeMap<String, BTreeMap<String, String>>;
 /// Every hash under `<prefix>:<key>`, by key.
 pub async fn redis_hashes(r: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Rows {
     let mut out = Rows::new();
-    for key in scan(r, &format!("{prefix}:*")).await {
-        let fields: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(r).await.unwrap();
-        out.insert(key[prefix.len() + 1..].to_string(), fields);
+    let keys = scan(r, &format!("{prefix}:*")).await;
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("HGETALL").arg(key);
+        }
+        let hashes: Vec<BTreeMap<String, String>> = pipe.query_async(r).await.unwrap();
+        for (key, fields) in chunk.iter().zip(hashes) {
+            out.insert(key[prefix.len() + 1..].to_string(), fields);
+        }
     }
     out
 }

@@ -6,7 +6,8 @@ use crate::event::Encoding;
 use crate::sinks::SinkContext;
 
 pub async fn check(cfg: &RedisConfig) -> Vec<Finding> {
-    let mut sink = RedisSink::new(cfg.clone(), SinkContext { connector: "check".into(), encoding: Encoding::default() });
+    let mut sink =
+        RedisSink::new(cfg.clone(), SinkContext { connector: "check".into(), encoding: Encoding::default() });
     let mut out = Vec::new();
     if let Err(e) = sink.ready().await {
         out.push(Finding::error(format!(
@@ -28,7 +29,9 @@ pub async fn check(cfg: &RedisConfig) -> Vec<Finding> {
         if let Some(version) = text.lines().find_map(|l| l.strip_prefix("redis_version:")) {
             let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
             if major < 4 {
-                out.push(Finding::error(format!("Redis {version} is too old; tidemark needs 4.0 or newer (multi-field HSET)")));
+                out.push(Finding::error(format!(
+                    "Redis {version} is too old; tidemark needs 4.0 or newer (multi-field HSET)"
+                )));
             } else {
                 out.push(Finding::ok(format!("Redis {version}")));
             }
@@ -41,8 +44,12 @@ pub async fn check(cfg: &RedisConfig) -> Vec<Finding> {
             Ok(redis::Value::BulkString(b)) if String::from_utf8_lossy(&b).contains("cluster_state:ok") => {
                 out.push(Finding::ok("cluster state is ok"))
             }
-            Ok(_) => out.push(Finding::error("cluster state is not ok; run redis-cli --cluster check HOST:PORT and fix the slot coverage")),
-            Err(e) => out.push(Finding::error(format!("CLUSTER INFO failed: {e}; is sink.cluster = true right for this server?"))),
+            Ok(_) => out.push(Finding::error(
+                "cluster state is not ok; run redis-cli --cluster check HOST:PORT and fix the slot coverage",
+            )),
+            Err(e) => out.push(Finding::error(format!(
+                "CLUSTER INFO failed: {e}; is sink.cluster = true right for this server?"
+            ))),
         }
     }
     out

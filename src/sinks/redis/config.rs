@@ -98,7 +98,13 @@ pub fn read(mut s: Section, d: &mut Diag) -> Option<RedisConfig> {
     let url = s.str(d, "url");
     if let Some(u) = &url {
         if !(u.starts_with("redis://") || u.starts_with("redis+unix://") || u.starts_with("unix://")) {
-            d.error(s.key("url"), format!("`{}` must start with redis:// (TLS `rediss://` is not supported by this build)", SecretUrl::new(u.clone())));
+            d.error(
+                s.key("url"),
+                format!(
+                    "`{}` must start with redis:// (TLS `rediss://` is not supported by this build)",
+                    SecretUrl::new(u.clone())
+                ),
+            );
         } else if let Err(e) = ::redis::Client::open(u.as_str()) {
             d.error(s.key("url"), format!("invalid Redis URL {}: {e}", SecretUrl::new(u.clone())));
         }

@@ -143,7 +143,19 @@ impl Classify for RedisSinkError {
 
 /// Server error codes that say "try again later", not "this item is wrong".
 fn transient_code(code: &str) -> bool {
-    matches!(code, "NOSCRIPT" | "LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY" | "OOM" | "MOVED" | "ASK")
+    matches!(
+        code,
+        "NOSCRIPT"
+            | "LOADING"
+            | "BUSY"
+            | "TRYAGAIN"
+            | "CLUSTERDOWN"
+            | "MASTERDOWN"
+            | "READONLY"
+            | "OOM"
+            | "MOVED"
+            | "ASK"
+    )
 }
 
 pub(crate) enum Conn {
@@ -202,7 +214,16 @@ impl RedisSink {
             Format::Hash => UPSERT_HASH,
             Format::Json => UPSERT_JSON,
         };
-        RedisSink { cfg, ctx, conn: None, scripts: None, slots: None, upsert_src, key_buf: String::new(), text_buf: String::new() }
+        RedisSink {
+            cfg,
+            ctx,
+            conn: None,
+            scripts: None,
+            slots: None,
+            upsert_src,
+            key_buf: String::new(),
+            text_buf: String::new(),
+        }
     }
 
     async fn connect(&self) -> Result<Conn, RedisError> {
@@ -287,7 +308,12 @@ impl RedisSink {
         Ok(report)
     }
 
-    async fn write_rows(&mut self, events: &[ChangeEvent], offset: usize, report: &mut WriteReport) -> Result<(), RedisSinkError> {
+    async fn write_rows(
+        &mut self,
+        events: &[ChangeEvent],
+        offset: usize,
+        report: &mut WriteReport,
+    ) -> Result<(), RedisSinkError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -300,7 +326,10 @@ impl RedisSink {
         }
         let replies = self.exec_pipeline(pipe, &keys).await?;
         if replies.len() != events.len() {
-            return Err(RedisSinkError::Protocol { what: "pipeline", reply: format!("{} replies for {} commands", replies.len(), events.len()) });
+            return Err(RedisSinkError::Protocol {
+                what: "pipeline",
+                reply: format!("{} replies for {} commands", replies.len(), events.len()),
+            });
         }
         for (i, reply) in replies.into_iter().enumerate() {
             match reply {
@@ -332,7 +361,8 @@ impl RedisSink {
             return Ok(conn.exec(&pipe).await?);
         };
         let slots = self.slots.as_ref().expect("ready");
-        let mut groups: Vec<(Pipeline, Vec<usize>)> = (0..slots.nodes.len()).map(|_| (Pipeline::new(), Vec::new())).collect();
+        let mut groups: Vec<(Pipeline, Vec<usize>)> =
+            (0..slots.nodes.len()).map(|_| (Pipeline::new(), Vec::new())).collect();
         for (i, (cmd, key)) in cmds.into_iter().zip(keys).enumerate() {
             let node = slots
                 .node_of(key_slot(key))
@@ -431,7 +461,10 @@ impl RedisSink {
                 let conn = self.conn.as_mut().expect("ready");
                 let reply = match (&node, conn) {
                     (Some((host, port)), Conn::Cluster(c)) => {
-                        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+                        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port: *port,
+                        });
                         c.route_command(&scan, route).await?
                     }
                     (_, conn) => conn.query(&scan).await?,
@@ -440,7 +473,13 @@ impl RedisSink {
                 if !keys.is_empty() {
                     let mut pipe = Pipeline::with_capacity(keys.len());
                     for k in &keys {
-                        pipe.cmd("EVALSHA").arg(&delete).arg(2).arg(k).arg(version_key(&self.cfg.version_prefix, k)).arg(&version).arg(ttl);
+                        pipe.cmd("EVALSHA")
+                            .arg(&delete)
+                            .arg(2)
+                            .arg(k)
+                            .arg(version_key(&self.cfg.version_prefix, k))
+                            .arg(&version)
+                            .arg(ttl);
                     }
                     let conn = self.conn.as_mut().expect("ready");
                     let replies = match &node {
@@ -449,7 +488,11 @@ impl RedisSink {
                     };
                     for reply in replies {
                         if let RValue::ServerError(e) = reply {
-                            return Err(RedisSinkError::Busy(format!("truncate: {} {}", e.code(), e.details().unwrap_or(""))));
+                            return Err(RedisSinkError::Busy(format!(
+                                "truncate: {} {}",
+                                e.code(),
+                                e.details().unwrap_or("")
+                            )));
                         }
                     }
                 }
@@ -514,7 +557,9 @@ impl SlotMap {
         let mut map = SlotMap { ranges: Vec::new(), nodes: Vec::new() };
         for entry in entries {
             let RValue::Array(parts) = entry else { return Err(bad("entry is not an array")) };
-            let (Some(RValue::Int(start)), Some(RValue::Int(end)), Some(RValue::Array(primary))) = (parts.first(), parts.get(1), parts.get(2)) else {
+            let (Some(RValue::Int(start)), Some(RValue::Int(end)), Some(RValue::Array(primary))) =
+                (parts.first(), parts.get(1), parts.get(2))
+            else {
                 return Err(bad("malformed entry"));
             };
             let host = match primary.first() {
@@ -675,7 +720,13 @@ mod tests {
         assert_eq!(key_slot("123456789"), 12739);
         assert_eq!(key_slot("foo"), 12182);
         assert_eq!(key_slot("{user1000}.following"), key_slot("{user1000}.followers"));
-        let node = |port: i64| RValue::Array(vec![RValue::BulkString(b"127.0.0.1".to_vec()), RValue::Int(port), RValue::BulkString(b"id".to_vec())]);
+        let node = |port: i64| {
+            RValue::Array(vec![
+                RValue::BulkString(b"127.0.0.1".to_vec()),
+                RValue::Int(port),
+                RValue::BulkString(b"id".to_vec()),
+            ])
+        };
         let reply = RValue::Array(vec![
             RValue::Array(vec![RValue::Int(0), RValue::Int(5460), node(7000)]),
             RValue::Array(vec![RValue::Int(5461), RValue::Int(10922), node(7001)]),

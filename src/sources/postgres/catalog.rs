@@ -220,12 +220,16 @@ pub async fn slot(client: &Client, name: &str) -> Result<Option<SlotInfo>, PgErr
 
 /// Tables already in a publication, as `schema.table`; `None` when it does not exist.
 pub async fn publication_tables(client: &Client, name: &str) -> Result<Option<(bool, Vec<String>)>, PgError> {
-    let Some(row) = client.query_opt("SELECT puballtables FROM pg_publication WHERE pubname = $1", &[&name]).await? else {
+    let Some(row) = client.query_opt("SELECT puballtables FROM pg_publication WHERE pubname = $1", &[&name]).await?
+    else {
         return Ok(None);
     };
     let all: bool = row.get(0);
     let rows = client
-        .query("SELECT schemaname::text || '.' || tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&name])
+        .query(
+            "SELECT schemaname::text || '.' || tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&name],
+        )
         .await?;
     Ok(Some((all, rows.into_iter().map(|r| r.get(0)).collect())))
 }
@@ -251,7 +255,9 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[&TableInf
             let missing: Vec<&TableInfo> =
                 tables.iter().copied().filter(|t| !present.contains(&t.qualified())).collect();
             if !missing.is_empty() {
-                client.batch_execute(&format!("ALTER PUBLICATION {} ADD TABLE {}", ident(name), list(&missing))).await?;
+                client
+                    .batch_execute(&format!("ALTER PUBLICATION {} ADD TABLE {}", ident(name), list(&missing)))
+                    .await?;
                 tracing::info!(publication = name, added = %list(&missing), "added tables to publication");
             }
         }

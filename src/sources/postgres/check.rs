@@ -40,11 +40,14 @@ async fn check_connected(client: &Client, cfg: &PostgresConfig, out: &mut Vec<Fi
         .await?;
     let (version_num, version, wal_level): (i32, String, String) = (row.get(0), row.get(1), row.get(2));
     let (max_slots, used_slots, max_senders): (i32, i32, i32) = (row.get(3), row.get(4), row.get(5));
-    let (superuser, replication, user, can_create): (bool, bool, String, bool) = (row.get(6), row.get(7), row.get(8), row.get(9));
+    let (superuser, replication, user, can_create): (bool, bool, String, bool) =
+        (row.get(6), row.get(7), row.get(8), row.get(9));
 
     out.push(Finding::ok(format!("connected to PostgreSQL {version} as {user}")));
     if version_num < MIN_VERSION_NUM {
-        out.push(Finding::error(format!("PostgreSQL {version} is too old; tidemark needs 14 or newer (pgoutput logical messages)")));
+        out.push(Finding::error(format!(
+            "PostgreSQL {version} is too old; tidemark needs 14 or newer (pgoutput logical messages)"
+        )));
     }
     if wal_level == "logical" {
         out.push(Finding::ok("wal_level is logical"));
@@ -56,10 +59,15 @@ async fn check_connected(client: &Client, cfg: &PostgresConfig, out: &mut Vec<Fi
     if superuser || replication {
         out.push(Finding::ok(format!("role {user} may open replication connections")));
     } else {
-        out.push(Finding::error(format!("role {user} lacks REPLICATION; run ALTER ROLE {} WITH REPLICATION", ident(&user))));
+        out.push(Finding::error(format!(
+            "role {user} lacks REPLICATION; run ALTER ROLE {} WITH REPLICATION",
+            ident(&user)
+        )));
     }
     if max_senders < 1 {
-        out.push(Finding::error("max_wal_senders is 0; set it to at least 1 (ALTER SYSTEM SET max_wal_senders = 10) and restart PostgreSQL"));
+        out.push(Finding::error(
+            "max_wal_senders is 0; set it to at least 1 (ALTER SYSTEM SET max_wal_senders = 10) and restart PostgreSQL",
+        ));
     }
 
     let slot = catalog::slot(client, &cfg.slot).await?;
@@ -83,10 +91,14 @@ async fn check_connected(client: &Client, cfg: &PostgresConfig, out: &mut Vec<Fi
 
     let tables = catalog::matching_tables(client, cfg).await?;
     if tables.is_empty() {
-        out.push(Finding::error(format!("no table matches source.tables ({}); check the names and the schema", cfg.tables.join(", "))));
+        out.push(Finding::error(format!(
+            "no table matches source.tables ({}); check the names and the schema",
+            cfg.tables.join(", ")
+        )));
     }
     for pattern in &cfg.tables {
-        let hit = tables.iter().any(|t| super::config::table_included(std::slice::from_ref(pattern), &t.schema, &t.name));
+        let hit =
+            tables.iter().any(|t| super::config::table_included(std::slice::from_ref(pattern), &t.schema, &t.name));
         if !hit && !tables.is_empty() {
             out.push(Finding::warn(format!("source.tables entry `{pattern}` matches no table")));
         }
@@ -98,15 +110,21 @@ async fn check_connected(client: &Client, cfg: &PostgresConfig, out: &mut Vec<Fi
             continue;
         }
         keyed += 1;
-        let can_select: bool = client
-            .query_one("SELECT has_table_privilege($1::oid, 'SELECT')", &[&t.oid])
-            .await?
-            .get(0);
+        let can_select: bool =
+            client.query_one("SELECT has_table_privilege($1::oid, 'SELECT')", &[&t.oid]).await?.get(0);
         if !can_select {
-            out.push(Finding::error(format!("role {user} cannot read {}; run GRANT SELECT ON {} TO {}", t.qualified(), t.quoted(), ident(&user))));
+            out.push(Finding::error(format!(
+                "role {user} cannot read {}; run GRANT SELECT ON {} TO {}",
+                t.qualified(),
+                t.quoted(),
+                ident(&user)
+            )));
         }
         if t.primary_key.is_empty() {
-            out.push(Finding::ok(format!("{} has no primary key; rows are keyed by all columns (REPLICA IDENTITY FULL)", t.qualified())));
+            out.push(Finding::ok(format!(
+                "{} has no primary key; rows are keyed by all columns (REPLICA IDENTITY FULL)",
+                t.qualified()
+            )));
         }
     }
     if keyed > 0 {

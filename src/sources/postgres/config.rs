@@ -135,9 +135,8 @@ pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<PostgresCon
     if heartbeat_interval.is_zero() {
         d.error(s.key("heartbeat_interval"), "must be positive");
     }
-    let snapshot_chunk_rows = s
-        .opt_nonzero(d, "snapshot_chunk_rows")
-        .unwrap_or(NonZeroUsize::new(DEFAULT_SNAPSHOT_CHUNK_ROWS).unwrap());
+    let snapshot_chunk_rows =
+        s.opt_nonzero(d, "snapshot_chunk_rows").unwrap_or(NonZeroUsize::new(DEFAULT_SNAPSHOT_CHUNK_ROWS).unwrap());
     let encoding = Encoding::read(&mut s, d);
     let mut allowed: Vec<&str> = KEYS.to_vec();
     allowed.extend(ENCODING_KEYS);

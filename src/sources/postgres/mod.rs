@@ -178,7 +178,11 @@ impl OpCounters {
     fn new(m: &Metrics, connector: &str, table: &str) -> Self {
         let c = |op: &str| {
             m.events
-                .get_or_create(&vec![(metrics::CONNECTOR, connector.to_string()), (metrics::TABLE, table.to_string()), (metrics::OP, op.to_string())])
+                .get_or_create(&vec![
+                    (metrics::CONNECTOR, connector.to_string()),
+                    (metrics::TABLE, table.to_string()),
+                    (metrics::OP, op.to_string()),
+                ])
                 .clone()
         };
         OpCounters { create: c("c"), update: c("u"), delete: c("d"), read: c("r"), truncate: c("t") }
@@ -242,12 +246,21 @@ impl RelInfo {
             }
         }
         Ok(Some(RelInfo {
-            table: Arc::new(TableRef { db: db.clone(), schema: table.schema.as_str().into(), name: table.name.as_str().into() }),
+            table: Arc::new(TableRef {
+                db: db.clone(),
+                schema: table.schema.as_str().into(),
+                name: table.name.as_str().into(),
+            }),
             columns: cols,
             key,
             by_primary_key: !table.primary_key.is_empty(),
             counters: OpCounters::new(metrics, connector, &qualified),
         }))
+    }
+
+    /// Count `n` events of `op` for this table.
+    pub fn count(&self, op: Op, n: u64) {
+        self.counters.get(op).inc_by(n);
     }
 
     pub fn key_of(&self, row: &Row) -> Row {
@@ -316,7 +329,13 @@ pub async fn run(cfg: &PostgresConfig, mut ctx: SourceContext) -> Result<(), PgE
         None => None,
     };
     loop {
-        let mut session = Session { cfg, ctx: &mut ctx, db: cfg.dbname().into(), relations: HashMap::new(), types: TypeCache::default() };
+        let mut session = Session {
+            cfg,
+            ctx: &mut ctx,
+            db: cfg.dbname().into(),
+            relations: HashMap::new(),
+            types: TypeCache::default(),
+        };
         let result = session.run(resume.clone(), &mut backoff).await;
         match result {
             Ok(()) | Err(PgError::Closed(_)) => return Ok(()),
@@ -372,7 +391,17 @@ impl Session<'_> {
         }
         let mut keyed = Vec::new();
         for t in &tables {
-            match RelInfo::build(&self.db, t, &t.columns, &client, &mut self.types, &self.ctx.connector, &self.ctx.metrics).await? {
+            match RelInfo::build(
+                &self.db,
+                t,
+                &t.columns,
+                &client,
+                &mut self.types,
+                &self.ctx.connector,
+                &self.ctx.metrics,
+            )
+            .await?
+            {
                 Some(rel) => keyed.push((t.clone(), rel)),
                 None => {
                     let note = t.unkeyed_note();
@@ -413,8 +442,12 @@ impl Session<'_> {
         if slot.is_none() {
             let mut repl = ReplicationClient::connect_gated(self.replication_config(Lsn::ZERO)).await?;
             let export = if needs_snapshot { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" };
-            let rows = repl.simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {export}", cfg.slot)).await?;
-            let row = rows.into_iter().next().ok_or_else(|| PgError::Operator("CREATE_REPLICATION_SLOT returned no row".into()))?;
+            let rows =
+                repl.simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {export}", cfg.slot)).await?;
+            let row = rows
+                .into_iter()
+                .next()
+                .ok_or_else(|| PgError::Operator("CREATE_REPLICATION_SLOT returned no row".into()))?;
             let text = |i: usize| row.get(i).and_then(|v| v.as_ref()).map(|b| String::from_utf8_lossy(b).into_owned());
             consistent_lsn = text(1).and_then(|s| parse_lsn(&s)).unwrap_or(0);
             exported = text(2);
@@ -470,11 +503,8 @@ impl Session<'_> {
         backoff.reset();
         info!(connector = %self.ctx.connector, from = %format_lsn(start_lsn), "streaming");
 
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            self.cfg.clone(),
-            self.ctx.status.clone(),
-            self.ctx.cancel.child_token(),
-        ));
+        let heartbeat =
+            tokio::spawn(heartbeat_loop(self.cfg.clone(), self.ctx.status.clone(), self.ctx.cancel.child_token()));
         let result = self.stream(&mut repl, &client).await;
         heartbeat.abort();
         repl.stop();
@@ -483,14 +513,21 @@ impl Session<'_> {
 
     fn replication_config(&self, start: Lsn) -> ReplicationConfig {
         let cfg = self.cfg;
-        let mut rc = ReplicationConfig::new(cfg.host(), cfg.user(), cfg.password(), cfg.dbname(), cfg.slot.clone(), cfg.publication.as_str())
-            .with_port(cfg.port())
-            .with_start_lsn(start)
-            .with_options(SESSION_OPTIONS)
-            .with_buffer_size(STREAM_BUFFER_EVENTS)
-            .with_status_interval(STATUS_INTERVAL)
-            .with_wakeup_interval(Duration::from_secs(5))
-            .with_application_name(format!("tidemark:{}", self.ctx.connector));
+        let mut rc = ReplicationConfig::new(
+            cfg.host(),
+            cfg.user(),
+            cfg.password(),
+            cfg.dbname(),
+            cfg.slot.clone(),
+            cfg.publication.as_str(),
+        )
+        .with_port(cfg.port())
+        .with_start_lsn(start)
+        .with_options(SESSION_OPTIONS)
+        .with_buffer_size(STREAM_BUFFER_EVENTS)
+        .with_status_interval(STATUS_INTERVAL)
+        .with_wakeup_interval(Duration::from_secs(5))
+        .with_application_name(format!("tidemark:{}", self.ctx.connector));
         if !start.is_zero() {
             rc = rc.with_ack_lsn(start);
         }
@@ -535,12 +572,22 @@ impl Session<'_> {
     async fn handle(&mut self, ev: ReplicationEvent, txn: &mut Option<Txn>, client: &Client) -> Result<(), PgError> {
         match ev {
             ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
-                *txn = Some(Txn { commit_lsn: final_lsn.as_u64(), xid, commit_ms: pg_micros_to_unix_ms(commit_time_micros), index: 0 });
+                *txn = Some(Txn {
+                    commit_lsn: final_lsn.as_u64(),
+                    xid,
+                    commit_ms: pg_micros_to_unix_ms(commit_time_micros),
+                    index: 0,
+                });
             }
             ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
                 txn.take();
                 let pos = Position::Postgres(PgPosition::streaming(end_lsn.as_u64()));
-                self.ctx.batcher.mark(pos, Some(pg_micros_to_unix_ms(commit_time_micros)), Some(end_lsn.as_u64()), false);
+                self.ctx.batcher.mark(
+                    pos,
+                    Some(pg_micros_to_unix_ms(commit_time_micros)),
+                    Some(end_lsn.as_u64()),
+                    false,
+                );
                 self.ctx.batcher.after_boundary().await?;
             }
             ReplicationEvent::Message { transactional: false, lsn, prefix, content } if prefix == HEARTBEAT_PREFIX => {
@@ -558,7 +605,9 @@ impl Session<'_> {
                     self.ctx.batcher.flush().await?;
                 }
             }
-            ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
+            ReplicationEvent::KeepAlive { .. }
+            | ReplicationEvent::Message { .. }
+            | ReplicationEvent::StoppedAt { .. } => {}
         }
         Ok(())
     }
@@ -615,7 +664,11 @@ impl Session<'_> {
                     }
                 }
             }
-            Message::Begin { .. } | Message::Commit { .. } | Message::Message { .. } | Message::Origin { .. } | Message::Type { .. } => {}
+            Message::Begin { .. }
+            | Message::Commit { .. }
+            | Message::Message { .. }
+            | Message::Origin { .. }
+            | Message::Type { .. } => {}
         }
         Ok(())
     }
@@ -629,7 +682,16 @@ impl Session<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn event(&self, txn: &mut Option<Txn>, relation: u32, op: Op, key: Row, before: Option<Row>, after: Option<Row>, partial: bool) -> ChangeEvent {
+    fn event(
+        &self,
+        txn: &mut Option<Txn>,
+        relation: u32,
+        op: Op,
+        key: Row,
+        before: Option<Row>,
+        after: Option<Row>,
+        partial: bool,
+    ) -> ChangeEvent {
         let rel = self.relation(relation).expect("checked by caller");
         rel.counters.get(op).inc();
         let (commit_lsn, xid, commit_ms, index) = match txn {
@@ -671,7 +733,9 @@ impl Session<'_> {
             columns: columns.clone(),
             partitioned: false,
         };
-        let built = RelInfo::build(&self.db, &info, &columns, client, &mut self.types, &self.ctx.connector, &self.ctx.metrics).await?;
+        let built =
+            RelInfo::build(&self.db, &info, &columns, client, &mut self.types, &self.ctx.connector, &self.ctx.metrics)
+                .await?;
         if built.is_none() {
             let note = info.unkeyed_note();
             warn!(connector = %self.ctx.connector, "{note}");
@@ -679,7 +743,11 @@ impl Session<'_> {
             self.ctx
                 .metrics
                 .events_skipped
-                .get_or_create(&vec![(metrics::CONNECTOR, self.ctx.connector.to_string()), (metrics::TABLE, info.qualified()), (metrics::REASON, "no_key".into())])
+                .get_or_create(&vec![
+                    (metrics::CONNECTOR, self.ctx.connector.to_string()),
+                    (metrics::TABLE, info.qualified()),
+                    (metrics::REASON, "no_key".into()),
+                ])
                 .inc();
         }
         self.relations.insert(rel.oid, built);
@@ -707,7 +775,11 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 /// Write a heartbeat message into the WAL every interval (so an idle database still moves the
 /// slot forward and proves the pipeline is caught up), and sample the server's WAL position and
 /// the slot's retained WAL for `/health`.
-async fn heartbeat_loop(cfg: PostgresConfig, status: Arc<crate::pipeline::status::ConnectorStatus>, cancel: tokio_util::sync::CancellationToken) {
+async fn heartbeat_loop(
+    cfg: PostgresConfig,
+    status: Arc<crate::pipeline::status::ConnectorStatus>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
     let sql = format!(
         "SELECT pg_current_wal_lsn()::text,
                 pg_logical_emit_message(false, {prefix}, ((extract(epoch from clock_timestamp()) * 1000)::bigint)::text)::text,
@@ -796,7 +868,8 @@ mod tests {
 
     #[test]
     fn classifies_server_errors() {
-        let busy = PgError::Stream(PgWireError::Server("replication slot \"s\" is active for PID 7 (SQLSTATE 55006)".into()));
+        let busy =
+            PgError::Stream(PgWireError::Server("replication slot \"s\" is active for PID 7 (SQLSTATE 55006)".into()));
         assert_eq!(busy.class(), ErrorClass::Retry);
         let missing = PgError::Stream(PgWireError::Server("publication \"p\" does not exist (SQLSTATE 42704)".into()));
         assert_eq!(missing.class(), ErrorClass::Operator);

@@ -268,7 +268,11 @@ mod tests {
         u.push(b'u');
         assert_eq!(
             decode(Bytes::from(u)).unwrap(),
-            Message::Update { relation: 16385, old: None, new: vec![Datum::Text(Bytes::from_static(b"7")), Datum::Unchanged] }
+            Message::Update {
+                relation: 16385,
+                old: None,
+                new: vec![Datum::Text(Bytes::from_static(b"7")), Datum::Unchanged]
+            }
         );
     }
 
@@ -282,7 +286,10 @@ mod tests {
         d.push(b'n');
         assert_eq!(
             decode(Bytes::from(d)).unwrap(),
-            Message::Delete { relation: 1, old: (OldKind::Key, vec![Datum::Text(Bytes::from_static(b"1")), Datum::Null]) }
+            Message::Delete {
+                relation: 1,
+                old: (OldKind::Key, vec![Datum::Text(Bytes::from_static(b"1")), Datum::Null])
+            }
         );
 
         let mut t = vec![b'T'];
@@ -297,7 +304,9 @@ mod tests {
         cstr(&mut msg, "tidemark_heartbeat");
         msg.extend_from_slice(&2u32.to_be_bytes());
         msg.extend_from_slice(b"42");
-        let Message::Message { transactional, lsn, prefix, content } = decode(Bytes::from(msg)).unwrap() else { panic!() };
+        let Message::Message { transactional, lsn, prefix, content } = decode(Bytes::from(msg)).unwrap() else {
+            panic!()
+        };
         assert!(!transactional);
         assert_eq!((lsn, prefix.as_str(), &content[..]), (0x10, "tidemark_heartbeat", &b"42"[..]));
 

@@ -57,8 +57,14 @@ impl SnapshotRun<'_> {
             };
             progress.table = Some(table.qualified());
             progress.after = resume_after;
-            let rows_counter =
-                self.metrics.snapshot_rows.get_or_create(&vec![(metrics::CONNECTOR, self.connector.to_string()), (metrics::TABLE, table.qualified())]).clone();
+            let rows_counter = self
+                .metrics
+                .snapshot_rows
+                .get_or_create(&vec![
+                    (metrics::CONNECTOR, self.connector.to_string()),
+                    (metrics::TABLE, table.qualified()),
+                ])
+                .clone();
             self.client.batch_execute(&cursor_query(table, rel, progress.after.as_deref())).await?;
             let fetch = format!("FETCH FORWARD {} FROM tidemark_snapshot", self.chunk_rows);
             loop {
@@ -102,6 +108,7 @@ impl SnapshotRun<'_> {
                     }
                 }
                 rows_counter.inc_by(n as u64);
+                rel.count(Op::Read, n as u64);
                 if n < self.chunk_rows {
                     break;
                 }
@@ -136,7 +143,8 @@ impl SnapshotRun<'_> {
 /// A cursor over `t` in primary-key order, after the last key read (when resuming).
 fn cursor_query(table: &TableInfo, rel: &RelInfo, after: Option<&[Option<String>]>) -> String {
     let cols: Vec<String> = rel.columns.iter().map(|c| ident(&c.name)).collect();
-    let mut sql = format!("DECLARE tidemark_snapshot NO SCROLL CURSOR FOR SELECT {} FROM {}", cols.join(", "), table.quoted());
+    let mut sql =
+        format!("DECLARE tidemark_snapshot NO SCROLL CURSOR FOR SELECT {} FROM {}", cols.join(", "), table.quoted());
     if rel.by_primary_key {
         let keys: Vec<String> = rel.key.iter().map(|&k| ident(&rel.columns[k].name)).collect();
         if let Some(after) = after {

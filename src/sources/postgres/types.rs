@@ -94,7 +94,11 @@ impl PgType {
 
 /// Fractional-second precision from a time type's modifier (-1: unspecified, i.e. 6).
 pub fn time_precision(typmod: i32) -> u8 {
-    if (0..=6).contains(&typmod) { typmod as u8 } else { 6 }
+    if (0..=6).contains(&typmod) {
+        typmod as u8
+    } else {
+        6
+    }
 }
 
 /// Declared scale of a numeric from its modifier.
@@ -137,7 +141,9 @@ fn parse(ty: &PgType, typmod: i32, s: &str) -> Option<Value> {
             Value::TimeTz { micros, offset_secs: parse_offset(&s[split..])?, precision: time_precision(typmod) }
         }
         PgType::Timestamp => Value::Timestamp { micros: parse_timestamp(s, false)?, precision: time_precision(typmod) },
-        PgType::TimestampTz => Value::TimestampTz { micros: parse_timestamp(s, true)?, precision: time_precision(typmod) },
+        PgType::TimestampTz => {
+            Value::TimestampTz { micros: parse_timestamp(s, true)?, precision: time_precision(typmod) }
+        }
         PgType::Interval => {
             let (months, days, micros) = parse_iso_interval(s)?;
             Value::Interval { months, days, micros }
@@ -370,7 +376,10 @@ mod tests {
         assert_eq!(dec(PgType::Int, -1, "-9223372036854775808"), Value::Int(i64::MIN));
         assert_eq!(dec(PgType::Float, -1, "1.5e+30"), Value::Float(1.5e30));
         assert!(matches!(dec(PgType::Float, -1, "NaN"), Value::Float(f) if f.is_nan()));
-        assert_eq!(dec(PgType::Numeric, (10 << 16) + 2 + 4, "12.50"), Value::Numeric { text: "12.50".into(), scale: Some(2) });
+        assert_eq!(
+            dec(PgType::Numeric, (10 << 16) + 2 + 4, "12.50"),
+            Value::Numeric { text: "12.50".into(), scale: Some(2) }
+        );
         assert_eq!(dec(PgType::Bytea, -1, "\\xdeadbeef"), Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef]));
         assert_eq!(dec(PgType::Date, -1, "2024-01-01"), Value::Date(19_723));
         assert_eq!(dec(PgType::Date, -1, "0001-01-01 BC"), Value::Date(days_from_civil(0, 1, 1) as i32));

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: bring the servers up, then unit tests, integration tests against the real
+# servers, formatting, and validation of the example connector files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/services.sh
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+cargo fmt --check
+cargo build --locked --all-targets
+cargo test --locked --lib --bins
+# Integration tests share the servers; two at a time keeps the 2-core machines responsive.
+cargo test --locked --test integration -- --test-threads="${TIDEMARK_TEST_THREADS:-2}"
+
+# Every example connector must be a valid configuration.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+printf 'data_dir = "%s/data"\nconnectors_dir = "%s/connectors"\n' "$tmp" "$PWD" > "$tmp/tidemark.toml"
+target/debug/tidemark check --config-only -c "$tmp/tidemark.toml"
+echo "all tests passed"
