@@ -1,0 +1,121 @@
+//! Row keys from templates, version keys beside them, and SCAN patterns.
+
+use std::fmt::Write as _;
+
+use super::config::Part;
+use crate::event::{ChangeEvent, Encoding, Row};
+
+/// Append the text of a key's values, joined by `:`.
+fn write_key_values(key: &Row, out: &mut String) {
+    // Key columns are rendered with tidemark's default encoding, so the same row always maps to
+    // the same key whatever the connector's output options.
+    let enc = Encoding::default();
+    for (i, (_, v)) in key.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        enc.write_text(v, out);
+    }
+}
+
+/// Render the row key of `ev` into `out`.
+pub fn render_key(parts: &[Part], connector: &str, ev: &ChangeEvent, out: &mut String) {
+    out.clear();
+    for p in parts {
+        match p {
+            Part::Lit(s) => out.push_str(s),
+            Part::Connector => out.push_str(connector),
+            Part::Db => out.push_str(&ev.table.db),
+            Part::Schema => out.push_str(&ev.table.schema),
+            Part::Table => out.push_str(&ev.table.name),
+            Part::Key => write_key_values(&ev.key, out),
+        }
+    }
+}
+
+/// The SCAN MATCH pattern of every row key of `ev`'s table.
+pub fn scan_pattern(parts: &[Part], connector: &str, ev: &ChangeEvent) -> String {
+    let mut out = String::new();
+    let lit = |s: &str, out: &mut String| {
+        for c in s.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    };
+    for p in parts {
+        match p {
+            Part::Lit(s) => lit(s, &mut out),
+            Part::Connector => lit(connector, &mut out),
+            Part::Db => lit(&ev.table.db, &mut out),
+            Part::Schema => lit(&ev.table.schema, &mut out),
+            Part::Table => lit(&ev.table.name, &mut out),
+            Part::Key => out.push('*'),
+        }
+    }
+    out
+}
+
+/// Does `key` carry a Redis Cluster hash tag (a non-empty `{...}`)?
+fn has_hash_tag(key: &str) -> bool {
+    key.find('{').is_some_and(|open| key[open + 1..].find('}').is_some_and(|len| len > 0))
+}
+
+/// The key holding `row_key`'s version: same cluster slot as the row, different namespace.
+pub fn version_key(prefix: &str, row_key: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + row_key.len() + 2);
+    out.push_str(prefix);
+    if has_hash_tag(row_key) {
+        out.push_str(row_key);
+    } else {
+        let _ = write!(out, "{{{row_key}}}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::cluster::key_slot;
+    use super::super::config::parse_template;
+    use super::*;
+    use crate::event::{Op, SnapshotFlag, SourceMeta, TableRef, Value, Version};
+
+    #[test]
+    fn version_key_shares_the_rows_slot() {
+        // (A key with braces but no valid hash tag, like `x:{}:y`, cannot share a slot with any
+        // other key; in a cluster such a write is rejected with CROSSSLOT, naming the key.)
+        for k in ["shop:customers:42", "shop:{customers}:42", "a", "{tag}rest"] {
+            let v = version_key("tidemark:v:", k);
+            assert_eq!(key_slot(&v), key_slot(k), "{k} -> {v}");
+            assert!(v.starts_with("tidemark:v:"));
+        }
+        assert_eq!(version_key("tidemark:v:", "shop:customers:42"), "tidemark:v:{shop:customers:42}");
+    }
+
+    fn event(key: Vec<Value>) -> ChangeEvent {
+        ChangeEvent {
+            op: Op::Create,
+            table: Arc::new(TableRef { db: "d".into(), schema: "public".into(), name: "t*x".into() }),
+            key: Row(key.into_iter().enumerate().map(|(i, v)| (Arc::from(format!("k{i}")), v)).collect()),
+            before: None,
+            after: None,
+            partial: false,
+            version: Version::default(),
+            commit_ts_ms: 0,
+            snapshot: SnapshotFlag::No,
+            source: SourceMeta::Postgres { lsn: 0, tx_id: None },
+        }
+    }
+
+    #[test]
+    fn keys_and_patterns() {
+        let parts = parse_template("{connector}:{table}:{key}").unwrap();
+        let mut out = String::new();
+        render_key(&parts, "shop", &event(vec![Value::Int(7), Value::Text("b".into())]), &mut out);
+        assert_eq!(out, "shop:t*x:7:b");
+        assert_eq!(scan_pattern(&parts, "shop", &event(vec![])), "shop:t\\*x:*");
+    }
+}
