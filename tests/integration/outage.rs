@@ -73,10 +73,34 @@ async fn redis_outage_pauses_the_source_with_bounded_memory_and_loses_nothing() 
     wait_equal_on(&url, &env.pg, sql, &prefix, Some(&d)).await;
     let baseline = d.rss_kib();
 
-    // Stop Redis (it writes its append-only file on the way out).
+    // ~150 MB of changes, while Redis goes away in the middle; the daemon must not buffer them.
+    let workload = {
+        let url = env.db_url();
+        tokio::spawn(async move {
+            let pg = pg_connect(&url).await;
+            for chunk in 0..20 {
+                let from = 1001 + chunk * 5_000;
+                pg.execute(
+                    "INSERT INTO events SELECT i, repeat(md5(i::text), 48) FROM generate_series($1::int, $1::int + 4999) i",
+                    &[&from],
+                )
+                .await
+                .unwrap();
+            }
+        })
+    };
+    wait_for("the load to be flowing", DEADLINE, || async {
+        let applied = d.connector().await?["events_applied"].as_u64()?;
+        (applied > 5_000).then_some(())
+    })
+    .await;
+
+    // Stop Redis under load (it writes its append-only file on the way out).
     let ok = Command::new("redis-cli").args(["-p", &port.to_string(), "shutdown"]).status().unwrap();
     assert!(ok.success() || redis.try_wait().unwrap().is_some());
     redis.wait().unwrap();
+    let outage_start: i64 =
+        env.pg.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[]).await.unwrap().get(0);
 
     // Health turns 503 and names the sink and its error.
     let reasons = wait_for("503 naming the redis sink", DEADLINE, || async {
@@ -88,22 +112,13 @@ async fn redis_outage_pauses_the_source_with_bounded_memory_and_loses_nothing() 
     // The reason carries the driver's error (e.g. "broken pipe", "connection refused").
     let detail = reasons.split("is retrying: ").nth(1).unwrap_or("");
     assert!(detail.starts_with("redis") && detail.len() > "redis: ".len() + 2, "{reasons}");
-    let before_workload: i64 =
-        env.pg.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[]).await.unwrap().get(0);
 
-    // ~150 MB of changes while Redis is away; the daemon must not buffer them.
     let mut peak = baseline;
-    for chunk in 0..20 {
-        let from = 1001 + chunk * 5_000;
-        env.pg
-            .execute(
-                "INSERT INTO events SELECT i, repeat(md5(i::text), 48) FROM generate_series($1::int, $1::int + 4999) i",
-                &[&from],
-            )
-            .await
-            .unwrap();
+    while !workload.is_finished() {
         peak = peak.max(d.rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    workload.await.unwrap();
     // Let the source read as far as it will, sampling memory meanwhile.
     let sample_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < sample_until {
@@ -116,9 +131,9 @@ async fn redis_outage_pauses_the_source_with_bounded_memory_and_loses_nothing() 
         "memory grew by {growth_mib} MiB while the sink was down (baseline {} MiB)",
         baseline / 1024
     );
-    // The source is paused: nothing written during the outage was confirmed to the slot.
+    // The source is paused: nothing written after Redis stopped was confirmed to the slot.
     let confirmed = slot_confirmed(&env).await;
-    assert!(confirmed <= before_workload as u64, "slot confirmed {confirmed} past the outage start {before_workload}");
+    assert!(confirmed <= outage_start as u64, "slot confirmed {confirmed} past the outage start {outage_start}");
     let (code, _) = d.health().await.unwrap();
     assert_eq!(code, 503);
 

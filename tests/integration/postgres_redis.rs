@@ -527,3 +527,125 @@ async fn a_table_without_a_key_is_reported_and_full_identity_is_keyed_by_the_row
     assert!(d.terminate().success());
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_redis_rejects_is_dead_lettered_with_its_key_and_the_rest_arrive() {
+    let env = Env::new("reject").await;
+    env.pg.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text);").await.unwrap();
+    // Something else already owns the key of row 2, as a string: HSET on it fails (WRONGTYPE).
+    let mut r = redis_conn().await;
+    let _: () = redis::cmd("SET").arg(format!("{}:t:2", env.name)).arg("not a hash").query_async(&mut r).await.unwrap();
+    let dead = env.dir.join("dead.jsonl");
+    env.write_config(&env.postgres_source(
+        r#""public.t""#,
+        &format!(
+            "[[sink]]\nkind = \"redis\"\nurl = \"{}\"\non_error = \"dead_letter\"\ndead_letter_path = \"{}\"\n",
+            redis_url(),
+            dead.display()
+        ),
+    ));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.pg
+        .batch_execute("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c'); UPDATE t SET v = 'c2' WHERE id = 3;")
+        .await
+        .unwrap();
+    let line = wait_for("the dead letter", DEADLINE, || async {
+        std::fs::read_to_string(&dead).ok().filter(|s| !s.is_empty())
+    })
+    .await;
+    let letter: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert!(letter["error"].as_str().unwrap().contains(&format!("key {}:t:2: WRONGTYPE", env.name)), "{letter}");
+    assert_eq!(letter["key"], serde_json::json!({"id": 2}));
+    assert_eq!(letter["value"]["after"]["v"], "b");
+    assert_eq!(letter["value"]["op"], "c");
+    // The rows around it arrived.
+    let hget = |id: i32, r: redis::aio::MultiplexedConnection| {
+        let key = format!("{}:t:{id}", env.name);
+        async move {
+            let mut r = r;
+            redis::cmd("HGET").arg(key).arg("v").query_async::<Option<String>>(&mut r).await.unwrap()
+        }
+    };
+    wait_for("row 3's update", DEADLINE, || async {
+        (hget(3, r.clone()).await.as_deref() == Some("c2")).then_some(())
+    })
+    .await;
+    assert_eq!(hget(1, r.clone()).await.as_deref(), Some("a"));
+    let metrics = d.metrics().await;
+    assert!(metrics.contains("outcome=\"dead_lettered\"} 1"), "{metrics}");
+    assert!(d.terminate().success());
+
+    // With the default policy (`fail`) the connector stops, and says which key.
+    std::fs::write(
+        env.dir.join("connectors").join(format!("{}.toml", env.name)),
+        format!(
+            "name = \"{}\"\n{}",
+            env.name,
+            env.postgres_source(r#""public.t""#, &format!("[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n", redis_url()))
+        ),
+    )
+    .unwrap();
+    env.pg.batch_execute("UPDATE t SET v = 'b2' WHERE id = 2;").await.unwrap();
+    let d = env.start();
+    let reason = wait_for("the connector to fail naming the key", DEADLINE, || async {
+        let (code, h) = d.health().await?;
+        let c = &h["connectors"][0];
+        (code == 503 && c["state"] == "failed").then(|| c["reasons"].to_string())
+    })
+    .await;
+    assert!(reason.contains(&format!("key {}:t:2: WRONGTYPE", env.name)), "{reason}");
+    drop(d);
+    let _: () = redis::cmd("DEL").arg(format!("{}:t:2", env.name)).query_async(&mut r).await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_output_and_systemd_is_notified() {
+    let env = Env::new("secret").await;
+    env.pg.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await.unwrap();
+    // The test server trusts local connections, so the password is accepted and ignored.
+    let url_with_password = env.db_url().replacen("postgres@", "postgres:Sup3rS3cret@", 1);
+    assert!(url_with_password.contains("Sup3rS3cret"), "test setup: {url_with_password}");
+    env.write_config(&format!(
+        "[source]\nkind = \"postgres\"\nurl = \"{url_with_password}\"\ntables = [\"public.t\"]\n[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n",
+        redis_url()
+    ));
+    let sock_path = env.dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", "-c", "tidemark.toml"])
+        .current_dir(&env.dir)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stderr(std::fs::File::create(env.dir.join("secret.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = sock.recv(&mut buf).expect("READY=1 from tidemark");
+    assert_eq!(&buf[..n], b"READY=1");
+    let d = Daemon {
+        child: Some(child),
+        http: env.http_addr(),
+        stdout: env.dir.join("none"),
+        stderr: env.dir.join("secret.log"),
+    };
+    let (_, connectors) = d.get("/connectors").await.unwrap();
+    let (_, health) = d.get("/health").await.unwrap();
+    assert!(connectors.contains("postgres:***@"), "{connectors}");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["check", "-c", "tidemark.toml"])
+        .current_dir(&env.dir)
+        .output()
+        .unwrap();
+    let check = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    let mut d = d;
+    assert!(d.terminate().success());
+    let n = sock.recv(&mut buf).expect("STOPPING=1 from tidemark");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let log = std::fs::read_to_string(env.dir.join("secret.log")).unwrap();
+    for (what, text) in [("/connectors", &connectors), ("/health", &health), ("check", &check), ("log", &log)] {
+        assert!(!text.contains("Sup3rS3cret"), "the password leaked into {what}:\n{text}");
+    }
+    env.cleanup().await;
+}

@@ -182,7 +182,7 @@ impl Env {
 
 /// The daemon as a child process; killed (-9) when dropped.
 pub struct Daemon {
-    child: Option<Child>,
+    pub child: Option<Child>,
     pub http: String,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
