@@ -336,52 +336,52 @@ impl RedisSink {
         let version = ev.version.to_hex();
         let vkey = version_key(&self.cfg.version_prefix, &self.key_buf);
         if ev.op == Op::Delete {
-            call.begin(index, &self.key_buf, vkey, "d", &version);
+            call.begin(index, &self.key_buf, vkey, 2, "d", &version);
             return;
         }
         let empty = Row::default();
         let row = ev.after.as_ref().unwrap_or(&empty);
         let enc = &self.ctx.encoding;
+        let version_field = self.cfg.version_field.as_deref();
         match self.cfg.format {
             Format::Hash => {
-                call.begin(index, &self.key_buf, vkey, "u", &version);
                 let non_null = row.iter().filter(|(_, v)| !v.is_null()).count();
-                let n = non_null + usize::from(self.cfg.version_field.is_some());
-                call.arg(n.to_string().as_bytes());
+                let pairs = non_null + usize::from(version_field.is_some());
+                let nulls = row.len() - non_null;
+                call.begin(index, &self.key_buf, vkey, 3 + 2 * pairs + nulls, "u", &version);
+                call.uint(pairs);
                 for (name, v) in row.iter() {
                     self.text_buf.clear();
                     if enc.write_text(v, &mut self.text_buf) {
-                        call.arg(name.as_bytes());
-                        call.arg(self.text_buf.as_bytes());
+                        call.str(name.as_bytes());
+                        call.str(self.text_buf.as_bytes());
                     }
                 }
-                if let Some(f) = &self.cfg.version_field {
-                    call.arg(f.as_bytes());
-                    call.arg(version.as_bytes());
+                if let Some(f) = version_field {
+                    call.str(f.as_bytes());
+                    call.str(version.as_bytes());
                 }
                 // NULL columns are removed from the hash.
-                call.arg((row.len() - non_null).to_string().as_bytes());
                 for (name, v) in row.iter() {
                     if v.is_null() {
-                        call.arg(name.as_bytes());
+                        call.str(name.as_bytes());
                     }
                 }
             }
             Format::Json => {
                 let mut doc = crate::event::envelope::row_json(row, enc);
-                if let Some(f) = &self.cfg.version_field {
-                    doc[f.as_str()] = version.clone().into();
+                if let Some(f) = version_field {
+                    doc[f] = version.clone().into();
                 }
-                call.begin(index, &self.key_buf, vkey, if ev.partial { "m" } else { "r" }, &version);
-                call.arg_with(|buf| serde_json::to_writer(buf, &doc).expect("JSON of a Value"));
+                let names = if ev.partial { row.len() + usize::from(version_field.is_some()) } else { 0 };
+                call.begin(index, &self.key_buf, vkey, 3 + names, if ev.partial { "m" } else { "r" }, &version);
+                call.str(doc.to_string().as_bytes());
                 if ev.partial {
-                    let n = row.len() + usize::from(self.cfg.version_field.is_some());
-                    call.arg(n.to_string().as_bytes());
                     for (name, _) in row.iter() {
-                        call.arg(name.as_bytes());
+                        call.str(name.as_bytes());
                     }
-                    if let Some(f) = &self.cfg.version_field {
-                        call.arg(f.as_bytes());
+                    if let Some(f) = version_field {
+                        call.str(f.as_bytes());
                     }
                 }
             }
@@ -418,7 +418,7 @@ impl RedisSink {
                 for chunk in keys.chunks(per_call) {
                     let mut call = Call::new();
                     for (i, k) in chunk.iter().enumerate() {
-                        call.begin(i, k, version_key(&self.cfg.version_prefix, k), "d", &version);
+                        call.begin(i, k, version_key(&self.cfg.version_prefix, k), 2, "d", &version);
                     }
                     calls.push(call);
                 }
