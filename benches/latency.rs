@@ -35,17 +35,20 @@ async fn main() {
     let seconds: u64 = arg(&args, "seconds", "20").parse().unwrap();
     let rows: i32 = arg(&args, "rows", "50000").parse().unwrap();
 
+    // Keyspace events are published per database: `__keyspace@<db>__:<key>`.
+    let db: u32 = redis_url.rsplit('/').next().and_then(|d| d.parse().ok()).unwrap_or(0);
+    let channel_prefix = format!("__keyspace@{db}__:");
     let client = redis::Client::open(redis_url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: () =
         redis::cmd("CONFIG").arg("SET").arg("notify-keyspace-events").arg("Kh").query_async(&mut conn).await.unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.psubscribe(format!("__keyspace@0__:{prefix}:*")).await.unwrap();
+    pubsub.psubscribe(format!("{channel_prefix}{prefix}:*")).await.unwrap();
 
     // The listener: every hset on a row key -> read its stamp -> latency.
     let listener = {
         let mut conn = conn.clone();
-        let prefix_len = "__keyspace@0__:".len();
+        let prefix_len = channel_prefix.len();
         tokio::spawn(async move {
             let mut samples: Vec<i64> = Vec::new();
             let mut stream = pubsub.on_message();

@@ -41,7 +41,7 @@ log "preparing $DB with a backlog of $ROWS row changes"
 $PG -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '$DB'" >/dev/null
 $PG -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
 $PG -d postgres -c "CREATE DATABASE $DB"
-$PG -d $DB <<SQL
+$PG -d $DB >/dev/null <<SQL
 CREATE TABLE bench (id int PRIMARY KEY, v int NOT NULL, payload text NOT NULL);
 CREATE TABLE lat (id int PRIMARY KEY, sent_us bigint NOT NULL);
 INSERT INTO lat SELECT g, 0 FROM generate_series(1, 50000) g;
@@ -93,7 +93,7 @@ t0=$(now)
 target/release/tidemark run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
 pid=$!
 while :; do
-  pos=$(curl -s "http://$HTTP/health" | grep -o '"lsn":"[0-9A-F]*/[0-9A-F]*"' | head -n 1 | cut -d'"' -f4)
+  pos=$(curl -s "http://$HTTP/health" | grep -o '"lsn":"[0-9A-F]*/[0-9A-F]*"' | head -n 1 | cut -d'"' -f4 || true)
   if [ -n "$pos" ] && [ "$(lsn_num "$pos")" -ge "$END_NUM" ]; then break; fi
   kill -0 $pid 2>/dev/null || { cat "$work/tidemark.log"; exit 1; }
   sleep 0.1
