@@ -86,17 +86,17 @@ publication = "bench_pub"
 kind = "redis"
 url = "$REDIS_URL"
 TOML
-# Poll cheaply (curl and shell arithmetic): a heavier poll would steal CPU from what is measured.
-lsn_num() { local hi=${1%/*} lo=${1#*/}; echo $(( (16#$hi << 32) | 16#$lo )); }
-END_NUM=$(lsn_num "$END_LSN")
+# Done when every sink has applied every row (/health's events_applied, updated per batch, like
+# pg_recvlogical's end). Polled cheaply (curl and grep): a heavier poll would steal CPU from what
+# is measured.
 t0=$(now)
 target/release/tidemark run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
 pid=$!
 while :; do
-  pos=$(curl -s "http://$HTTP/health" | grep -o '"lsn":"[0-9A-F]*/[0-9A-F]*"' | head -n 1 | cut -d'"' -f4 || true)
-  if [ -n "$pos" ] && [ "$(lsn_num "$pos")" -ge "$END_NUM" ]; then break; fi
+  applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
+  if [ -n "$applied" ] && [ "$applied" -ge "$ROWS" ]; then break; fi
   kill -0 $pid 2>/dev/null || { cat "$work/tidemark.log"; exit 1; }
-  sleep 0.1
+  sleep 0.05
 done
 t1=$(now)
 B_SECS=$(echo "$t1 - $t0" | bc -l)

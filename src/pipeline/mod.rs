@@ -188,40 +188,62 @@ struct Pipeline {
     ack: watch::Sender<Option<Position>>,
     /// The newest position whose batch every sink has applied, not yet stored.
     pending: Option<Position>,
+    /// No batch has been processed since `pending` (so operator state matches it exactly).
+    pending_current: bool,
     /// The newest position accepted (stored or pending).
     newest: Option<Position>,
     last_store: Instant,
+    /// The checkpoint being stored, off the data path (one at a time).
+    storing: Option<tokio::task::JoinHandle<(Position, Result<(), StateError>)>>,
 }
 
 impl Pipeline {
-    /// Take batches until the source closes the channel. Priorities: abort, checkpoint timer,
-    /// pause changes, new batches.
+    /// Take batches until the source closes the channel. Priorities: abort, a finished
+    /// checkpoint, the checkpoint timer, pause changes, new batches.
     async fn run(
         &mut self,
         mut rx: mpsc::Receiver<Batch>,
         mut paused: watch::Receiver<bool>,
     ) -> Result<(), PipelineError> {
         let result = loop {
-            let due =
-                self.pending.as_ref().map(|_| tokio::time::Instant::from_std(self.last_store + CHECKPOINT_INTERVAL));
+            let due = (self.storing.is_none() && self.can_store())
+                .then(|| tokio::time::Instant::from_std(self.last_store + CHECKPOINT_INTERVAL));
             let is_paused = *paused.borrow();
             tokio::select! {
                 biased;
                 _ = self.ctx.abort.cancelled() => break Ok(()),
-                _ = async { tokio::time::sleep_until(due.unwrap()).await }, if due.is_some() => {
-                    if let Err(e) = self.store_checkpoint().await { break Err(e) }
+                stored = async { self.storing.as_mut().expect("guarded").await }, if self.storing.is_some() => {
+                    self.storing = None;
+                    if let Err(e) = self.stored(stored) { break Err(e) }
+                }
+                _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
+                    self.start_store();
                 }
                 changed = paused.changed() => {
                     if changed.is_err() { break Ok(()) }
                 }
                 batch = rx.recv(), if !is_paused => match batch {
                     None => break Ok(()),
-                    Some(b) => if let Err(e) = self.process(b).await { break Err(e) },
+                    Some(b) => {
+                        if let Err(e) = self.process(b).await { break Err(e) }
+                        if self.storing.is_none() && self.last_store.elapsed() >= CHECKPOINT_INTERVAL {
+                            self.start_store();
+                        }
+                    }
                 },
             }
         };
         // Whatever happened, a position whose batch is durable may be stored.
-        let stored = self.store_checkpoint().await;
+        let mut stored = Ok(());
+        if let Some(task) = self.storing.take() {
+            stored = self.stored(task.await);
+        }
+        if stored.is_ok() {
+            self.start_store();
+            if let Some(task) = self.storing.take() {
+                stored = self.stored(task.await);
+            }
+        }
         result.and(stored)
     }
 
@@ -238,25 +260,46 @@ impl Pipeline {
             results.into_iter().collect::<Result<Vec<()>, _>>()?;
         }
         self.ctx.status.batch_done(n, newest_commit_ms, heartbeat, offset);
+        self.pending_current = false;
         if let Some(pos) = checkpoint {
             if self.newest.as_ref().is_none_or(|prev| pos.is_after(prev)) {
                 self.newest = Some(pos.clone());
                 self.pending = Some(pos);
+                self.pending_current = true;
             }
         }
         Ok(())
     }
 
-    /// Store the pending position (with operator state, in one transaction) and tell the source.
-    async fn store_checkpoint(&mut self) -> Result<(), PipelineError> {
-        let Some(pos) = self.pending.take() else { return Ok(()) };
+    /// Whether the pending position may be stored now: operator state must correspond to it
+    /// exactly, which holds right after its batch (or always, for a chain without state).
+    fn can_store(&self) -> bool {
+        self.pending.is_some() && (self.pending_current || self.chain.is_stateless())
+    }
+
+    /// Start storing the pending position with its operator state (one transaction), off the
+    /// data path.
+    fn start_store(&mut self) {
+        if self.storing.is_some() || !self.can_store() {
+            return;
+        }
+        let pos = self.pending.take().expect("can_store");
         let operators = self.chain.checkpoint();
         let store = self.store.clone();
         let name = self.ctx.name.to_string();
-        let to_store = pos.clone();
-        tokio::task::spawn_blocking(move || store.commit(&name, &to_store, &operators))
-            .await
-            .map_err(|e| StateError::Storage(format!("checkpoint task: {e}")))??;
+        self.storing = Some(tokio::task::spawn_blocking(move || {
+            let result = store.commit(&name, &pos, &operators);
+            (pos, result)
+        }));
+    }
+
+    /// A checkpoint was stored: tell the source (which confirms it to the server) and `/health`.
+    fn stored(
+        &mut self,
+        done: Result<(Position, Result<(), StateError>), tokio::task::JoinError>,
+    ) -> Result<(), PipelineError> {
+        let (pos, result) = done.map_err(|e| StateError::Storage(format!("checkpoint task: {e}")))?;
+        result?;
         self.last_store = Instant::now();
         self.ctx.status.checkpointed(serde_json::to_value(&pos).unwrap_or_default());
         self.ack.send_replace(Some(pos));
@@ -329,8 +372,10 @@ pub async fn run_connector(
         store,
         ack: ack_tx,
         pending: None,
+        pending_current: false,
         newest: resume,
         last_store: Instant::now(),
+        storing: None,
     };
     let outcome = pipeline.run(rx, handle.paused.subscribe()).await;
     if let Err(e) = &outcome {

@@ -71,6 +71,11 @@ impl Chain {
         events
     }
 
+    /// No stage keeps state (so a checkpoint may be taken between any two batches).
+    pub fn is_stateless(&self) -> bool {
+        self.stages.is_empty()
+    }
+
     pub fn checkpoint(&mut self) -> Vec<(String, Vec<u8>)> {
         self.stages.iter_mut().filter_map(|s| s.checkpoint()).collect()
     }
