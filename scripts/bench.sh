@@ -5,12 +5,14 @@
 #   (c) redis-benchmark -P 16 -t hset                                         (the sink ceiling)
 #   (d) commit-to-visible-in-Redis latency at a steady 5,000 changes/s
 #   (e) tidemark's peak RSS
-# and the ratios b/a and b/c.
+# and the ratios b/a and b/c. (a) and (b) run BENCH_RUNS times each, alternating, on the same
+# backlog (one replication slot per run); the medians are reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROWS=${BENCH_ROWS:-1000000}
 TXN_ROWS=${BENCH_TXN_ROWS:-10000}
+RUNS=${BENCH_RUNS:-3}
 RATE=${BENCH_RATE:-5000}
 SECONDS_LAT=${BENCH_LATENCY_SECONDS:-20}
 DB=tidemark_bench
@@ -22,6 +24,7 @@ PG="psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 bash scripts/services.sh
 log "building (release)"
@@ -46,80 +49,94 @@ CREATE TABLE bench (id int PRIMARY KEY, v int NOT NULL, payload text NOT NULL);
 CREATE TABLE lat (id int PRIMARY KEY, sent_us bigint NOT NULL);
 INSERT INTO lat SELECT g, 0 FROM generate_series(1, 50000) g;
 CREATE PUBLICATION bench_pub FOR TABLE bench, lat;
-SELECT 1 FROM pg_create_logical_replication_slot('bench_ceiling', 'pgoutput');
-SELECT 1 FROM pg_create_logical_replication_slot('bench_tidemark', 'pgoutput');
 SQL
-redis-cli -n $REDIS_DB flushdb >/dev/null
+for i in $(seq 1 "$RUNS"); do
+  $PG -d $DB -c "SELECT 1 FROM pg_create_logical_replication_slot('bench_ceiling_$i', 'pgoutput')" >/dev/null
+  $PG -d $DB -c "SELECT 1 FROM pg_create_logical_replication_slot('bench_tidemark_$i', 'pgoutput')" >/dev/null
+done
 for ((from = 1; from <= ROWS; from += TXN_ROWS)); do
   to=$((from + TXN_ROWS - 1)); [ $to -gt "$ROWS" ] && to=$ROWS
   echo "INSERT INTO bench SELECT g, g % 1000, md5(g::text) FROM generate_series($from, $to) g;"
 done | $PG -d $DB
 END_LSN=$($PG -d $DB -Atc "SELECT pg_current_wal_lsn()")
-WAL_MB=$($PG -d $DB -Atc "SELECT round(pg_wal_lsn_diff('$END_LSN', confirmed_flush_lsn) / 1048576) FROM pg_replication_slots WHERE slot_name = 'bench_ceiling'")
+WAL_MB=$($PG -d $DB -Atc "SELECT round(pg_wal_lsn_diff('$END_LSN', confirmed_flush_lsn) / 1048576) FROM pg_replication_slots WHERE slot_name = 'bench_ceiling_1'")
 log "backlog ready: $WAL_MB MiB of WAL, ends at $END_LSN"
 
-log "(a) pg_recvlogical draining the backlog"
-t0=$(now)
-pg_recvlogical -h 127.0.0.1 -U postgres -d $DB --slot bench_ceiling --start --no-loop --endpos "$END_LSN" \
-  -o proto_version=1 -o publication_names=bench_pub -f /dev/null
-t1=$(now)
-A_SECS=$(echo "$t1 - $t0" | bc -l)
-A_RATE=$(echo "$ROWS / $A_SECS" | bc -l)
-
-log "(b) tidemark draining the same backlog into Redis"
-mkdir -p "$work/connectors"
-cat > "$work/tidemark.toml" <<TOML
+start_tidemark() { # $1: run number
+  rm -rf "$work/data" "$work/connectors"
+  mkdir -p "$work/connectors"
+  cat > "$work/tidemark.toml" <<TOML
 data_dir = "$work/data"
 http_addr = "$HTTP"
 connectors_dir = "connectors"
 TOML
-cat > "$work/connectors/bench.toml" <<TOML
+  cat > "$work/connectors/bench.toml" <<TOML
 name = "bench"
 [source]
 kind = "postgres"
 url = "$PGURL"
 tables = ["public.bench", "public.lat"]
 snapshot = "never"
-slot = "bench_tidemark"
+slot = "bench_tidemark_$1"
 publication = "bench_pub"
 [[sink]]
 kind = "redis"
 url = "$REDIS_URL"
 TOML
-# Done when every sink has applied every row (/health's events_applied, updated per batch, like
-# pg_recvlogical's end). Polled cheaply (curl and grep): a heavier poll would steal CPU from what
-# is measured.
-t0=$(now)
-target/release/tidemark run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
-pid=$!
-while :; do
-  applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
-  if [ -n "$applied" ] && [ "$applied" -ge "$ROWS" ]; then break; fi
-  kill -0 $pid 2>/dev/null || { cat "$work/tidemark.log"; exit 1; }
-  sleep 0.05
+  target/release/tidemark run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
+  pid=$!
+}
+
+A=(); B=(); RSS_B=0
+for i in $(seq 1 "$RUNS"); do
+  log "run $i/$RUNS: (a) pg_recvlogical draining the backlog"
+  t0=$(now)
+  pg_recvlogical -h 127.0.0.1 -U postgres -d $DB --slot "bench_ceiling_$i" --start --no-loop --endpos "$END_LSN" \
+    -o proto_version=1 -o publication_names=bench_pub -f /dev/null
+  t1=$(now)
+  A+=("$(echo "$ROWS / ($t1 - $t0)" | bc -l)")
+
+  log "run $i/$RUNS: (b) tidemark draining the same backlog into Redis"
+  redis-cli -n $REDIS_DB flushdb >/dev/null
+  # Done when every sink has applied every row (/health's events_applied, updated per batch),
+  # polled cheaply: a heavier poll would steal CPU from what is measured.
+  t0=$(now)
+  start_tidemark "$i"
+  while :; do
+    applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
+    if [ -n "$applied" ] && [ "$applied" -ge "$ROWS" ]; then break; fi
+    kill -0 $pid 2>/dev/null || { cat "$work/tidemark.log"; exit 1; }
+    sleep 0.05
+  done
+  t1=$(now)
+  B+=("$(echo "$ROWS / ($t1 - $t0)" | bc -l)")
+  KEYS=$(redis-cli -n $REDIS_DB dbsize)
+  rss=$(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$pid/status)
+  [ "$rss" -gt "$RSS_B" ] && RSS_B=$rss
+  if [ "$i" -lt "$RUNS" ]; then kill -TERM $pid; wait $pid || true; pid=""; fi
 done
-t1=$(now)
-B_SECS=$(echo "$t1 - $t0" | bc -l)
-B_RATE=$(echo "$ROWS / $B_SECS" | bc -l)
-KEYS=$(redis-cli -n $REDIS_DB dbsize)
-RSS_B=$(awk '/VmHWM/ {print int($2/1024)}' /proc/$pid/status)
+A_RATE=$(printf '%s\n' "${A[@]}" | median)
+B_RATE=$(printf '%s\n' "${B[@]}" | median)
 
 log "(c) redis-benchmark -P 16 -t hset"
 C_RATE=$(redis-benchmark -q -P 16 -t hset -n 2000000 --dbnum 2 | tr '\r' '\n' | awk '/requests per second/ {print $2}' | tail -n 1)
 redis-cli -n 2 flushdb >/dev/null
 
-log "(d) commit-to-visible latency at $RATE changes/s for ${SECONDS_LAT}s"
+log "(d) commit-to-visible latency at $RATE changes/s for ${SECONDS_LAT}s (after VACUUM ANALYZE and CHECKPOINT: steady state)"
+$PG -d $DB -c "VACUUM ANALYZE" -c "CHECKPOINT"
 LAT=$("$LATENCY_BIN" --pg "$PGURL" --redis "$REDIS_URL" --prefix bench:lat --rate "$RATE" --seconds "$SECONDS_LAT")
-RSS=$(awk '/VmHWM/ {print int($2/1024)}' /proc/$pid/status)
+RSS=$(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$pid/status)
 kill -TERM $pid; wait $pid || true; pid=""
+$PG -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '$DB'" >/dev/null
 
+fmt_list() { printf '%.0f ' "$@"; }
 printf '\n'
 printf '| measure | result |\n|---|---|\n'
 printf '| backlog | %d row changes in %d transactions, %s MiB of WAL |\n' "$ROWS" $(((ROWS + TXN_ROWS - 1) / TXN_ROWS)) "$WAL_MB"
-printf '| (a) pg_recvlogical → /dev/null | %.1f s, %.0f rows/s |\n' "$A_SECS" "$A_RATE"
-printf '| (b) tidemark → Redis | %.1f s, %.0f rows/s (%s keys) |\n' "$B_SECS" "$B_RATE" "$KEYS"
+printf '| (a) pg_recvlogical → /dev/null | %.0f rows/s (median of: %s) |\n' "$A_RATE" "$(fmt_list "${A[@]}")"
+printf '| (b) tidemark → Redis | %.0f rows/s (median of: %s; %s keys) |\n' "$B_RATE" "$(fmt_list "${B[@]}")" "$KEYS"
 printf '| (c) redis-benchmark -P 16 -t hset | %.0f requests/s |\n' "$C_RATE"
 printf '| (d) commit → visible in Redis at %s/s | %s |\n' "$RATE" "$LAT"
-printf '| (e) tidemark peak RSS | %s MiB (after the drain: %s MiB) |\n' "$RSS" "$RSS_B"
+printf '| (e) tidemark peak RSS | %s MiB (draining: %s MiB) |\n' "$RSS" "$RSS_B"
 printf '| b / a | %.2f |\n' "$(echo "$B_RATE / $A_RATE" | bc -l)"
 printf '| b / c | %.2f |\n' "$(echo "$B_RATE / $C_RATE" | bc -l)"
