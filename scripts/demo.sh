@@ -37,7 +37,9 @@ target/debug/tidemark check -c "$work/tidemark.toml"
 say "Starting tidemark (log: $work/tidemark.log)"
 target/debug/tidemark run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+# On exit: stop tidemark and drop the demo's replication slot (an abandoned slot makes PostgreSQL
+# keep WAL forever); the demo database and Redis keys stay for you to look at.
+trap 'kill $pid 2>/dev/null || true; sleep 0.5; $PG -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '"'"'tidemark_demo'"'"'" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do
   curl -s "http://$HTTP/health" | grep -q '"state":"streaming"' && break
   sleep 0.1

@@ -65,7 +65,14 @@ impl Version {
     /// Fixed-width lowercase hex (32 characters), so byte-wise string comparison (as in a Redis
     /// Lua script) orders versions correctly.
     pub fn to_hex(self) -> String {
-        format!("{:016x}{:016x}", self.hi, self.lo)
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(32);
+        for word in [self.hi, self.lo] {
+            for shift in (0..16).rev() {
+                out.push(DIGITS[((word >> (shift * 4)) & 0xf) as usize] as char);
+            }
+        }
+        out
     }
 
     pub fn from_hex(s: &str) -> Option<Self> {

@@ -1,7 +1,5 @@
 //! Row keys from templates, version keys beside them, and SCAN patterns.
 
-use std::fmt::Write as _;
-
 use super::config::Part;
 use crate::event::{ChangeEvent, Encoding, Row};
 
@@ -65,13 +63,20 @@ fn has_hash_tag(key: &str) -> bool {
 /// The key holding `row_key`'s version: same cluster slot as the row, different namespace.
 pub fn version_key(prefix: &str, row_key: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + row_key.len() + 2);
+    write_version_key(&mut out, prefix, row_key);
+    out
+}
+
+/// Append the version key of `row_key` to `out` (see [`version_key`]).
+pub fn write_version_key(out: &mut String, prefix: &str, row_key: &str) {
     out.push_str(prefix);
     if has_hash_tag(row_key) {
         out.push_str(row_key);
     } else {
-        let _ = write!(out, "{{{row_key}}}");
+        out.push('{');
+        out.push_str(row_key);
+        out.push('}');
     }
-    out
 }
 
 #[cfg(test)]

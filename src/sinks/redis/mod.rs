@@ -25,7 +25,7 @@ use redis::{Cmd, ErrorKind, Pipeline, RedisError, Value as RValue};
 pub use config::{Format, Part, RedisConfig};
 
 use self::cluster::{key_slot, SlotMap};
-use self::keys::{render_key, scan_pattern, version_key};
+use self::keys::{render_key, scan_pattern};
 use self::scripts::{rows_script, Call, ROWS_PER_CALL};
 use super::{SinkContext, WriteReport};
 use crate::event::{ChangeEvent, Op, Row};
@@ -334,9 +334,9 @@ impl RedisSink {
     fn add_row(&mut self, call: &mut Call, index: usize, ev: &ChangeEvent) {
         render_key(&self.cfg.key, &self.ctx.connector, ev, &mut self.key_buf);
         let version = ev.version.to_hex();
-        let vkey = version_key(&self.cfg.version_prefix, &self.key_buf);
+        let vprefix = &self.cfg.version_prefix;
         if ev.op == Op::Delete {
-            call.begin(index, &self.key_buf, vkey, 2, "d", &version);
+            call.begin(index, &self.key_buf, vprefix, 2, "d", &version);
             return;
         }
         let empty = Row::default();
@@ -348,7 +348,7 @@ impl RedisSink {
                 let non_null = row.iter().filter(|(_, v)| !v.is_null()).count();
                 let pairs = non_null + usize::from(version_field.is_some());
                 let nulls = row.len() - non_null;
-                call.begin(index, &self.key_buf, vkey, 3 + 2 * pairs + nulls, "u", &version);
+                call.begin(index, &self.key_buf, vprefix, 3 + 2 * pairs + nulls, "u", &version);
                 call.uint(pairs);
                 for (name, v) in row.iter() {
                     self.text_buf.clear();
@@ -374,7 +374,7 @@ impl RedisSink {
                     doc[f] = version.clone().into();
                 }
                 let names = if ev.partial { row.len() + usize::from(version_field.is_some()) } else { 0 };
-                call.begin(index, &self.key_buf, vkey, 3 + names, if ev.partial { "m" } else { "r" }, &version);
+                call.begin(index, &self.key_buf, vprefix, 3 + names, if ev.partial { "m" } else { "r" }, &version);
                 call.str(doc.to_string().as_bytes());
                 if ev.partial {
                     for (name, _) in row.iter() {
@@ -418,7 +418,7 @@ impl RedisSink {
                 for chunk in keys.chunks(per_call) {
                     let mut call = Call::new();
                     for (i, k) in chunk.iter().enumerate() {
-                        call.begin(i, k, version_key(&self.cfg.version_prefix, k), 2, "d", &version);
+                        call.begin(i, k, &self.cfg.version_prefix, 2, "d", &version);
                     }
                     calls.push(call);
                 }

@@ -158,7 +158,9 @@ mod mp {
 
 /// Accumulates the rows of one script call.
 pub struct Call {
-    keys: Vec<String>,
+    /// Every key of the call (row key, version key, ...), concatenated; `key_ends` splits them.
+    keys: String,
+    key_ends: Vec<usize>,
     /// The rows' MessagePack arrays, concatenated (the outer array header is added at the end).
     body: Vec<u8>,
     /// The index (in the batch) of each row.
@@ -167,7 +169,12 @@ pub struct Call {
 
 impl Call {
     pub fn new() -> Self {
-        Call { keys: Vec::new(), body: Vec::with_capacity(16 * 1024), rows: Vec::new() }
+        Call {
+            keys: String::with_capacity(4096),
+            key_ends: Vec::new(),
+            body: Vec::with_capacity(16 * 1024),
+            rows: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -178,20 +185,27 @@ impl Call {
         self.rows.is_empty()
     }
 
+    fn key(&self, k: usize) -> &str {
+        let start = if k == 0 { 0 } else { self.key_ends[k - 1] };
+        &self.keys[start..self.key_ends[k]]
+    }
+
     /// The row key of the call's first row (for routing on a cluster).
     pub fn first_key(&self) -> &str {
-        &self.keys[0]
+        self.key(0)
     }
 
     pub fn row_key(&self, i: usize) -> &str {
-        &self.keys[2 * i]
+        self.key(2 * i)
     }
 
     /// Start a row of `items` elements (op and version included): its keys, op and version.
-    pub fn begin(&mut self, index: usize, key: &str, version_key: String, items: usize, op: &str, version: &str) {
+    pub fn begin(&mut self, index: usize, key: &str, version_prefix: &str, items: usize, op: &str, version: &str) {
         self.rows.push(index);
-        self.keys.push(key.to_string());
-        self.keys.push(version_key);
+        self.keys.push_str(key);
+        self.key_ends.push(self.keys.len());
+        super::keys::write_version_key(&mut self.keys, version_prefix, key);
+        self.key_ends.push(self.keys.len());
         mp::array(&mut self.body, items);
         mp::str(&mut self.body, op.as_bytes());
         mp::str(&mut self.body, version.as_bytes());
@@ -210,9 +224,9 @@ impl Call {
     /// The `EVALSHA` command for the rows added so far.
     pub fn command(&self, sha: &str, ttl_ms: u64, tombstone_ms: u64) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(sha).arg(self.keys.len());
-        for k in &self.keys {
-            cmd.arg(k);
+        cmd.arg(sha).arg(self.key_ends.len());
+        for k in 0..self.key_ends.len() {
+            cmd.arg(self.key(k));
         }
         let mut packed = Vec::with_capacity(self.body.len() + 5);
         mp::array(&mut packed, self.rows.len());
