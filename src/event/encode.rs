@@ -213,8 +213,8 @@ impl Encoding {
     }
 
     fn numeric_json(&self, text: &str, scale: Option<u16>) -> Json {
-        if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-            return Json::String(text.to_string()); // NaN, Infinity
+        if !text.trim_start_matches('-').starts_with(|c: char| c.is_ascii_digit()) {
+            return Json::String(text.to_string()); // NaN, Infinity, -Infinity
         }
         match self.decimal {
             DecimalHandling::String => Json::String(text.to_string()),

@@ -298,9 +298,12 @@ async fn update_leaving_a_toasted_column_unchanged_keeps_it() {
     let env = Env::new("toast").await;
     env.pg
         .batch_execute(
-            "CREATE TABLE docs (id int PRIMARY KEY, n int, body text);
+            "CREATE TABLE docs (id int PRIMARY KEY, n int, body text, nums bigint[]);
              ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
-             INSERT INTO docs VALUES (1, 1, repeat('x', 20000)), (2, 1, 'short');",
+             ALTER TABLE docs ALTER COLUMN nums SET STORAGE EXTERNAL;
+             INSERT INTO docs VALUES
+               (1, 1, repeat('x', 20000), array_fill(1234567890123456789::bigint, ARRAY[500])),
+               (2, 1, 'short', NULL);",
         )
         .await
         .unwrap();
@@ -312,7 +315,8 @@ async fn update_leaving_a_toasted_column_unchanged_keeps_it() {
     env.write_config(&env.postgres_source(r#""public.docs""#, &sinks));
     let mut d = env.start();
     d.wait_streaming().await;
-    let sql = "SELECT id, n, body FROM docs";
+    // Arrays are JSON arrays in the hash: PostgreSQL's array_to_json writes the same text.
+    let sql = "SELECT id, n, body, array_to_json(nums)::text AS nums FROM docs";
     wait_equal(&env.pg, sql, &format!("{}:docs", env.name), Some(&d)).await;
 
     env.pg
@@ -339,6 +343,13 @@ async fn update_leaving_a_toasted_column_unchanged_keeps_it() {
     assert_eq!(doc["n"], 2);
     assert_eq!(doc["body"].as_str().map(str::len), Some(20000));
     assert!(doc["body"].as_str().unwrap().bytes().all(|b| b == b'x'));
+    // The kept array is spliced byte for byte: no rounding of 19-digit numbers.
+    let raw: String = redis::cmd("GET").arg(format!("{}:json:docs:1", env.name)).query_async(&mut r).await.unwrap();
+    assert!(raw.contains("[1234567890123456789,1234567890123456789,"), "{}", &raw[..200.min(raw.len())]);
+    assert_eq!(doc["nums"].as_array().map(Vec::len), Some(500));
+    let hash_nums: String =
+        redis::cmd("HGET").arg(format!("{}:docs:1", env.name)).arg("nums").query_async(&mut r).await.unwrap();
+    assert!(hash_nums.starts_with("[1234567890123456789,"), "{hash_nums}");
     assert!(d.terminate().success());
     env.cleanup().await;
 }
@@ -500,15 +511,27 @@ async fn a_table_without_a_key_is_reported_and_full_identity_is_keyed_by_the_row
              CREATE TABLE tags (name text, n int);
              ALTER TABLE tags REPLICA IDENTITY FULL;
              CREATE TABLE keyed (id int PRIMARY KEY, v text);
-             INSERT INTO logs VALUES ('a', 1); INSERT INTO tags VALUES ('x', 1); INSERT INTO keyed VALUES (1, 'one');",
+             CREATE TABLE coded (id int PRIMARY KEY, code text NOT NULL, v int);
+             CREATE UNIQUE INDEX coded_code ON coded (code);
+             ALTER TABLE coded REPLICA IDENTITY USING INDEX coded_code;
+             INSERT INTO logs VALUES ('a', 1); INSERT INTO tags VALUES ('x', 1); INSERT INTO keyed VALUES (1, 'one');
+             INSERT INTO coded VALUES (1, 'a', 1), (2, 'b', 2);",
         )
         .await
         .unwrap();
     env.write_config(&env.postgres_source(r#""public.*""#, &redis_sink()));
     let mut d = env.start();
     d.wait_streaming().await;
-    env.pg.batch_execute("INSERT INTO tags VALUES ('y', 2); UPDATE tags SET n = 5 WHERE name = 'x'; INSERT INTO keyed VALUES (2, 'two');").await.unwrap();
+    env.pg
+        .batch_execute(
+            "INSERT INTO tags VALUES ('y', 2); UPDATE tags SET n = 5 WHERE name = 'x'; INSERT INTO keyed VALUES (2, 'two');
+             UPDATE coded SET v = 10 WHERE code = 'a'; DELETE FROM coded WHERE code = 'b'; INSERT INTO coded VALUES (3, 'c', 3);",
+        )
+        .await
+        .unwrap();
     wait_equal(&env.pg, "SELECT id, v FROM keyed", &format!("{}:keyed", env.name), Some(&d)).await;
+    // Keyed by the replica identity index (what a delete's old row carries), not the primary key.
+    wait_equal(&env.pg, "SELECT code, id, v FROM coded", &format!("{}:coded", env.name), Some(&d)).await;
     let mut r = redis_conn().await;
     let tags = wait_for("the FULL-identity table keyed by its whole row", DEADLINE, || {
         let mut r = r.clone();
@@ -647,5 +670,76 @@ async fn secrets_never_appear_in_output_and_systemd_is_notified() {
     for (what, text) in [("/connectors", &connectors), ("/health", &health), ("check", &check), ("log", &log)] {
         assert!(!text.contains("Sup3rS3cret"), "the password leaked into {what}:\n{text}");
     }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_publication_only_delivers_the_included_tables() {
+    let env = Env::new("pubshare").await;
+    env.pg
+        .batch_execute(&format!(
+            "CREATE TABLE wanted (id int PRIMARY KEY, v text); CREATE TABLE other (id int PRIMARY KEY, v text);
+             CREATE PUBLICATION \"tidemark_{}\" FOR ALL TABLES;",
+            env.name
+        ))
+        .await
+        .unwrap();
+    env.write_config(&env.postgres_source(r#""public.wanted""#, &redis_sink()));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.pg.batch_execute("INSERT INTO other VALUES (1, 'no'); INSERT INTO wanted VALUES (1, 'yes'); INSERT INTO other VALUES (2, 'no');").await.unwrap();
+    wait_equal(&env.pg, "SELECT id, v FROM wanted", &format!("{}:wanted", env.name), Some(&d)).await;
+    // Everything up to the last insert has been applied once a later heartbeat is through.
+    let lsn: String = env.pg.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    let target = tidemark::sources::postgres::parse_lsn(&lsn).unwrap();
+    wait_for("a checkpoint past the inserts", DEADLINE, || async {
+        let c = d.connector().await?;
+        let at = tidemark::sources::postgres::parse_lsn(c["position"]["lsn"].as_str()?)?;
+        (at > target).then_some(())
+    })
+    .await;
+    let mut r = redis_conn().await;
+    assert!(scan(&mut r, &format!("{}:other:*", env.name)).await.is_empty(), "an excluded table reached Redis");
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_slot_during_a_snapshot_stops_the_connector_with_the_fix() {
+    let env = Env::new("lostslot").await;
+    env.pg
+        .batch_execute("CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL); INSERT INTO big SELECT i, md5(i::text) FROM generate_series(1, 40000) i;")
+        .await
+        .unwrap();
+    env.write_config(&env.postgres_source(
+        r#""public.big""#,
+        &format!("snapshot_chunk_rows = 500\n{}[pipeline]\nmax_batch_rows = 500\n", redis_sink()),
+    ));
+    let mut d = env.start();
+    wait_for("snapshot under way", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["state"] == "snapshotting" && c["position"]["snapshot"]["after"].is_array()).then_some(())
+    })
+    .await;
+    d.kill9();
+    let slot = format!("tidemark_{}", env.name);
+    wait_for("the slot to be released", DEADLINE, || async {
+        let row =
+            env.pg.query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await.ok()??;
+        (!row.get::<_, bool>(0)).then_some(())
+    })
+    .await;
+    env.pg.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
+    let d = env.start();
+    let reason = wait_for("the connector to fail", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["state"] == "failed").then(|| c["reasons"].to_string())
+    })
+    .await;
+    assert!(
+        reason.contains("no longer exists") && reason.contains(&format!("tidemark offsets reset {}", env.name)),
+        "{reason}"
+    );
+    drop(d);
     env.cleanup().await;
 }

@@ -356,19 +356,30 @@ pub async fn table_rows(pg: &Client, sql: &str) -> Rows {
     out
 }
 
+fn short(row: &BTreeMap<String, String>) -> String {
+    let cut = |v: &String| {
+        if v.len() > 80 {
+            format!("{}…({} bytes)", &v[..v.floor_char_boundary(80)], v.len())
+        } else {
+            v.clone()
+        }
+    };
+    format!("{:?}", row.iter().map(|(k, v)| (k.as_str(), cut(v))).collect::<BTreeMap<_, _>>())
+}
+
 /// Describe the first differences between two row sets.
 pub fn diff(expected: &Rows, actual: &Rows) -> String {
     let mut out = Vec::new();
     for (k, v) in expected {
         match actual.get(k) {
-            None => out.push(format!("missing key {k}: {v:?}")),
-            Some(a) if a != v => out.push(format!("key {k}: expected {v:?}, found {a:?}")),
+            None => out.push(format!("missing key {k}: {}", short(v))),
+            Some(a) if a != v => out.push(format!("key {k}: expected {}, found {}", short(v), short(a))),
             _ => {}
         }
     }
     for k in actual.keys() {
         if !expected.contains_key(k) {
-            out.push(format!("unexpected key {k}: {:?}", actual[k]));
+            out.push(format!("unexpected key {k}: {}", short(&actual[k])));
         }
     }
     let n = out.len();

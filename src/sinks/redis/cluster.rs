@@ -48,6 +48,19 @@ impl SlotMap {
     }
 }
 
+const SLOTS: usize = 16384;
+
+fn crc16_slot(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % SLOTS as u16
+}
+
 /// The Redis Cluster slot of a key: CRC16/XMODEM of its hash tag (or of the whole key), mod 16384.
 pub fn key_slot(key: &str) -> u16 {
     let bytes = key.as_bytes();
@@ -55,14 +68,37 @@ pub fn key_slot(key: &str) -> u16 {
         let len = key[open + 1..].find('}')?;
         (len > 0).then(|| &bytes[open + 1..open + 1 + len])
     });
-    let mut crc: u16 = 0;
-    for &b in tagged.unwrap_or(bytes) {
-        crc ^= (b as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+    crc16_slot(tagged.unwrap_or(bytes))
+}
+
+/// A short string (no braces) that hashes to `slot`: wrapped in braces it pins a key to that slot.
+pub fn slot_tag(slot: u16) -> &'static str {
+    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        // Enumerate base-36 strings until every slot has one (a few hundred thousand CRCs).
+        let mut tags = vec![String::new(); SLOTS];
+        let mut missing = SLOTS;
+        let mut n: u64 = 0;
+        while missing > 0 {
+            let mut tag = String::new();
+            let mut v = n;
+            loop {
+                tag.insert(0, char::from_digit((v % 36) as u32, 36).expect("digit"));
+                v /= 36;
+                if v == 0 {
+                    break;
+                }
+            }
+            let slot = crc16_slot(tag.as_bytes()) as usize;
+            if tags[slot].is_empty() {
+                tags[slot] = tag;
+                missing -= 1;
+            }
+            n += 1;
         }
-    }
-    crc % 16384
+        tags
+    });
+    &tags[slot as usize]
 }
 
 #[cfg(test)]
@@ -75,6 +111,9 @@ mod tests {
         assert_eq!(key_slot("123456789"), 12739);
         assert_eq!(key_slot("foo"), 12182);
         assert_eq!(key_slot("{user1000}.following"), key_slot("{user1000}.followers"));
+        for slot in [0u16, 1, 12182, 16383] {
+            assert_eq!(key_slot(&format!("{{{}}}", slot_tag(slot))), slot);
+        }
         let node = |port: i64| {
             RValue::Array(vec![
                 RValue::BulkString(b"127.0.0.1".to_vec()),

@@ -67,10 +67,18 @@ pub fn version_key(prefix: &str, row_key: &str) -> String {
     out
 }
 
-/// Append the version key of `row_key` to `out` (see [`version_key`]).
+/// Append the version key of `row_key` to `out` (see [`version_key`]):
+/// `<prefix><row key>` when the row key has a hash tag (the same tag then decides both slots),
+/// `<prefix>{<row key>}` when it has no braces at all, and otherwise (braces that form no tag,
+/// e.g. a key value `a}b`) `<prefix>{<tag>}<row key>` with a tag chosen to hash to the row's slot.
 pub fn write_version_key(out: &mut String, prefix: &str, row_key: &str) {
     out.push_str(prefix);
     if has_hash_tag(row_key) {
+        out.push_str(row_key);
+    } else if row_key.contains(['{', '}']) {
+        out.push('{');
+        out.push_str(super::cluster::slot_tag(super::cluster::key_slot(row_key)));
+        out.push('}');
         out.push_str(row_key);
     } else {
         out.push('{');
@@ -90,9 +98,7 @@ mod tests {
 
     #[test]
     fn version_key_shares_the_rows_slot() {
-        // (A key with braces but no valid hash tag, like `x:{}:y`, cannot share a slot with any
-        // other key; in a cluster such a write is rejected with CROSSSLOT, naming the key.)
-        for k in ["shop:customers:42", "shop:{customers}:42", "a", "{tag}rest"] {
+        for k in ["shop:customers:42", "shop:{customers}:42", "a", "{tag}rest", "x:{}:y", "t:a}b", "t:a{b", "}{"] {
             let v = version_key("tidemark:v:", k);
             assert_eq!(key_slot(&v), key_slot(k), "{k} -> {v}");
             assert!(v.starts_with("tidemark:v:"));

@@ -250,13 +250,14 @@ impl RedisSink {
         }
         let replies = self.exec_calls(&calls).await?;
         for (call, reply) in calls.iter().zip(replies) {
-            let RValue::Array(rows) = reply else {
-                if let RValue::ServerError(e) = &reply {
-                    if transient_code(e.code()) {
-                        return Err(RedisSinkError::Busy(format!("{} {}", e.code(), e.details().unwrap_or(""))));
-                    }
+            let rows = match reply {
+                RValue::Array(rows) => rows,
+                RValue::ServerError(e) if transient_code(e.code()) => {
+                    return Err(RedisSinkError::Busy(format!("{} {}", e.code(), e.details().unwrap_or(""))));
                 }
-                return Err(RedisSinkError::Protocol { what: "row script", reply: format!("{reply:?}") });
+                // The server refused the whole call (e.g. CROSSSLOT): each of its rows is refused.
+                RValue::ServerError(e) => vec![RValue::ServerError(e); call.len()],
+                other => return Err(RedisSinkError::Protocol { what: "row script", reply: format!("{other:?}") }),
             };
             if rows.len() != call.len() {
                 return Err(RedisSinkError::Protocol {

@@ -76,6 +76,50 @@ end
 /// spliced in), or `['d', version]`.
 const ROWS_JSON_HEAD: &str = r#"
 local ttl = tonumber(ARGV[1])
+-- The raw JSON text of each top-level field of an object, by name: kept fields are spliced in
+-- byte for byte (no decode and re-encode, which would round numbers).
+local function raw_fields(doc)
+  local out, i = {}, 1
+  local function str_end(j)
+    j = j + 1
+    while true do
+      local k = string.find(doc, '["\\]', j)
+      if not k then error('unterminated JSON string') end
+      if string.byte(doc, k) == 92 then j = k + 2 else return k end
+    end
+  end
+  i = string.find(doc, '{', 1, true)
+  if not i then error('stored value is not a JSON object') end
+  i = i + 1
+  while true do
+    local k = string.find(doc, '[^%s,]', i)
+    if not k then error('unterminated JSON object') end
+    if string.byte(doc, k) == 125 then break end
+    local ke = str_end(k)
+    local key = cjson.decode(string.sub(doc, k, ke))
+    i = string.find(doc, ':', ke + 1, true) + 1
+    local vs, depth = i, 0
+    while true do
+      local c = string.find(doc, '[%[%]{}",]', i)
+      if not c then error('unterminated JSON value') end
+      local b = string.byte(doc, c)
+      if b == 34 then
+        i = str_end(c) + 1
+      elseif b == 123 or b == 91 then
+        depth = depth + 1
+        i = c + 1
+      elseif depth == 0 and (b == 125 or b == 93 or b == 44) then
+        i = c
+        break
+      else
+        if b ~= 44 then depth = depth - 1 end
+        i = c + 1
+      end
+    end
+    out[key] = string.sub(doc, vs, i - 1)
+  end
+  return out
+end
 local function apply(key, row)
   local op = row[1]
   if op == 'd' then
@@ -89,8 +133,8 @@ local function apply(key, row)
       local present = {}
       for i = 4, #row do present[row[i]] = true end
       local extra = {}
-      for k, v in pairs(cjson.decode(old)) do
-        if not present[k] then extra[#extra + 1] = cjson.encode(k) .. ':' .. cjson.encode(v) end
+      for k, raw in pairs(raw_fields(old)) do
+        if not present[k] then extra[#extra + 1] = cjson.encode(k) .. ':' .. raw end
       end
       if #extra > 0 then
         local sep = (d == '{}') and '' or ','

@@ -133,14 +133,15 @@ pub async fn columns(client: &Client, oid: u32) -> Result<Vec<Column>, PgError> 
     Ok(rows.into_iter().map(|r| Column { name: r.get(0), type_oid: r.get(1), typmod: r.get(2) }).collect())
 }
 
-/// The columns of the primary key or, without one, of the REPLICA IDENTITY USING INDEX index.
+/// The key columns: those of the REPLICA IDENTITY USING INDEX index when there is one (the old
+/// row of a delete carries only those), else of the primary key.
 pub async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, PgError> {
     let rows = client
         .query(
             "SELECT a.attname::text
                FROM (SELECT indrelid, indkey::int2[] AS cols FROM pg_index
                       WHERE indrelid = $1 AND (indisprimary OR indisreplident)
-                      ORDER BY indisprimary DESC LIMIT 1) i
+                      ORDER BY indisreplident DESC, indisprimary DESC LIMIT 1) i
                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.cols)
               ORDER BY array_position(i.cols, a.attnum)",
             &[&oid],

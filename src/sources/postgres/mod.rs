@@ -423,7 +423,9 @@ impl Session<'_> {
             }
         }
         let streaming_resume = resume.as_ref().filter(|p| p.snapshot.is_none()).map(|p| p.lsn);
-        if slot.is_none() && streaming_resume.is_some() {
+        // A stored position (streaming, or a snapshot in progress) needs the slot that holds the
+        // changes since it; a new slot would start later and silently skip them.
+        if slot.is_none() && resume.is_some() {
             return Err(PgError::Operator(format!(
                 "replication slot {} no longer exists, so the changes since the stored position are lost; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
                 cfg.slot, self.ctx.connector
@@ -718,6 +720,12 @@ impl Session<'_> {
     /// A Relation message: (re)build how that table is decoded. Sent before the first change of
     /// a table in each session and again after its schema changed.
     async fn on_relation(&mut self, rel: Relation, client: &Client) -> Result<(), PgError> {
+        // The publication may cover more than this connector captures (FOR ALL TABLES, shared, or
+        // `tables` narrowed since it was created): only included tables become events.
+        if !config::table_included(&self.cfg.tables, &rel.namespace, &rel.name) {
+            self.relations.insert(rel.oid, None);
+            return Ok(());
+        }
         let columns: Vec<catalog::Column> = rel
             .columns
             .iter()

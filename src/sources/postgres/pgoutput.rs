@@ -118,7 +118,7 @@ impl Reader {
     }
     fn tuple(&mut self) -> Result<Tuple, DecodeError> {
         let n = self.u16("column count")? as usize;
-        let mut cols = Vec::with_capacity(n);
+        let mut cols = Vec::with_capacity(n.min(self.buf.len() - self.pos));
         for _ in 0..n {
             cols.push(match self.u8("column kind")? {
                 b'n' => Datum::Null,
@@ -207,7 +207,7 @@ pub fn decode(buf: Bytes) -> Result<Message, DecodeError> {
         b'T' => {
             let n = r.u32("relation count")? as usize;
             let options = r.u8("truncate options")?;
-            let mut relations = Vec::with_capacity(n);
+            let mut relations = Vec::with_capacity(n.min(r.buf.len() / 4));
             for _ in 0..n {
                 relations.push(r.u32("relation oid")?);
             }

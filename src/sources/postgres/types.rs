@@ -153,11 +153,12 @@ fn parse(ty: &PgType, typmod: i32, s: &str) -> Option<Value> {
 }
 
 fn parse_hex_bytea(s: &str) -> Option<Vec<u8>> {
-    let hex = s.strip_prefix("\\x")?;
+    let hex = s.strip_prefix("\\x")?.as_bytes();
     if hex.len() % 2 != 0 {
         return None;
     }
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect()
+    let digit = |b: u8| (b as char).to_digit(16);
+    hex.chunks(2).map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8)).collect()
 }
 
 fn parse_u32(s: &str) -> Option<u32> {
@@ -245,7 +246,11 @@ fn parse_timestamp(s: &str, zoned: bool) -> Option<i64> {
         (time, 0)
     };
     let days = if bc { parse_date(&format!("{date} BC"))? } else { parse_date(date)? };
-    Some(days as i64 * MICROS_PER_DAY + parse_time(time)? - offset as i64 * MICROS_PER_SEC)
+    // Near PostgreSQL's limits (year 294276) the microseconds overflow i64: fall back to text.
+    (days as i64)
+        .checked_mul(MICROS_PER_DAY)?
+        .checked_add(parse_time(time)?)?
+        .checked_sub(offset as i64 * MICROS_PER_SEC)
 }
 
 /// An `IntervalStyle=iso_8601` interval (`P1Y2M3DT4H5M6.5S`, fields may be negative) as
@@ -397,6 +402,11 @@ mod tests {
             Value::TimestampTz { micros: 1_704_067_200_000_000, precision: 6 }
         );
         assert_eq!(dec(PgType::TimestampTz, -1, "infinity"), Value::TimestampTz { micros: i64::MAX, precision: 6 });
+        // Beyond what i64 microseconds hold: kept as text, not wrapped.
+        assert_eq!(
+            decode_text(&PgType::Timestamp, -1, "294276-12-31 23:59:59"),
+            (Value::Text("294276-12-31 23:59:59".into()), true)
+        );
         assert_eq!(
             dec(PgType::Interval, -1, "P1Y2M3DT4H5M6.5S"),
             Value::Interval { months: 14, days: 3, micros: (4 * 3600 + 5 * 60 + 6) * 1_000_000 + 500_000 }
