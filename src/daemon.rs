@@ -137,6 +137,10 @@ pub async fn check(config: &Config) -> Vec<(String, Vec<Section>)> {
                 title: format!("source postgres {}", p.url),
                 findings: crate::sources::postgres::check::check(p).await,
             },
+            SourceConfig::Mysql(m) => Section {
+                title: format!("source mysql {}", m.url),
+                findings: crate::sources::mysql::check::check(m).await,
+            },
         };
         sections.push(source);
         for s in &c.sinks {

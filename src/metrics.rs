@@ -24,6 +24,7 @@ pub const RETAINED_WAL_BYTES: &str = "tidemark_retained_wal_bytes";
 pub const CHECKPOINT_AGE_SECONDS: &str = "tidemark_checkpoint_age_seconds";
 pub const CONNECTOR_HEALTHY: &str = "tidemark_connector_healthy";
 pub const SNAPSHOT_ROWS: &str = "tidemark_snapshot_rows";
+pub const BINLOG_PURGE_MARGIN: &str = "tidemark_binlog_purge_margin_files";
 
 /// Label keys.
 pub const CONNECTOR: &str = "connector";
@@ -60,6 +61,7 @@ pub struct Metrics {
     pub retained_wal_bytes: Family<Labels, Gauge>,
     pub checkpoint_age_seconds: Family<Labels, FloatGauge>,
     pub connector_healthy: Family<Labels, Gauge>,
+    pub binlog_purge_margin: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -84,6 +86,7 @@ impl Metrics {
         let retained_wal_bytes = Family::<Labels, Gauge>::default();
         let checkpoint_age_seconds = Family::<Labels, FloatGauge>::default();
         let connector_healthy = Family::<Labels, Gauge>::default();
+        let binlog_purge_margin = Family::<Labels, Gauge>::default();
 
         registry.register(EVENTS, "Change events read from sources, by table and op", events.clone());
         registry.register(SINK_EVENTS, "Events handled by sinks, by outcome", sink_events.clone());
@@ -136,6 +139,7 @@ impl Metrics {
             retained_wal_bytes,
             checkpoint_age_seconds,
             connector_healthy,
+            binlog_purge_margin,
         }
     }
 
@@ -144,6 +148,53 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+}
+
+/// A table's `tidemark_events_total` counters, one per op, resolved once (not per event).
+pub struct OpCounters {
+    create: Counter,
+    update: Counter,
+    delete: Counter,
+    read: Counter,
+    truncate: Counter,
+}
+
+impl OpCounters {
+    pub fn new(m: &Metrics, connector: &str, table: &str) -> Self {
+        let c = |op: &str| {
+            m.events
+                .get_or_create(&vec![
+                    (CONNECTOR, connector.to_string()),
+                    (TABLE, table.to_string()),
+                    (OP, op.to_string()),
+                ])
+                .clone()
+        };
+        OpCounters { create: c("c"), update: c("u"), delete: c("d"), read: c("r"), truncate: c("t") }
+    }
+
+    pub fn get(&self, op: crate::event::Op) -> &Counter {
+        use crate::event::Op;
+        match op {
+            Op::Create => &self.create,
+            Op::Update => &self.update,
+            Op::Delete => &self.delete,
+            Op::Read => &self.read,
+            Op::Truncate => &self.truncate,
+        }
+    }
+}
+
+/// The `tidemark_type_fallbacks_total` counter of one column.
+pub fn fallback_counter(m: &Metrics, connector: &str, table: &str, column: &str, type_name: &str) -> Counter {
+    m.type_fallbacks
+        .get_or_create(&vec![
+            (CONNECTOR, connector.to_string()),
+            (TABLE, table.to_string()),
+            (COLUMN, column.to_string()),
+            (TYPE, type_name.to_string()),
+        ])
+        .clone()
 }
 
 pub fn connector_labels(connector: &str) -> Labels {

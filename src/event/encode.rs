@@ -77,9 +77,13 @@ impl Default for Encoding {
 pub const ENCODING_KEYS: [&str; 4] = ["decimal_handling", "time_precision", "binary_handling", "interval_handling"];
 
 impl Encoding {
-    /// Read the encoding options from a source section.
-    pub fn read(s: &mut Section, d: &mut Diag) -> Encoding {
-        let dflt = Encoding::default();
+    /// Debezium's MySQL connector defaults to `adaptive_time_microseconds` (TIME in microseconds).
+    pub fn mysql_default() -> Encoding {
+        Encoding { time: TimePrecision::AdaptiveTimeMicroseconds, ..Encoding::default() }
+    }
+
+    /// Read the encoding options from a source section, defaulting to `dflt`.
+    pub fn read(s: &mut Section, d: &mut Diag, dflt: Encoding) -> Encoding {
         Encoding {
             decimal: match s.opt_choice(d, "decimal_handling", &["precise", "double", "string"]).as_deref() {
                 Some("precise") => DecimalHandling::Precise,

@@ -37,6 +37,14 @@ pub fn source_json(ev: &ChangeEvent, connector: &str) -> Json {
             m.insert("txId".into(), tx_id.map_or(Json::Null, Json::from));
             m.insert("lsn".into(), Json::from(*lsn));
         }
+        SourceMeta::Mysql { server_id, gtid, file, pos, row } => {
+            m.insert("table".into(), Json::from(&*ev.table.name));
+            m.insert("server_id".into(), Json::from(*server_id));
+            m.insert("gtid".into(), gtid.as_deref().map_or(Json::Null, Json::from));
+            m.insert("file".into(), Json::from(&**file));
+            m.insert("pos".into(), Json::from(*pos));
+            m.insert("row".into(), Json::from(*row));
+        }
     }
     Json::Object(m)
 }

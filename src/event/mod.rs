@@ -198,13 +198,26 @@ impl SnapshotFlag {
 /// Source-specific fields of Debezium's `source` block.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceMeta {
-    Postgres { lsn: u64, tx_id: Option<u32> },
+    Postgres {
+        lsn: u64,
+        tx_id: Option<u32>,
+    },
+    /// MySQL/MariaDB: the binlog coordinates of the rows event, the row's index in it, and the
+    /// transaction's GTID (`domain-server-seq` on MariaDB, `uuid:gno` on MySQL).
+    Mysql {
+        server_id: u32,
+        gtid: Option<Arc<str>>,
+        file: Arc<str>,
+        pos: u64,
+        row: u32,
+    },
 }
 
 impl SourceMeta {
     pub const fn connector(&self) -> &'static str {
         match self {
             SourceMeta::Postgres { .. } => "postgresql",
+            SourceMeta::Mysql { .. } => "mysql",
         }
     }
 }

@@ -67,6 +67,9 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
             st.metrics.checkpoint_age_seconds.get_or_create(&labels).set(age.as_secs_f64());
         }
         st.metrics.connector_healthy.get_or_create(&labels).set(i64::from(h.healthy));
+        if let Some(m) = h.purge_margin {
+            st.metrics.binlog_purge_margin.get_or_create(&labels).set(m as i64);
+        }
     }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], st.metrics.render())
         .into_response()

@@ -61,6 +61,10 @@ struct Inner {
     /// The server's current log offset, as last sampled.
     server_offset: Option<u64>,
     retained_bytes: Option<u64>,
+    /// Lag in bytes as the source computes it itself (MySQL: across binlog files).
+    source_lag_bytes: Option<u64>,
+    /// MySQL: binlog files between the oldest the server keeps and the checkpointed one.
+    purge_margin: Option<u64>,
     sinks: Vec<SinkStatus>,
     notes: Vec<String>,
 }
@@ -83,6 +87,7 @@ pub struct Health {
     pub lag_bytes: Option<u64>,
     pub retained_bytes: Option<u64>,
     pub checkpoint_age: Option<Duration>,
+    pub purge_margin: Option<u64>,
 }
 
 impl ConnectorStatus {
@@ -189,6 +194,14 @@ impl ConnectorStatus {
         inner.retained_bytes = retained_bytes;
     }
 
+    pub fn set_source_lag_bytes(&self, bytes: Option<u64>) {
+        self.lock().source_lag_bytes = bytes;
+    }
+
+    pub fn set_purge_margin(&self, files: Option<u64>) {
+        self.lock().purge_margin = files;
+    }
+
     pub fn health(&self) -> Health {
         let inner = self.lock();
         let state = if inner.paused && inner.failure.is_none() {
@@ -208,9 +221,10 @@ impl ConnectorStatus {
         } else {
             0
         };
-        let lag_bytes = match (inner.server_offset, inner.applied_offset) {
+        let lag_bytes = match (inner.source_lag_bytes, inner.server_offset, inner.applied_offset) {
             _ if caught_up => Some(0),
-            (Some(server), Some(applied)) => Some(server.saturating_sub(applied)),
+            (Some(bytes), _, _) => Some(bytes),
+            (None, Some(server), Some(applied)) => Some(server.saturating_sub(applied)),
             _ => None,
         };
 
@@ -248,6 +262,7 @@ impl ConnectorStatus {
             lag_bytes,
             retained_bytes: inner.retained_bytes,
             checkpoint_age: inner.checkpoint.as_ref().map(|(_, at)| at.elapsed()),
+            purge_margin: inner.purge_margin,
         }
     }
 
@@ -256,6 +271,12 @@ impl ConnectorStatus {
         let h = self.health();
         let inner = self.lock();
         let backlog = inner.events_received.saturating_sub(inner.events_done);
+        let mut notes = inner.notes.clone();
+        if h.purge_margin == Some(0) {
+            notes.push(
+                "the checkpointed binlog is the oldest the server keeps: purging it (PURGE BINARY LOGS, expire_logs_days) would lose changes; keep binlogs longer".into(),
+            );
+        }
         let sinks: Vec<Json> = inner
             .sinks
             .iter()
@@ -283,7 +304,8 @@ impl ConnectorStatus {
             "backlog": backlog,
             "events_applied": inner.events_done,
             "sinks": sinks,
-            "notes": inner.notes,
+            "binlog_purge_margin_files": h.purge_margin,
+            "notes": notes,
             "last_error": inner.failure.clone().or_else(|| inner.source_error.clone()),
         })
     }

@@ -12,13 +12,7 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 10_000;
 pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotMode {
-    /// Read every table once when the connector first starts, then stream.
-    Initial,
-    /// Stream only.
-    Never,
-}
+pub use crate::sources::{table_included, SnapshotMode};
 
 #[derive(Debug, Clone)]
 pub struct PostgresConfig {
@@ -137,7 +131,7 @@ pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<PostgresCon
     }
     let snapshot_chunk_rows =
         s.opt_nonzero(d, "snapshot_chunk_rows").unwrap_or(NonZeroUsize::new(DEFAULT_SNAPSHOT_CHUNK_ROWS).unwrap());
-    let encoding = Encoding::read(&mut s, d);
+    let encoding = Encoding::read(&mut s, d, Encoding::default());
     let mut allowed: Vec<&str> = KEYS.to_vec();
     allowed.extend(ENCODING_KEYS);
     s.finish(d, &allowed);
@@ -154,36 +148,9 @@ pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<PostgresCon
     })
 }
 
-/// Does `name` (`schema.table`) match one of the include patterns?
-pub fn table_included(patterns: &[String], schema: &str, table: &str) -> bool {
-    patterns.iter().any(|p| {
-        let (ps, pt) = p.split_once('.').unwrap_or(("", p));
-        glob(ps.as_bytes(), schema.as_bytes()) && glob(pt.as_bytes(), table.as_bytes())
-    })
-}
-
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
-        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        let p = vec!["public.cust*".to_string(), "sales.?rders".to_string()];
-        assert!(table_included(&p, "public", "customers"));
-        assert!(table_included(&p, "sales", "orders"));
-        assert!(!table_included(&p, "public", "orders"));
-        assert!(!table_included(&p, "sales", "xorders_old"));
-    }
 
     #[test]
     fn names() {

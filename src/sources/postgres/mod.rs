@@ -31,11 +31,11 @@ use self::catalog::{TableInfo, TypeCache};
 use self::pgoutput::{Datum, Message, OldKind, Relation, Tuple};
 use self::types::{decode_text, PgType, SESSION_OPTIONS};
 use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SourceMeta, TableRef, Value, Version};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, OpCounters};
 use crate::pipeline::batch::PipelineClosed;
 use crate::pipeline::status::ConnectorState;
 use crate::retry::{Backoff, Classify, ErrorClass};
-use crate::sources::{Position, SourceContext};
+use crate::sources::{Position, SnapshotProgress, SourceContext};
 
 /// Prefix of the logical messages tidemark writes as heartbeats.
 pub const HEARTBEAT_PREFIX: &str = "tidemark_heartbeat";
@@ -78,17 +78,6 @@ pub struct PgPosition {
     pub snapshot: Option<SnapshotProgress>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct SnapshotProgress {
-    /// Tables read completely (`schema.table`).
-    pub done: Vec<String>,
-    /// The table being read, and the text of the key of the last row read from it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub table: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<Vec<Option<String>>>,
-}
-
 impl PgPosition {
     pub fn streaming(lsn: u64) -> Self {
         PgPosition { lsn, snapshot: None }
@@ -99,7 +88,7 @@ impl PgPosition {
             (None, None) => self.lsn > older.lsn,
             (None, Some(_)) => true,
             (Some(_), None) => false,
-            (Some(a), Some(b)) => a != b && a.done.len() >= b.done.len(),
+            (Some(a), Some(b)) => a.is_after(b),
         }
     }
 }
@@ -165,40 +154,6 @@ pub struct ColInfo {
     pub fallbacks: Counter,
 }
 
-/// Per-op event counters of a table.
-pub struct OpCounters {
-    create: Counter,
-    update: Counter,
-    delete: Counter,
-    read: Counter,
-    truncate: Counter,
-}
-
-impl OpCounters {
-    fn new(m: &Metrics, connector: &str, table: &str) -> Self {
-        let c = |op: &str| {
-            m.events
-                .get_or_create(&vec![
-                    (metrics::CONNECTOR, connector.to_string()),
-                    (metrics::TABLE, table.to_string()),
-                    (metrics::OP, op.to_string()),
-                ])
-                .clone()
-        };
-        OpCounters { create: c("c"), update: c("u"), delete: c("d"), read: c("r"), truncate: c("t") }
-    }
-
-    fn get(&self, op: Op) -> &Counter {
-        match op {
-            Op::Create => &self.create,
-            Op::Update => &self.update,
-            Op::Delete => &self.delete,
-            Op::Read => &self.read,
-            Op::Truncate => &self.truncate,
-        }
-    }
-}
-
 /// How a captured table's rows are decoded and keyed.
 pub struct RelInfo {
     pub table: Arc<TableRef>,
@@ -227,15 +182,7 @@ impl RelInfo {
         for c in columns {
             let ty = types.resolve(client, c.type_oid).await?;
             let type_name = ty.fallback_name().unwrap_or("none").to_string();
-            let fallbacks = metrics
-                .type_fallbacks
-                .get_or_create(&vec![
-                    (metrics::CONNECTOR, connector.to_string()),
-                    (metrics::TABLE, qualified.clone()),
-                    (metrics::COLUMN, c.name.clone()),
-                    (metrics::TYPE, type_name),
-                ])
-                .clone();
+            let fallbacks = metrics::fallback_counter(metrics, connector, &qualified, &c.name, &type_name);
             cols.push(ColInfo { name: Arc::from(c.name.as_str()), ty, typmod: c.typmod, fallbacks });
         }
         let mut key = Vec::with_capacity(key_names.len());
@@ -326,7 +273,7 @@ pub async fn run(cfg: &PostgresConfig, mut ctx: SourceContext) -> Result<(), PgE
     let mut backoff = Backoff::default();
     let mut resume = match ctx.resume.take() {
         Some(Position::Postgres(p)) => Some(p),
-        None => None,
+        _ => None,
     };
     loop {
         let mut session = Session {
@@ -340,28 +287,10 @@ pub async fn run(cfg: &PostgresConfig, mut ctx: SourceContext) -> Result<(), PgE
         match result {
             Ok(()) | Err(PgError::Closed(_)) => return Ok(()),
             Err(e) if e.class() == ErrorClass::Retry && !ctx.cancel.is_cancelled() => {
-                let delay = backoff.next_delay();
-                warn!(connector = %ctx.connector, error = %e, retry_in_ms = delay.as_millis() as u64, "postgres source failed; reconnecting");
-                ctx.status.set_source_error(Some(e.to_string()));
-                // Whatever was sent but not yet durable is replayed by the next session; wait
-                // until the pipeline has finished with it so positions never move backwards.
-                ctx.batcher.discard_pending();
-                tokio::select! {
-                    _ = ctx.cancel.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                let sent = ctx.batcher.last_sent().cloned();
-                let mut acked = ctx.acked.clone();
-                tokio::select! {
-                    _ = ctx.cancel.cancelled() => return Ok(()),
-                    _ = acked.wait_for(|a| match (&sent, a) {
-                        (None, _) => true,
-                        (Some(s), Some(a)) => !s.is_after(a),
-                        (Some(_), None) => false,
-                    }) => {}
-                }
-                if let Some(Position::Postgres(p)) = ctx.acked.borrow().clone() {
-                    resume = Some(p);
+                match crate::sources::recover(&mut ctx, &e, &mut backoff).await {
+                    None => return Ok(()),
+                    Some(Some(Position::Postgres(p))) => resume = Some(p),
+                    Some(_) => {}
                 }
             }
             Err(e) => return Err(e),

@@ -16,12 +16,12 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::catalog::{ident, literal, TableInfo};
 use super::types::decode_text;
-use super::{PgError, PgPosition, RelInfo, SnapshotProgress};
+use super::{PgError, PgPosition, RelInfo};
 use crate::event::time::now_ms;
 use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SourceMeta, Value, Version};
 use crate::metrics;
 use crate::pipeline::batch::Batcher;
-use crate::sources::Position;
+use crate::sources::{Position, SnapshotProgress};
 
 pub struct SnapshotRun<'a> {
     pub client: &'a Client,

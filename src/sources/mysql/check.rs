@@ -1,0 +1,143 @@
+//! Prerequisites of the MySQL/MariaDB source, checked against the live server.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+
+use super::{binary_logs, connect, info_columns, matching_tables, server_info, MyError, MysqlConfig};
+use crate::check::Finding;
+
+pub async fn check(cfg: &MysqlConfig) -> Vec<Finding> {
+    let mut conn = match connect(cfg).await {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![Finding::error(format!(
+                "cannot connect to {}: {e}; check source.url, that the server is running and that the user may connect from this host",
+                cfg.url
+            ))]
+        }
+    };
+    let mut out = Vec::new();
+    if let Err(e) = check_connected(&mut conn, cfg, &mut out).await {
+        out.push(Finding::error(format!("checking failed: {e}")));
+    }
+    out
+}
+
+async fn check_connected(conn: &mut Conn, cfg: &MysqlConfig, out: &mut Vec<Finding>) -> Result<(), MyError> {
+    let s = server_info(conn).await?;
+    let user: Option<String> = conn.query_first("SELECT CURRENT_USER()").await?;
+    let user = user.unwrap_or_default();
+    out.push(Finding::ok(format!(
+        "connected to {} {} as {user}",
+        if s.mariadb { "MariaDB" } else { "MySQL" },
+        s.version
+    )));
+    let set = |name: &str, value: &str| {
+        format!("SET GLOBAL {name} = '{value}' and put {name}={value} in the server's configuration (my.cnf) so it survives a restart")
+    };
+    if s.log_bin {
+        out.push(Finding::ok("the binary log is on"));
+    } else {
+        out.push(Finding::error(
+            "the binary log is off; add log_bin (and server_id) to the server's configuration and restart it",
+        ));
+    }
+    if s.binlog_format.eq_ignore_ascii_case("ROW") {
+        out.push(Finding::ok("binlog_format is ROW"));
+    } else {
+        out.push(Finding::error(format!("binlog_format is {}; {}", s.binlog_format, set("binlog_format", "ROW"))));
+    }
+    if s.binlog_row_image.eq_ignore_ascii_case("FULL") {
+        out.push(Finding::ok("binlog_row_image is FULL"));
+    } else {
+        out.push(Finding::error(format!(
+            "binlog_row_image is {}; {}",
+            s.binlog_row_image,
+            set("binlog_row_image", "FULL")
+        )));
+    }
+    match s.binlog_row_metadata.as_deref() {
+        Some(m) if m.eq_ignore_ascii_case("FULL") => out.push(Finding::ok("binlog_row_metadata is FULL")),
+        Some(m) => out.push(Finding::warn(format!(
+            "binlog_row_metadata is {m}: column names would come from information_schema, which is wrong for events written before a schema change; {}",
+            set("binlog_row_metadata", "FULL")
+        ))),
+        None => out.push(Finding::warn(
+            "this server has no binlog_row_metadata (MySQL before 8.0.1, MariaDB before 10.5): column names come from information_schema; upgrade for schema changes to be handled",
+        )),
+    }
+    if s.compressed {
+        out.push(Finding::error(format!(
+            "log_bin_compress is ON and compressed events cannot be read; {}",
+            set("log_bin_compress", "OFF")
+        )));
+    }
+    if !s.mariadb {
+        let compression: Option<String> =
+            conn.query_first("SELECT CAST(@@binlog_transaction_compression AS CHAR)").await.ok().flatten();
+        if matches!(compression.as_deref(), Some("1" | "ON")) {
+            out.push(Finding::error(format!(
+                "binlog_transaction_compression is ON; {}",
+                set("binlog_transaction_compression", "OFF")
+            )));
+        }
+        let value_options: Option<String> = conn.query_first("SELECT @@binlog_row_value_options").await.ok().flatten();
+        if value_options.as_deref().is_some_and(|v| !v.is_empty()) {
+            out.push(Finding::error(format!(
+                "binlog_row_value_options is {}; {}",
+                value_options.unwrap_or_default(),
+                set("binlog_row_value_options", "")
+            )));
+        }
+    }
+    let grants: Vec<String> = conn.query("SHOW GRANTS").await.unwrap_or_default();
+    let all = grants.join(" ").to_uppercase();
+    if all.contains("ALL PRIVILEGES") || all.contains("REPLICATION SLAVE") || all.contains("REPLICATION REPLICA") {
+        out.push(Finding::ok(format!("{user} may read the binary log")));
+    } else {
+        out.push(Finding::error(format!(
+            "{user} may not read the binary log; run GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO {user}"
+        )));
+    }
+    if s.server_id == cfg.server_id {
+        out.push(Finding::error(format!(
+            "source.server_id {} is the server's own server_id; set another",
+            cfg.server_id
+        )));
+    }
+    let replicas: Vec<mysql_async::Row> = conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default();
+    for mut r in replicas {
+        let id: Option<u32> = r.take(0);
+        if id == Some(cfg.server_id) {
+            let host: String = r.take(1).unwrap_or_default();
+            out.push(Finding::warn(format!(
+                "a replica at {host} is registered with server id {}: if it is not this connector, set source.server_id to an unused id (a duplicate disconnects the other stream)",
+                cfg.server_id
+            )));
+        }
+    }
+    out.push(Finding::ok(format!("this connector's replica server id is {}", cfg.server_id)));
+    let logs = binary_logs(conn).await.unwrap_or_default();
+    if let (Some(first), Some(last)) = (logs.first(), logs.last()) {
+        out.push(Finding::ok(format!("the server keeps binlogs {} to {}", first.0, last.0)));
+    }
+    let tables = matching_tables(conn, cfg).await?;
+    if tables.is_empty() {
+        out.push(Finding::error(format!(
+            "no table matches source.tables ({}); check the names",
+            cfg.tables.join(", ")
+        )));
+    }
+    for (db, t) in &tables {
+        let cols = info_columns(conn, db, t).await?;
+        if !cols.iter().any(|c| c.primary) {
+            out.push(Finding::warn(format!(
+                "table {db}.{t} has no primary key: its rows are keyed by all their columns (add a primary key)"
+            )));
+        }
+    }
+    if !tables.is_empty() {
+        out.push(Finding::ok(format!("{} table(s) will be captured", tables.len())));
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! `[source] kind = "mysql"` (MySQL 8 and MariaDB 10.5+).
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use crate::config::{Diag, SecretUrl, Section};
+use crate::event::encode::ENCODING_KEYS;
+use crate::event::Encoding;
+use crate::sources::SnapshotMode;
+
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 10_000;
+/// Replica server ids tidemark picks from when `server_id` is not set: a stable value derived from
+/// the connector name, away from the small ids servers usually get.
+pub const SERVER_ID_BASE: u32 = 5400;
+pub const SERVER_ID_SPAN: u32 = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct MysqlConfig {
+    pub url: SecretUrl,
+    pub opts: mysql_async::Opts,
+    /// Include list of `db.table` patterns; `*` and `?` are globs.
+    pub tables: Vec<String>,
+    pub snapshot: SnapshotMode,
+    /// This stream's replica server id: unique among the server's replicas (a duplicate disconnects
+    /// the other one).
+    pub server_id: u32,
+    /// How often the server sends a heartbeat when idle (so lag stays honest).
+    pub heartbeat_interval: Duration,
+    pub snapshot_chunk_rows: NonZeroUsize,
+    pub encoding: Encoding,
+}
+
+impl MysqlConfig {
+    pub fn host(&self) -> String {
+        self.opts.ip_or_hostname().to_string()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.opts.tcp_port()
+    }
+
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": "mysql",
+            "url": self.url.redacted(),
+            "tables": self.tables,
+            "snapshot": match self.snapshot { SnapshotMode::Initial => "initial", SnapshotMode::Never => "never" },
+            "server_id": self.server_id,
+            "heartbeat_interval_ms": self.heartbeat_interval.as_millis() as u64,
+        })
+    }
+}
+
+/// FNV-1a, for a stable default server id.
+fn fnv1a(s: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+pub fn default_server_id(connector: &str) -> u32 {
+    SERVER_ID_BASE + fnv1a(connector) % SERVER_ID_SPAN
+}
+
+pub const KEYS: [&str; 7] =
+    ["kind", "url", "tables", "snapshot", "server_id", "heartbeat_interval", "snapshot_chunk_rows"];
+
+pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<MysqlConfig> {
+    let url = s.str(d, "url");
+    let opts = url.as_deref().and_then(|u| match mysql_async::Opts::from_url(u) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            d.error(s.key("url"), format!("not a MySQL URL ({}): {e}", crate::config::secret::redact_url(u)));
+            None
+        }
+    });
+    let tables = s.opt_str_list(d, "tables");
+    match &tables {
+        None => d.error(s.key("tables"), "is required: a list of \"database.table\" names (globs allowed)"),
+        Some(t) if t.is_empty() => d.error(s.key("tables"), "must list at least one \"database.table\""),
+        Some(t) => {
+            for (i, p) in t.iter().enumerate() {
+                let ok = p.split_once('.').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('.'));
+                if !ok {
+                    d.error(
+                        format!("{}[{i}]", s.key("tables")),
+                        format!("`{p}` is not of the form \"database.table\""),
+                    );
+                }
+            }
+        }
+    }
+    let snapshot = match s.opt_choice(d, "snapshot", &["initial", "never"]).as_deref() {
+        Some("never") => SnapshotMode::Never,
+        _ => SnapshotMode::Initial,
+    };
+    let server_id = match s.opt_u64(d, "server_id") {
+        Some(0) => {
+            d.error(s.key("server_id"), "must be between 1 and 4294967295");
+            None
+        }
+        Some(id) if id > u32::MAX as u64 => {
+            d.error(s.key("server_id"), "must be between 1 and 4294967295");
+            None
+        }
+        Some(id) => Some(id as u32),
+        None => Some(default_server_id(connector)),
+    };
+    let heartbeat_interval = s.opt_duration(d, "heartbeat_interval").unwrap_or(DEFAULT_HEARTBEAT_INTERVAL);
+    if heartbeat_interval < Duration::from_millis(100) {
+        d.error(s.key("heartbeat_interval"), "must be at least 100ms");
+    }
+    let snapshot_chunk_rows =
+        s.opt_nonzero(d, "snapshot_chunk_rows").unwrap_or(NonZeroUsize::new(DEFAULT_SNAPSHOT_CHUNK_ROWS).unwrap());
+    let encoding = Encoding::read(&mut s, d, Encoding::mysql_default());
+    let mut allowed = KEYS.to_vec();
+    allowed.extend(ENCODING_KEYS);
+    s.finish(d, &allowed);
+    Some(MysqlConfig {
+        url: SecretUrl::new(url?),
+        opts: opts?,
+        tables: tables?,
+        snapshot,
+        server_id: server_id?,
+        heartbeat_interval,
+        snapshot_chunk_rows,
+        encoding,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_server_ids_are_stable_and_in_range() {
+        let a = default_server_id("shop");
+        assert_eq!(a, default_server_id("shop"));
+        assert_ne!(a, default_server_id("catalog"));
+        assert!((SERVER_ID_BASE..SERVER_ID_BASE + SERVER_ID_SPAN).contains(&a));
+    }
+}

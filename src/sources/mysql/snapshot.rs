@@ -1,0 +1,200 @@
+//! The initial snapshot of MySQL/MariaDB tables: one consistent transaction, every table read in
+//! primary-key chunks, as `op = "r"` events.
+//!
+//! Consistency with the binlog: MariaDB's `START TRANSACTION WITH CONSISTENT SNAPSHOT` reports
+//! the binlog coordinates of its snapshot (`binlog_snapshot_file`/`_position`) without any lock;
+//! MySQL takes the usual short global read lock to read them. Streaming then starts at those
+//! coordinates, and every snapshot row carries the version `(snapshot coordinate, 0)`, older than
+//! any streamed change.
+//!
+//! Resumption: after each chunk the pipeline checkpoints the last key read (as escaped SQL
+//! literals). After a crash reading resumes after it in a *new* transaction; the stream then
+//! replays every change since the original coordinates with newer versions, so the caches
+//! converge to the tables exactly.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+
+use super::binlog::{coordinate, GtidState, MyPosition};
+use super::schema::{from_info, TableSchema};
+use super::{connect, current_position, ident, info_columns, query_row, snapshot_position, MyError, MysqlConfig};
+use crate::event::time::now_ms;
+use crate::event::{ChangeEvent, Op, SnapshotFlag, SourceMeta, Version};
+use crate::metrics::{self, Metrics};
+use crate::pipeline::batch::Batcher;
+use crate::sources::SnapshotProgress;
+
+pub struct SnapshotRun<'a> {
+    pub cfg: &'a MysqlConfig,
+    pub connector: &'a str,
+    pub metrics: &'a Metrics,
+    pub mariadb: bool,
+}
+
+impl SnapshotRun<'_> {
+    /// Start a consistent snapshot, record its binlog coordinates, and read every table. Returns
+    /// the coordinates streaming continues from.
+    pub async fn begin_and_read(
+        &self,
+        tables: &[(String, String)],
+        _resume: Option<()>,
+        batcher: &mut Batcher,
+    ) -> Result<MyPosition, MyError> {
+        let mut conn = connect(self.cfg).await?;
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
+        let at = if self.mariadb {
+            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await?;
+            let rows: Vec<(String, String)> = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
+            let get = |name: &str| rows.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+            let file = get("binlog_snapshot_file").filter(|f| !f.is_empty()).ok_or_else(|| {
+                MyError::Operator("the server reports no binlog_snapshot_file: is log_bin on?".into())
+            })?;
+            let pos: u64 = get("binlog_snapshot_position").and_then(|p| p.parse().ok()).unwrap_or(4);
+            let gtid: Option<String> = conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.as_str(), pos)).await?;
+            let gtid = gtid.filter(|g| GtidState::parse(g).is_some_and(|s| !s.is_empty()));
+            MyPosition { file, pos, gtid, snapshot: None }
+        } else {
+            conn.query_drop("FLUSH TABLES WITH READ LOCK").await?;
+            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await?;
+            let at = current_position(&mut conn, false).await;
+            conn.query_drop("UNLOCK TABLES").await?;
+            at?
+        };
+        tracing::info!(connector = %self.connector, file = %at.file, pos = at.pos, gtid = ?at.gtid, "snapshot started");
+        // Checkpoint the coordinates first: a crash before the first chunk resumes here.
+        batcher.mark(snapshot_position(&at, SnapshotProgress::default()), Some(now_ms()), None, false);
+        batcher.flush().await?;
+        self.read(&mut conn, tables, &at, SnapshotProgress::default(), batcher).await?;
+        conn.query_drop("COMMIT").await?;
+        Ok(at)
+    }
+
+    /// Continue an interrupted snapshot (in a new transaction) from its stored progress.
+    pub async fn resume(
+        &self,
+        tables: &[(String, String)],
+        at: &MyPosition,
+        batcher: &mut Batcher,
+    ) -> Result<(), MyError> {
+        let mut conn = connect(self.cfg).await?;
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await?;
+        let progress = at.snapshot.clone().unwrap_or_default();
+        tracing::info!(connector = %self.connector, done = progress.done.len(), "snapshot resumed");
+        let at = MyPosition { snapshot: None, ..at.clone() };
+        self.read(&mut conn, tables, &at, progress, batcher).await?;
+        conn.query_drop("COMMIT").await?;
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        conn: &mut Conn,
+        tables: &[(String, String)],
+        at: &MyPosition,
+        mut progress: SnapshotProgress,
+        batcher: &mut Batcher,
+    ) -> Result<(), MyError> {
+        let started_ms = now_ms();
+        let version = Version::new(coordinate(&at.file, at.pos), 0);
+        let file: std::sync::Arc<str> = at.file.as_str().into();
+        let gtid: Option<std::sync::Arc<str>> = at.gtid.as_deref().map(Into::into);
+        let chunk = self.cfg.snapshot_chunk_rows.get();
+        let mut held: Option<ChangeEvent> = None; // one event of lookahead, to flag the last row
+        for (db, table) in tables {
+            let qualified = format!("{db}.{table}");
+            if progress.done.contains(&qualified) {
+                continue;
+            }
+            let info = info_columns(conn, db, table).await?;
+            let schema = from_info(db, table, &info, self.connector, self.metrics);
+            let rows_counter = self
+                .metrics
+                .snapshot_rows
+                .get_or_create(&vec![
+                    (metrics::CONNECTOR, self.connector.to_string()),
+                    (metrics::TABLE, qualified.clone()),
+                ])
+                .clone();
+            let mut after = match &progress.table {
+                Some(t) if *t == qualified => progress.after.clone(),
+                _ => None,
+            };
+            progress.table = Some(qualified.clone());
+            loop {
+                let sql = chunk_query(db, table, &schema, after.as_deref(), chunk);
+                let rows: Vec<mysql_async::Row> = conn.exec(sql, ()).await?;
+                let n = rows.len();
+                let mut last_key = None;
+                for row in rows {
+                    if schema.by_primary_key {
+                        last_key = Some(
+                            schema.key.iter().map(|&k| row.as_ref(k).map(|v| v.as_sql(false))).collect::<Vec<_>>(),
+                        );
+                    }
+                    let values = query_row(&schema, row);
+                    let ev = ChangeEvent {
+                        op: Op::Read,
+                        table: schema.table.clone(),
+                        key: schema.key_of(&values).unwrap_or_default(),
+                        before: None,
+                        after: Some(values),
+                        partial: false,
+                        version,
+                        commit_ts_ms: started_ms,
+                        snapshot: SnapshotFlag::Yes,
+                        source: SourceMeta::Mysql {
+                            server_id: 0,
+                            gtid: gtid.clone(),
+                            file: file.clone(),
+                            pos: at.pos,
+                            row: 0,
+                        },
+                    };
+                    if let Some(prev) = held.replace(ev) {
+                        batcher.push(prev);
+                    }
+                }
+                rows_counter.inc_by(n as u64);
+                schema.counters.get(Op::Read).inc_by(n as u64);
+                if !schema.by_primary_key || n < chunk {
+                    break;
+                }
+                after = last_key;
+                progress.after = after.clone();
+                if let Some(prev) = held.take() {
+                    batcher.push(prev);
+                }
+                batcher.mark(snapshot_position(at, progress.clone()), Some(started_ms), None, false);
+                batcher.flush().await?;
+            }
+            progress.done.push(qualified);
+            progress.table = None;
+            progress.after = None;
+        }
+        if let Some(mut last) = held.take() {
+            last.snapshot = SnapshotFlag::Last;
+            batcher.push(last);
+        }
+        let done = crate::sources::Position::Mysql(MyPosition { snapshot: None, ..at.clone() });
+        batcher.mark(done, Some(started_ms), Some(coordinate(&at.file, at.pos)), false);
+        batcher.flush().await?;
+        Ok(())
+    }
+}
+
+/// `SELECT <columns> FROM t [WHERE (k...) > (last...)] ORDER BY k... LIMIT n` (a table without a
+/// primary key is read in one pass).
+fn chunk_query(db: &str, table: &str, schema: &TableSchema, after: Option<&[Option<String>]>, limit: usize) -> String {
+    let cols: Vec<String> = schema.columns.iter().map(|c| ident(&c.name)).collect();
+    let mut sql = format!("SELECT {} FROM {}.{}", cols.join(", "), ident(db), ident(table));
+    if schema.by_primary_key {
+        let keys: Vec<String> = schema.key.iter().map(|&k| ident(&schema.columns[k].name)).collect();
+        if let Some(after) = after {
+            let vals: Vec<String> = after.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect();
+            sql.push_str(&format!(" WHERE ({}) > ({})", keys.join(", "), vals.join(", ")));
+        }
+        sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", keys.join(", ")));
+    }
+    sql
+}
