@@ -8,6 +8,7 @@
 #   PostgreSQL  127.0.0.1:5432  wal_level=logical, local replication connections trusted
 #   PostgreSQL  127.0.0.1:5433  a second cluster left at wal_level=replica (for `tidemark check` tests)
 #   MariaDB     127.0.0.1:3306  binlog on: ROW, FULL row image, FULL row metadata
+#   MariaDB     127.0.0.1:3307  a second instance at binlog_format=MIXED, MINIMAL metadata (for `check`)
 #   Redis       127.0.0.1:6379  single node
 #   Redis       127.0.0.1:7000-7002  a three-primary Redis Cluster
 #
@@ -174,6 +175,33 @@ if [ $mariadb_changed -eq 1 ]; then
   [ "$binlog_now" = "ONROWFULLFULL" ] || die "MariaDB binlog settings did not apply: $binlog_now"
 fi
 
+# A second MariaDB on 3307 with the settings `tidemark check` must flag: binlog_format=MIXED and
+# binlog_row_metadata=MINIMAL. Its own data directory; nothing else uses it.
+MIXED_DIR=/var/lib/tidemark-mariadb-mixed
+MIXED_SOCK=/run/mysqld/tidemark-mixed.sock
+mixed_sql() { mariadb --no-defaults -S "$MIXED_SOCK" -uroot -N -B -e "$@"; }
+mixed_up() { mariadb --no-defaults -uroot -h 127.0.0.1 -P 3307 --protocol=TCP -e "select 1" >/dev/null 2>&1; }
+if ! mixed_up; then
+  if [ ! -d "$MIXED_DIR/mysql" ]; then
+    log "creating the MariaDB instance on 3307 (binlog_format=MIXED, binlog_row_metadata=MINIMAL)"
+    $SUDO mkdir -p "$MIXED_DIR"
+    $SUDO chown mysql:mysql "$MIXED_DIR"
+    $SUDO mariadb-install-db --no-defaults --user=mysql --datadir="$MIXED_DIR" \
+      --auth-root-authentication-method=normal >/dev/null
+  fi
+  $SUDO mkdir -p /run/mysqld
+  $SUDO chown mysql:mysql /run/mysqld 2>/dev/null || true
+  if ! pgrep -f "mariadbd.*--port=3307" >/dev/null; then
+    $SUDO setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$MIXED_DIR" --port=3307 \
+      --bind-address=127.0.0.1 --socket="$MIXED_SOCK" --pid-file="$MIXED_DIR/mariadbd.pid" \
+      --log-error="$MIXED_DIR/error.log" --skip-name-resolve --server-id=2 --log-bin=mysql-bin \
+      --binlog-format=MIXED --binlog-row-metadata=MINIMAL >/dev/null 2>&1 < /dev/null &
+  fi
+  wait_for "MariaDB 3307 socket" mixed_sql "select 1"
+  mixed_sql "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
+  wait_for "MariaDB 3307" mixed_up
+fi
+
 # ---------------------------------------------------------------- Redis
 redis_up() { redis-cli -h 127.0.0.1 -p "$1" ping | grep -q PONG; }
 if ! redis_up 6379; then
@@ -210,4 +238,4 @@ if ! cluster_ok 2>/dev/null; then
   fi
 fi
 
-log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), Redis 6379, Redis Cluster 7000-7002"
+log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog) and 3307 (MIXED), Redis 6379, Redis Cluster 7000-7002"

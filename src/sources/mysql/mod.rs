@@ -337,6 +337,7 @@ impl<'a> Session<'a> {
             // Without this capability MariaDB replaces its GTID events with dummy events.
             conn.query_drop("SET @mariadb_slave_capability = 4").await?;
             if by_gtid {
+                info!(connector = %self.ctx.connector, gtid = %self.gtid, "resuming from GTID");
                 conn.query_drop(format!("SET @slave_connect_state = '{}'", self.gtid)).await?;
                 conn.query_drop("SET @slave_gtid_strict_mode = 0").await?;
             }

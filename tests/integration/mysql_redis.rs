@@ -1,0 +1,514 @@
+//! MariaDB → Redis, end to end, on the real servers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+
+use crate::support::*;
+
+pub fn mysql_url() -> String {
+    std::env::var("TIDEMARK_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub fn mysql_mixed_url() -> String {
+    std::env::var("TIDEMARK_TEST_MYSQL_MIXED").unwrap_or_else(|_| "mysql://root@127.0.0.1:3307".into())
+}
+
+/// Tests that purge binlogs take this exclusively; every other MySQL test holds it shared, so a
+/// purge never removes a binlog another test is about to resume from.
+static BINLOGS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+pub async fn my_connect(url: &str) -> mysql_async::Conn {
+    mysql_async::Conn::from_url(url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to MariaDB at {url}: {e} (run scripts/services.sh)"))
+}
+
+/// A test database on MariaDB, a working directory and a connector name.
+pub struct MyEnv {
+    pub name: String,
+    pub dir: PathBuf,
+    pub my: mysql_async::Conn,
+    pub http_port: u16,
+}
+
+impl MyEnv {
+    pub async fn new(prefix: &str) -> MyEnv {
+        let name = unique(prefix);
+        let mut admin = my_connect(&mysql_url()).await;
+        admin.query_drop(format!("CREATE DATABASE `{name}`")).await.unwrap();
+        let mut my = my_connect(&format!("{}/{name}", mysql_url())).await;
+        my.query_drop("SET SESSION time_zone = '+00:00'").await.unwrap();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it").join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("connectors")).unwrap();
+        MyEnv { name, dir, my, http_port: free_port() }
+    }
+
+    pub fn write_config(&self, tables: &str, extra: &str) {
+        std::fs::write(
+            self.dir.join("tidemark.toml"),
+            format!("data_dir = \"data\"\nhttp_addr = \"127.0.0.1:{}\"\nconnectors_dir = \"connectors\"\nmax_lag = \"30s\"\n", self.http_port),
+        )
+        .unwrap();
+        std::fs::write(
+            self.dir.join("connectors").join(format!("{}.toml", self.name)),
+            format!(
+                "name = \"{}\"\n[source]\nkind = \"mysql\"\nurl = \"{}\"\ntables = [{tables}]\n{extra}[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n",
+                self.name,
+                mysql_url(),
+                redis_url()
+            ),
+        )
+        .unwrap();
+    }
+
+    pub fn start(&self) -> Daemon {
+        Daemon::start(&self.dir, format!("127.0.0.1:{}", self.http_port))
+    }
+
+    pub async fn exec(&mut self, sql: &str) {
+        self.my.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The rows of `sql` as text (NULLs left out), keyed by the first column.
+    pub async fn rows(&mut self, sql: &str) -> Rows {
+        let rows: Vec<mysql_async::Row> = self.my.query(sql).await.unwrap();
+        let mut out = Rows::new();
+        for row in rows {
+            let cols = row.columns();
+            let (mut key, mut fields) = (String::new(), BTreeMap::new());
+            for (i, v) in row.unwrap().into_iter().enumerate() {
+                let text = match v {
+                    mysql_async::Value::NULL => continue,
+                    mysql_async::Value::Bytes(b) => String::from_utf8(b).unwrap(),
+                    mysql_async::Value::Int(i) => i.to_string(),
+                    mysql_async::Value::UInt(u) => u.to_string(),
+                    other => panic!("unexpected {other:?} from the text protocol"),
+                };
+                if i == 0 {
+                    key = text.clone();
+                }
+                fields.insert(cols[i].name_str().to_string(), text);
+            }
+            out.insert(key, fields);
+        }
+        out
+    }
+
+    /// Wait until the Redis hashes under `<connector>:<table>` equal the rows of `sql`.
+    pub async fn wait_equal(&mut self, table: &str, sql: &str, daemon: &Daemon) {
+        let prefix = format!("{}:{table}", self.name);
+        let mut r = redis_conn().await;
+        let start = std::time::Instant::now();
+        loop {
+            let expected = self.rows(sql).await;
+            let actual = redis_hashes(&mut r, &prefix).await;
+            if expected == actual {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "Redis ({prefix}) never matched MariaDB: {}\n{}",
+                diff(&expected, &actual),
+                daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn cleanup(mut self) {
+        let _ = self.my.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name)).await;
+        let mut r = redis_conn().await;
+        for pattern in [format!("{}:*", self.name), format!("tidemark:v:{{{}:*", self.name)] {
+            let keys: Vec<String> = scan(&mut r, &pattern).await;
+            if !keys.is_empty() {
+                let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut r).await.unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_transactions_across_two_tables_reach_redis() {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new("myflow").await;
+    env.exec(
+        "CREATE TABLE customers (id int PRIMARY KEY, name varchar(50) NOT NULL, balance decimal(10,2));
+         CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int, total decimal(12,2), status varchar(20));
+         INSERT INTO customers SELECT seq, CONCAT('c', seq), seq * 1.25 FROM seq_1_to_300;
+         INSERT INTO orders SELECT seq, seq % 30, seq * 10.5, 'new' FROM seq_1_to_200;",
+    )
+    .await;
+    env.write_config(&format!(r#""{0}.customers", "{0}.orders""#, env.name), "snapshot_chunk_rows = 64\n");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    let customers = "SELECT id, name, CAST(balance AS CHAR) AS balance FROM customers";
+    let orders = "SELECT id, customer_id, CAST(total AS CHAR) AS total, status FROM orders";
+    env.wait_equal("customers", customers, &d).await;
+    env.wait_equal("orders", orders, &d).await;
+
+    // One transaction across both tables, then more single statements.
+    env.exec(
+        "START TRANSACTION;
+           INSERT INTO orders VALUES (1001, 7, 99.95, 'paid');
+           UPDATE customers SET balance = balance - 99.95 WHERE id = 7;
+           DELETE FROM orders WHERE id = 3;
+           UPDATE orders SET status = 'shipped' WHERE customer_id = 7;
+         COMMIT;
+         UPDATE customers SET name = CONCAT(name, '!') WHERE id % 9 = 0;
+         DELETE FROM customers WHERE id % 13 = 0;
+         UPDATE customers SET balance = NULL WHERE id < 5;
+         UPDATE customers SET id = id + 5000 WHERE id = 11;
+         INSERT INTO customers SELECT 300 + seq, 'late', 0 FROM seq_1_to_50;",
+    )
+    .await;
+    env.wait_equal("customers", customers, &d).await;
+    env.wait_equal("orders", orders, &d).await;
+    env.exec("TRUNCATE TABLE orders; INSERT INTO orders VALUES (1, 1, 1.00, 'again');").await;
+    env.wait_equal("orders", orders, &d).await;
+
+    let c = wait_for("caught up", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["lag_ms"] == 0 && c["healthy"] == true).then_some(c)
+    })
+    .await;
+    assert_eq!(c["position"]["kind"], "mysql", "{c}");
+    assert!(c["position"]["gtid"].as_str().is_some_and(|g| g.starts_with("0-1-")), "{c}");
+    assert!(c["lag_bytes"].is_u64(), "{c}");
+    assert!(d.terminate().success(), "{}", d.log());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mysql_type_round_trips_with_the_documented_encoding() {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new("mytypes").await;
+    env.exec(
+        "CREATE TABLE t (
+           id int PRIMARY KEY, ti tinyint, tiu tinyint unsigned, si smallint, siu smallint unsigned,
+           mi mediumint, miu mediumint unsigned, i int, iu int unsigned, bi bigint, biu bigint unsigned,
+           d decimal(20,6), f float, db double, ch char(5), vc varchar(30), tx text, bn binary(4),
+           vb varbinary(10), bl blob, dt date, tm time(2), tm0 time, dtm datetime, dtm6 datetime(6),
+           ts timestamp(3) NULL, y year, e enum('sad','happy'), st set('a','b','c'), b1 bit(1), b10 bit(10),
+           js json, u uuid) CHARACTER SET utf8mb4",
+    )
+    .await;
+    let insert = |id: i32| {
+        format!(
+            "INSERT INTO t VALUES ({id}, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295,
+               -9223372036854775808, 18446744073709551615, -12345678901234.123456, 1.5, 3.141592653589793,
+               'ab', 'héllo ✓ 🎉', 'long text', x'0102', x'00ff00', x'deadbeef', '2024-02-29', '-12:34:56.78',
+               '838:59:59', '2024-02-29 13:45:30', '2024-02-29 13:45:30.123456', '2024-02-29 13:45:30.123', 2024,
+               'happy', 'a,c', b'1', b'1000000001', '{{\"a\": [1, 2]}}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11');
+             INSERT INTO t (id) VALUES ({});
+             INSERT INTO t (id, tiu, biu, dt, dtm, y, tm, d) VALUES ({}, 0, 0, '0000-00-00', '0000-00-00 00:00:00', 0, '-00:00:00.01', 0);",
+            id + 1,
+            id + 2
+        )
+    };
+    env.exec(&insert(1)).await; // through the snapshot
+    env.write_config(&format!(r#""{}.t""#, env.name), "");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.exec(&insert(11)).await; // through the binlog
+
+    let expected: BTreeMap<&str, &str> = [
+        ("ti", "-128"),
+        ("tiu", "255"),
+        ("si", "-32768"),
+        ("siu", "65535"),
+        ("mi", "-8388608"),
+        ("miu", "16777215"),
+        ("i", "-2147483648"),
+        ("iu", "4294967295"),
+        ("bi", "-9223372036854775808"),
+        ("biu", "18446744073709551615"),
+        ("d", "-12345678901234.123456"),
+        ("f", "1.5"),
+        ("db", "3.141592653589793"),
+        ("ch", "ab"),
+        ("vc", "héllo ✓ 🎉"),
+        ("tx", "long text"),
+        ("bn", "AQIAAA=="),
+        ("vb", "AP8A"),
+        ("bl", "3q2+7w=="),
+        ("dt", "19782"),
+        ("tm", "-45296780000"),
+        ("tm0", "3020399000000"),
+        ("dtm", "1709214330000"),
+        ("dtm6", "1709214330123456"),
+        ("ts", "2024-02-29T13:45:30.123Z"),
+        ("y", "2024"),
+        ("e", "happy"),
+        ("st", "a,c"),
+        ("b1", "true"),
+        ("b10", "AQI="),
+        ("js", r#"{"a": [1, 2]}"#),
+        ("u", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+    ]
+    .into_iter()
+    .collect();
+    let r = redis_conn().await;
+    let hash = |id: i32| {
+        let key = format!("{}:t:{id}", env.name);
+        let mut r = r.clone();
+        async move {
+            let h: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(&mut r).await.ok()?;
+            (!h.is_empty()).then_some(h)
+        }
+    };
+    for base in [1, 11] {
+        let full = wait_for("the full row", DEADLINE, || hash(base)).await;
+        for (col, want) in &expected {
+            assert_eq!(full.get(*col).map(String::as_str), Some(*want), "row {base} column {col}: {full:?}");
+        }
+        assert_eq!(full.len(), expected.len() + 1, "row {base}: {full:?}");
+        let nulls = wait_for("the NULL row", DEADLINE, || hash(base + 1)).await;
+        assert_eq!(nulls, BTreeMap::from([("id".to_string(), (base + 1).to_string())]), "row {}", base + 1);
+        let zeros = wait_for("the zero row", DEADLINE, || hash(base + 2)).await;
+        // Zero dates are NULL (as Debezium has them); YEAR 0000 is 0.
+        let want: BTreeMap<String, String> = [
+            ("id", (base + 2).to_string()),
+            ("tiu", "0".into()),
+            ("biu", "0".into()),
+            ("y", "0".into()),
+            ("tm", "-10000".into()),
+            ("d", "0.000000".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(zeros, want, "row {}", base + 2);
+    }
+    let metrics = d.metrics().await;
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("tidemark_type_fallbacks_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_added_and_dropped_mid_stream_land_under_the_right_names() {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new("myddl").await;
+    env.exec("CREATE TABLE p (id int PRIMARY KEY, a varchar(10), b int); INSERT INTO p VALUES (1, 'one', 1);").await;
+    env.write_config(&format!(r#""{}.p""#, env.name), "");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.exec(
+        "INSERT INTO p VALUES (2, 'two', 2);
+         ALTER TABLE p ADD COLUMN c varchar(10) DEFAULT 'cee' AFTER a;
+         INSERT INTO p VALUES (3, 'three', 'C3', 3);
+         UPDATE p SET b = 20 WHERE id = 2;
+         ALTER TABLE p DROP COLUMN a;
+         INSERT INTO p VALUES (4, 'C4', 4);
+         UPDATE p SET c = 'C1' WHERE id = 1;
+         ALTER TABLE p MODIFY b bigint;
+         INSERT INTO p VALUES (5, 'C5', 9007199254740993);",
+    )
+    .await;
+    // Rows written after each change carry exactly the table's columns at that time; a row last
+    // written before DROP COLUMN keeps its old field (no event rewrites it), so compare the rows
+    // written after the drop.
+    let r = redis_conn().await;
+    let hash = |id: i32| {
+        let key = format!("{}:p:{id}", env.name);
+        let mut r = r.clone();
+        async move { redis::cmd("HGETALL").arg(&key).query_async::<BTreeMap<String, String>>(&mut r).await.unwrap() }
+    };
+    wait_for("row 5", DEADLINE, || async { (!hash(5).await.is_empty()).then_some(()) }).await;
+    let row =
+        |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+    assert_eq!(hash(3).await, row(&[("id", "3"), ("a", "three"), ("c", "C3"), ("b", "3")]));
+    assert_eq!(hash(2).await, row(&[("id", "2"), ("a", "two"), ("c", "cee"), ("b", "20")]));
+    assert_eq!(hash(4).await, row(&[("id", "4"), ("c", "C4"), ("b", "4")]));
+    assert_eq!(hash(5).await, row(&[("id", "5"), ("c", "C5"), ("b", "9007199254740993")]));
+    assert_eq!(hash(1).await.get("c").map(String::as_str), Some("C1"));
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_stream_resumes_from_the_stored_gtid() {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new("mykill").await;
+    env.exec("CREATE TABLE acc (id int PRIMARY KEY, v bigint NOT NULL, pad varchar(60)); INSERT INTO acc SELECT seq, 0, REPEAT('p', 50) FROM seq_1_to_300;").await;
+    env.write_config(&format!(r#""{}.acc""#, env.name), "");
+    let sql = "SELECT id, v, pad FROM acc";
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.wait_equal("acc", sql, &d).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        let prefix = format!("{}:acc", env.name);
+        tokio::spawn(async move {
+            let mut r = redis_conn().await;
+            let (mut seen, mut gone, mut bad) = (HashMap::<String, i64>::new(), HashSet::<String>::new(), Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                for id in (1..=300).step_by(5) {
+                    let key = format!("{prefix}:{id}");
+                    let v: Option<i64> = redis::cmd("HGET").arg(&key).arg("v").query_async(&mut r).await.unwrap();
+                    match v {
+                        Some(v) => {
+                            if gone.contains(&key) {
+                                bad.push(format!("{key} resurrected"));
+                            }
+                            let prev = seen.entry(key.clone()).or_insert(v);
+                            if v < *prev {
+                                bad.push(format!("{key} went back from {prev} to {v}"));
+                            }
+                            *prev = (*prev).max(v);
+                        }
+                        None => {
+                            gone.insert(key);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            bad
+        })
+    };
+    let workload = {
+        let url = format!("{}/{}", mysql_url(), env.name);
+        tokio::spawn(async move {
+            let mut my = my_connect(&url).await;
+            let mut rng = fastrand::Rng::with_seed(11);
+            let mut next_id = 301;
+            for step in 0..2500 {
+                match rng.u8(0..10) {
+                    0..=5 => {
+                        my.exec_drop("UPDATE acc SET v = v + 1 WHERE id = ?", (rng.i32(1..next_id),)).await.unwrap()
+                    }
+                    6 | 7 => my.exec_drop("DELETE FROM acc WHERE id = ?", (rng.i32(1..next_id),)).await.unwrap(),
+                    _ => {
+                        my.exec_drop("INSERT INTO acc VALUES (?, ?, 'new')", (next_id, step)).await.unwrap();
+                        next_id += 1;
+                    }
+                }
+            }
+        })
+    };
+    wait_for("part of the workload applied", DEADLINE, || async {
+        (d.connector().await?["events_applied"].as_u64()? > 800).then_some(())
+    })
+    .await;
+    d.kill9();
+    // The stored position carries a GTID, and the restart resumes from it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["offsets", "show", "-c", "tidemark.toml"])
+        .current_dir(&env.dir)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(shown.contains("\"gtid\":\"0-1-"), "{shown}");
+    let mut d = env.start();
+    workload.await.unwrap();
+    d.wait_streaming().await;
+    env.wait_equal("acc", sql, &d).await;
+    assert!(d.log().contains("resuming from GTID"), "{}", d.log());
+    stop.store(true, Ordering::Relaxed);
+    let bad = watcher.await.unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_rotation_mid_stream_loses_nothing() {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new("myrot").await;
+    env.exec("CREATE TABLE r (id int PRIMARY KEY, v int);").await;
+    env.write_config(&format!(r#""{}.r""#, env.name), "");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    let first_file = d.connector().await.unwrap()["position"]["file"].as_str().unwrap_or_default().to_string();
+    for round in 0..4 {
+        env.exec(&format!(
+            "INSERT INTO r SELECT seq + {0}, seq FROM seq_1_to_200; UPDATE r SET v = v + 1 WHERE id % 7 = 0;",
+            round * 1000
+        ))
+        .await;
+        env.exec("FLUSH BINARY LOGS").await;
+        env.exec(&format!("DELETE FROM r WHERE id % 11 = 0 AND id > {}", round * 1000)).await;
+    }
+    env.wait_equal("r", "SELECT id, v FROM r", &d).await;
+    let pos = wait_for("a position in a later binlog", DEADLINE, || async {
+        let c = d.connector().await?;
+        let file = c["position"]["file"].as_str()?.to_string();
+        (file > first_file).then_some(file)
+    })
+    .await;
+    assert!(pos > first_file);
+    // A restart from the position in the new file reads on.
+    assert!(d.terminate().success());
+    env.exec("INSERT INTO r VALUES (99999, 1)").await;
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.wait_equal("r", "SELECT id, v FROM r", &d).await;
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_position_fails_with_the_way_out() {
+    let _exclusive = BINLOGS.write().await;
+    let mut env = MyEnv::new("mypurge").await;
+    env.exec("CREATE TABLE q (id int PRIMARY KEY); INSERT INTO q VALUES (1);").await;
+    env.write_config(&format!(r#""{}.q""#, env.name), "");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.wait_equal("q", "SELECT id FROM q", &d).await;
+    assert!(d.terminate().success());
+    // Rotate twice and purge everything before the newest binlog while the daemon is down.
+    env.exec("INSERT INTO q VALUES (2); FLUSH BINARY LOGS; FLUSH BINARY LOGS;").await;
+    let logs: Vec<mysql_async::Row> = env.my.query("SHOW BINARY LOGS").await.unwrap();
+    let newest: String = logs.last().unwrap().get(0).unwrap();
+    env.exec(&format!("PURGE BINARY LOGS TO '{newest}'")).await;
+    let d = env.start();
+    let reason = wait_for("the connector to fail", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["state"] == "failed").then(|| c["reasons"].to_string())
+    })
+    .await;
+    assert!(reason.contains("purged") && reason.contains(&format!("tidemark offsets reset {}", env.name)), "{reason}");
+    drop(d);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_fix_for_mixed_format_and_minimal_metadata() {
+    let name = unique("mymixed");
+    let mut admin = my_connect(&mysql_mixed_url()).await;
+    admin.query_drop(format!("CREATE DATABASE `{name}`; CREATE TABLE `{name}`.t (id int PRIMARY KEY)")).await.unwrap();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it").join(&name);
+    std::fs::create_dir_all(dir.join("connectors")).unwrap();
+    std::fs::write(dir.join("tidemark.toml"), "data_dir = \"data\"\n").unwrap();
+    std::fs::write(
+        dir.join("connectors/m.toml"),
+        format!("name = \"m\"\n[source]\nkind = \"mysql\"\nurl = \"{}\"\ntables = [\"{name}.*\"]\n[[sink]]\nkind = \"stdout\"\n", mysql_mixed_url()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["check", "-c", "tidemark.toml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("binlog_format is MIXED; SET GLOBAL binlog_format = 'ROW'"), "{msg}");
+    assert!(
+        msg.contains("binlog_row_metadata is MINIMAL") && msg.contains("SET GLOBAL binlog_row_metadata = 'FULL'"),
+        "{msg}"
+    );
+    admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
+}
