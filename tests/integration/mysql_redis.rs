@@ -473,7 +473,16 @@ async fn a_purged_position_fails_with_the_way_out() {
     env.exec("INSERT INTO q VALUES (2); FLUSH BINARY LOGS; FLUSH BINARY LOGS;").await;
     let logs: Vec<mysql_async::Row> = env.my.query("SHOW BINARY LOGS").await.unwrap();
     let newest: String = logs.last().unwrap().get(0).unwrap();
+    // The server keeps a binlog a dump thread still reads; a daemon killed by another test may
+    // have left one behind until the server notices. This test holds the binlogs exclusively.
+    let dumps: Vec<u64> =
+        env.my.query("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'").await.unwrap();
+    for id in dumps {
+        let _ = env.my.query_drop(format!("KILL {id}")).await;
+    }
     env.exec(&format!("PURGE BINARY LOGS TO '{newest}'")).await;
+    let left: Vec<mysql_async::Row> = env.my.query("SHOW BINARY LOGS").await.unwrap();
+    assert_eq!(left.len(), 1, "the purge left older binlogs in place");
     let d = env.start();
     let reason = wait_for("the connector to fail", DEADLINE, || async {
         let c = d.connector().await?;
