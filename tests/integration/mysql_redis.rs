@@ -295,6 +295,39 @@ async fn every_mysql_type_round_trips_with_the_documented_encoding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_a_mariadb_snapshot_resumes_it() {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new("mysnap").await;
+    env.exec("CREATE TABLE big (id int PRIMARY KEY, payload char(32) NOT NULL); INSERT INTO big SELECT seq, MD5(seq) FROM seq_1_to_60000;").await;
+    env.write_config(
+        &format!(r#""{}.big""#, env.name),
+        "snapshot_chunk_rows = 500\n[pipeline]\nmax_batch_rows = 500\n",
+    );
+    let mut d = env.start();
+    wait_for("snapshot under way", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["state"] == "snapshotting" && c["position"]["snapshot"]["after"].is_array()).then_some(())
+    })
+    .await;
+    d.kill9();
+    // Changes while the daemon is down, mid-snapshot, must arrive too.
+    env.exec("UPDATE big SET payload = 'changed' WHERE id % 1000 = 0; DELETE FROM big WHERE id % 777 = 0;").await;
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.wait_equal("big", "SELECT id, payload FROM big", &d).await;
+    let metrics = d.metrics().await;
+    let read: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("tidemark_snapshot_rows_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no snapshot rows metric: {metrics}"));
+    assert!(read > 0.0 && read < 60000.0, "second run read {read} rows: the snapshot was not resumed");
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn columns_added_and_dropped_mid_stream_land_under_the_right_names() {
     let _shared = BINLOGS.read().await;
     let mut env = MyEnv::new("myddl").await;
