@@ -9,6 +9,7 @@
 #   PostgreSQL  127.0.0.1:5433  a second cluster left at wal_level=replica (for `tidemark check` tests)
 #   MariaDB     127.0.0.1:3306  binlog on: ROW, FULL row image, FULL row metadata
 #   MariaDB     127.0.0.1:3307  a second instance at binlog_format=MIXED, MINIMAL metadata (for `check`)
+#   MariaDB     127.0.0.1:3308  a third at ROW format with MINIMAL metadata (the fallback without names)
 #   Redis       127.0.0.1:6379  single node
 #   Redis       127.0.0.1:7000-7002  a three-primary Redis Cluster
 #
@@ -175,32 +176,35 @@ if [ $mariadb_changed -eq 1 ]; then
   [ "$binlog_now" = "ONROWFULLFULL" ] || die "MariaDB binlog settings did not apply: $binlog_now"
 fi
 
-# A second MariaDB on 3307 with the settings `tidemark check` must flag: binlog_format=MIXED and
-# binlog_row_metadata=MINIMAL. Its own data directory; nothing else uses it.
-MIXED_DIR=/var/lib/tidemark-mariadb-mixed
-MIXED_SOCK=/run/mysqld/tidemark-mixed.sock
-mixed_sql() { mariadb --no-defaults -S "$MIXED_SOCK" -uroot -N -B -e "$@"; }
-mixed_up() { mariadb --no-defaults -uroot -h 127.0.0.1 -P 3307 --protocol=TCP -e "select 1" >/dev/null 2>&1; }
-if ! mixed_up; then
-  if [ ! -d "$MIXED_DIR/mysql" ]; then
-    log "creating the MariaDB instance on 3307 (binlog_format=MIXED, binlog_row_metadata=MINIMAL)"
-    $SUDO mkdir -p "$MIXED_DIR"
-    $SUDO chown mysql:mysql "$MIXED_DIR"
-    $SUDO mariadb-install-db --no-defaults --user=mysql --datadir="$MIXED_DIR" \
-      --auth-root-authentication-method=normal >/dev/null
+# Extra MariaDB instances, each with its own data directory, for what the main one must not be:
+#   3307: binlog_format=MIXED and binlog_row_metadata=MINIMAL (settings `tidemark check` must flag)
+#   3308: ROW format with MINIMAL metadata (tidemark's information_schema fallback and schema history)
+extra_mariadb() { # port, server id, binlog format, row metadata
+  local port=$1 id=$2 format=$3 metadata=$4
+  local dir=/var/lib/tidemark-mariadb-$port sock=/run/mysqld/tidemark-$port.sock
+  if extra_up "$port"; then return 0; fi
+  if [ ! -d "$dir/mysql" ]; then
+    log "creating the MariaDB instance on $port (binlog_format=$format, binlog_row_metadata=$metadata)"
+    $SUDO mkdir -p "$dir"
+    $SUDO chown mysql:mysql "$dir"
+    $SUDO mariadb-install-db --no-defaults --user=mysql --datadir="$dir" --auth-root-authentication-method=normal >/dev/null
   fi
   $SUDO mkdir -p /run/mysqld
   $SUDO chown mysql:mysql /run/mysqld 2>/dev/null || true
-  if ! pgrep -f "mariadbd.*--port=3307" >/dev/null; then
-    $SUDO setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$MIXED_DIR" --port=3307 \
-      --bind-address=127.0.0.1 --socket="$MIXED_SOCK" --pid-file="$MIXED_DIR/mariadbd.pid" \
-      --log-error="$MIXED_DIR/error.log" --skip-name-resolve --server-id=2 --log-bin=mysql-bin \
-      --binlog-format=MIXED --binlog-row-metadata=MINIMAL >/dev/null 2>&1 < /dev/null &
+  if ! pgrep -f "mariadbd.*--port=$port" >/dev/null; then
+    $SUDO setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$dir" --port="$port" \
+      --bind-address=127.0.0.1 --socket="$sock" --pid-file="$dir/mariadbd.pid" --log-error="$dir/error.log" \
+      --skip-name-resolve --server-id="$id" --log-bin=mysql-bin --binlog-format="$format" \
+      --binlog-row-image=FULL --binlog-row-metadata="$metadata" >/dev/null 2>&1 < /dev/null &
   fi
-  wait_for "MariaDB 3307 socket" mixed_sql "select 1"
-  mixed_sql "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
-  wait_for "MariaDB 3307" mixed_up
-fi
+  wait_for "MariaDB $port socket" mariadb --no-defaults -S "$sock" -uroot -e "select 1"
+  mariadb --no-defaults -S "$sock" -uroot -e \
+    "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
+  wait_for "MariaDB $port" extra_up "$port"
+}
+extra_up() { mariadb --no-defaults -uroot -h 127.0.0.1 -P "$1" --protocol=TCP -e "select 1" >/dev/null 2>&1; }
+extra_mariadb 3307 2 MIXED MINIMAL
+extra_mariadb 3308 3 ROW MINIMAL
 
 # ---------------------------------------------------------------- Redis
 redis_up() { redis-cli -h 127.0.0.1 -p "$1" ping | grep -q PONG; }
@@ -238,4 +242,4 @@ if ! cluster_ok 2>/dev/null; then
   fi
 fi
 
-log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog) and 3307 (MIXED), Redis 6379, Redis Cluster 7000-7002"
+log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), 3307 (MIXED) and 3308 (MINIMAL metadata), Redis 6379, Redis Cluster 7000-7002"

@@ -361,6 +361,7 @@ pub async fn run_connector(
         cancel: source_cancel.clone(),
         status: status.clone(),
         metrics: metrics.clone(),
+        store: store.clone(),
     };
     let source_cfg = cfg.source.clone();
     let source = tokio::spawn(async move { sources::run(&source_cfg, source_ctx).await });

@@ -179,6 +179,8 @@ pub struct SourceContext {
     pub cancel: CancellationToken,
     pub status: Arc<ConnectorStatus>,
     pub metrics: Arc<Metrics>,
+    /// For schema history (positions are stored by the pipeline, not the source).
+    pub store: crate::state::StateStore,
 }
 
 /// After a transient source failure: log it, show it in `/health`, wait (backoff), then wait

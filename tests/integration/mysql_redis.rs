@@ -14,6 +14,10 @@ pub fn mysql_url() -> String {
     std::env::var("TIDEMARK_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
+pub fn mysql_minimal_url() -> String {
+    std::env::var("TIDEMARK_TEST_MYSQL_MINIMAL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3308".into())
+}
+
 pub fn mysql_mixed_url() -> String {
     std::env::var("TIDEMARK_TEST_MYSQL_MIXED").unwrap_or_else(|_| "mysql://root@127.0.0.1:3307".into())
 }
@@ -30,6 +34,7 @@ pub async fn my_connect(url: &str) -> mysql_async::Conn {
 
 /// A test database on MariaDB, a working directory and a connector name.
 pub struct MyEnv {
+    pub url: String,
     pub name: String,
     pub dir: PathBuf,
     pub my: mysql_async::Conn,
@@ -38,15 +43,19 @@ pub struct MyEnv {
 
 impl MyEnv {
     pub async fn new(prefix: &str) -> MyEnv {
+        Self::new_at(&mysql_url(), prefix).await
+    }
+
+    pub async fn new_at(url: &str, prefix: &str) -> MyEnv {
         let name = unique(prefix);
-        let mut admin = my_connect(&mysql_url()).await;
+        let mut admin = my_connect(url).await;
         admin.query_drop(format!("CREATE DATABASE `{name}`")).await.unwrap();
-        let mut my = my_connect(&format!("{}/{name}", mysql_url())).await;
+        let mut my = my_connect(&format!("{url}/{name}")).await;
         my.query_drop("SET SESSION time_zone = '+00:00'").await.unwrap();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it").join(&name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("connectors")).unwrap();
-        MyEnv { name, dir, my, http_port: free_port() }
+        MyEnv { url: url.to_string(), name, dir, my, http_port: free_port() }
     }
 
     pub fn write_config(&self, tables: &str, extra: &str) {
@@ -60,7 +69,7 @@ impl MyEnv {
             format!(
                 "name = \"{}\"\n[source]\nkind = \"mysql\"\nurl = \"{}\"\ntables = [{tables}]\n{extra}[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n",
                 self.name,
-                mysql_url(),
+                self.url,
                 redis_url()
             ),
         )
@@ -364,6 +373,39 @@ async fn columns_added_and_dropped_mid_stream_land_under_the_right_names() {
     assert_eq!(hash(4).await, row(&[("id", "4"), ("c", "C4"), ("b", "4")]));
     assert_eq!(hash(5).await, row(&[("id", "5"), ("c", "C5"), ("b", "9007199254740993")]));
     assert_eq!(hash(1).await.get("c").map(String::as_str), Some("C1"));
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_full_metadata_schema_history_decodes_events_from_before_a_ddl() {
+    // 3308 writes row events without column names (binlog_row_metadata=MINIMAL).
+    let mut env = MyEnv::new_at(&mysql_minimal_url(), "myhist").await;
+    env.exec("CREATE TABLE h (id int PRIMARY KEY, a varchar(10), b int unsigned); INSERT INTO h VALUES (1, 'one', 1);")
+        .await;
+    env.write_config(&format!(r#""{}.h""#, env.name), "");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.wait_equal("h", "SELECT id, a, b FROM h", &d).await;
+    assert!(d.connector().await.unwrap()["notes"].to_string().contains("binlog_row_metadata is not FULL"));
+    assert!(d.terminate().success());
+
+    // While the daemon is down: a row in the old shape, a column added in the middle, a row in the
+    // new shape. On restart information_schema shows only the new shape.
+    env.exec("INSERT INTO h VALUES (2, 'two', 4294967295); ALTER TABLE h ADD COLUMN c int AFTER a; INSERT INTO h VALUES (3, 'three', -3, 3);").await;
+    let mut d = env.start();
+    d.wait_streaming().await;
+    let r = redis_conn().await;
+    let hash = |id: i32| {
+        let key = format!("{}:h:{id}", env.name);
+        let mut r = r.clone();
+        async move { redis::cmd("HGETALL").arg(&key).query_async::<BTreeMap<String, String>>(&mut r).await.unwrap() }
+    };
+    wait_for("row 3", DEADLINE, || async { (!hash(3).await.is_empty()).then_some(()) }).await;
+    let row =
+        |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+    assert_eq!(hash(2).await, row(&[("id", "2"), ("a", "two"), ("b", "4294967295")]), "{}", d.log());
+    assert_eq!(hash(3).await, row(&[("id", "3"), ("a", "three"), ("c", "-3"), ("b", "3")]));
     assert!(d.terminate().success());
     env.cleanup().await;
 }

@@ -30,7 +30,7 @@ use tracing::{info, warn};
 pub use config::MysqlConfig;
 
 use self::binlog::{coordinate, file_seq, mariadb_gtid, GtidState, MyPosition};
-use self::schema::{InfoColumn, Origin, TableSchema};
+use self::schema::{history_at, HistoryEntry, InfoColumn, Origin, TableSchema};
 use crate::event::time::now_ms;
 use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SourceMeta, TableRef, Version};
 use crate::pipeline::batch::PipelineClosed;
@@ -315,6 +315,13 @@ impl<'a> Session<'a> {
         backoff.reset();
         info!(connector = %self.ctx.connector, file = %self.file, pos = self.pos, gtid = %self.gtid, "streaming");
 
+        // Schema history starts with the tables as they are where streaming starts.
+        for (db, table) in &tables {
+            if self.history(db, table).is_empty() {
+                let columns = self.info(db, table).await?;
+                self.record_history(db, table, coordinate(&self.file, self.pos), columns)?;
+            }
+        }
         let poller = tokio::spawn(poll_server(
             self.cfg.clone(),
             self.ctx.status.clone(),
@@ -542,6 +549,45 @@ impl<'a> Session<'a> {
         Ok(cols)
     }
 
+    fn history(&self, db: &str, table: &str) -> Vec<HistoryEntry> {
+        let raw = self.ctx.store.schema(&self.ctx.connector, &format!("{db}.{table}")).ok().flatten();
+        raw.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    /// Record `columns` as the schema of `db.table` from `coordinate` on (kept: the last 32).
+    fn record_history(&self, db: &str, table: &str, coordinate: u64, columns: Vec<InfoColumn>) -> Result<(), MyError> {
+        let mut history = self.history(db, table);
+        if history.last().is_some_and(|e| e.columns == columns) {
+            return Ok(());
+        }
+        history.push(HistoryEntry { coordinate, columns });
+        if history.len() > 32 {
+            history.remove(0);
+        }
+        let bytes = serde_json::to_vec(&history).map_err(|e| MyError::Decode(e.to_string()))?;
+        self.ctx
+            .store
+            .put_schema(&self.ctx.connector, &format!("{db}.{table}"), &bytes)
+            .map_err(|e| MyError::Operator(format!("cannot store schema history: {e}")))
+    }
+
+    /// information_schema's view of a table for a table map: the live one when the map names its
+    /// columns (FULL metadata, which decides anyway), else the history entry in force at this
+    /// position, so a restart decodes old events with the schema they were written with.
+    async fn info_for(&mut self, tme: &TableMapEvent<'_>, db: &str, table: &str) -> Result<Vec<InfoColumn>, MyError> {
+        let has_names = tme
+            .iter_optional_meta()
+            .flatten()
+            .any(|f| matches!(f, mysql_async::binlog::events::OptionalMetadataField::ColumnName(_)));
+        if !has_names {
+            let history = self.history(db, table);
+            if let Some(entry) = history_at(&history, coordinate(&self.file, self.pos), tme.columns_count() as usize) {
+                return Ok(entry.columns.clone());
+            }
+        }
+        self.info(db, table).await
+    }
+
     async fn on_table_map(&mut self, tme: TableMapEvent<'static>) -> Result<(), MyError> {
         let id = tme.table_id();
         let fingerprint = fingerprint(&tme);
@@ -551,7 +597,7 @@ impl<'a> Session<'a> {
         let db = tme.database_name().into_owned();
         let table = tme.table_name().into_owned();
         let schema = if table_included(&self.cfg.tables, &db, &table) {
-            let mut info = self.info(&db, &table).await?;
+            let mut info = self.info_for(&tme, &db, &table).await?;
             let mut built = schema::from_table_map(&tme, &info, &self.ctx.connector, &self.ctx.metrics);
             if built.is_err() {
                 // information_schema may be stale in the cache: look again once.
@@ -588,6 +634,17 @@ impl<'a> Session<'a> {
         }
         self.info_cache.clear();
         self.mapped.clear();
+        // Schema history: the tables the statement names, as information_schema shows them now
+        // (right after the DDL when tidemark keeps up).
+        if let Some(rest) = lower.strip_prefix("alter table").or_else(|| lower.strip_prefix("create table")) {
+            let name_len = rest.trim_start().split_whitespace().next().map_or(0, str::len);
+            let start = sql.len() - rest.trim_start().len();
+            let (db, table) = split_table_name(&sql[start..start + name_len], schema);
+            if table_included(&self.cfg.tables, &db, &table) {
+                let columns = info_columns(self.meta_conn().await?, &db, &table).await?;
+                self.record_history(&db, &table, coordinate(&self.file, header.log_pos() as u64), columns)?;
+            }
+        }
         if let Some(rest) = lower.strip_prefix("truncate") {
             let name = rest.trim_start().strip_prefix("table").unwrap_or(rest).trim();
             let name_orig = &sql[sql.len() - name.len()..];

@@ -91,7 +91,7 @@ pub struct TableSchema {
 }
 
 /// A column as information_schema describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InfoColumn {
     pub name: String,
     /// `DATA_TYPE`, lower case: `int`, `varchar`, `uuid`...
@@ -101,6 +101,19 @@ pub struct InfoColumn {
     /// `CHARACTER_SET_NAME`; `None` for binary and non-character types.
     pub charset: Option<String>,
     pub primary: bool,
+}
+
+/// One entry of a table's schema history: its columns as information_schema showed them when the
+/// stream was at `coordinate` (see [`super::binlog::coordinate`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryEntry {
+    pub coordinate: u64,
+    pub columns: Vec<InfoColumn>,
+}
+
+/// The latest entry at or before `coordinate` that has `count` columns.
+pub fn history_at(history: &[HistoryEntry], coordinate: u64, count: usize) -> Option<&HistoryEntry> {
+    history.iter().filter(|e| e.coordinate <= coordinate && e.columns.len() == count).max_by_key(|e| e.coordinate)
 }
 
 /// The digits of the first parenthesised number list in a column type: `decimal(10,2)` → [10, 2].
