@@ -80,6 +80,11 @@ impl Batcher {
         self.started.is_none()
     }
 
+    /// The byte cap of one batch.
+    pub fn max_bytes(&self) -> usize {
+        self.cfg.max_batch_bytes.get()
+    }
+
     pub fn is_full(&self) -> bool {
         self.cur.events.len() >= self.cfg.max_batch_rows.get() || self.cur.bytes >= self.cfg.max_batch_bytes.get()
     }

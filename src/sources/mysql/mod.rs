@@ -231,6 +231,13 @@ struct Session<'a> {
     gtid: GtidState,
     mariadb: bool,
     txn: Txn,
+    /// The open transaction's events, held until it commits (a ROLLBACK discards them).
+    pending: Vec<ChangeEvent>,
+    pending_bytes: usize,
+    /// The open transaction outgrew the buffer and some of it was handed over already.
+    spilled: bool,
+    /// Whether a table's engine rolls back (InnoDB), by table.
+    transactional: HashMap<(String, String), bool>,
 }
 
 impl<'a> Session<'a> {
@@ -246,6 +253,10 @@ impl<'a> Session<'a> {
             gtid: GtidState::default(),
             mariadb: false,
             txn: Txn::default(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            spilled: false,
+            transactional: HashMap::new(),
         }
     }
 
@@ -273,7 +284,10 @@ impl<'a> Session<'a> {
         };
         let start = match &resume {
             Some(p) => {
-                if !p.file.is_empty() && !logs.iter().any(|(f, _)| *f == p.file) {
+                // Resuming by GTID (MariaDB), the server finds the transaction in whatever file
+                // holds it now, and says so if it is gone (see `stream_error`).
+                let by_gtid = server.mariadb && p.gtid.is_some() && p.snapshot.is_none();
+                if !by_gtid && !p.file.is_empty() && !logs.iter().any(|(f, _)| *f == p.file) {
                     return Err(MyError::Operator(format!(
                         "binlog {} (the stored position {}:{}) has been purged from the server, so the changes since then are lost; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
                         p.file, p.file, p.pos, self.ctx.connector
@@ -328,7 +342,7 @@ impl<'a> Session<'a> {
             self.ctx.acked.clone(),
             self.ctx.cancel.child_token(),
         ));
-        let result = self.stream(&mut stream, server.checksum == "CRC32").await;
+        let result = self.stream(&mut stream).await;
         poller.abort();
         let _ = stream.close().await;
         result
@@ -355,12 +369,13 @@ impl<'a> Session<'a> {
         } else {
             BinlogStreamRequest::new(self.cfg.server_id).with_filename(file.as_bytes()).with_pos(self.pos)
         };
-        conn.get_binlog_stream(request).await.map_err(MyError::Stream)
+        let connector = self.ctx.connector.clone();
+        conn.get_binlog_stream(request).await.map_err(|e| stream_error(e, &connector))
     }
 
     /// The streaming loop. Priorities (biased select): shutdown, the batch timer, new input. A
     /// stream silent for three heartbeat periods is treated as a dead connection.
-    async fn stream(&mut self, stream: &mut mysql_async::BinlogStream, crc: bool) -> Result<(), MyError> {
+    async fn stream(&mut self, stream: &mut mysql_async::BinlogStream) -> Result<(), MyError> {
         let silence = self.cfg.heartbeat_interval * 3 + Duration::from_secs(5);
         let mut first_rotate = true;
         loop {
@@ -380,15 +395,15 @@ impl<'a> Session<'a> {
                             format!("no event or heartbeat for {silence:?}").into(),
                         ))),
                         Ok(None) => return Err(MyError::Stream(mysql_async::Error::Other("the server ended the binlog stream".into()))),
-                        Ok(Some(ev)) => ev.map_err(MyError::Stream)?,
+                        Ok(Some(ev)) => ev.map_err(|e| stream_error(e, &self.ctx.connector))?,
                     };
-                    self.handle(ev, crc, &mut first_rotate).await?;
+                    self.handle(ev, &mut first_rotate).await?;
                 }
             }
         }
     }
 
-    async fn handle(&mut self, ev: Event, crc: bool, first_rotate: &mut bool) -> Result<(), MyError> {
+    async fn handle(&mut self, ev: Event, first_rotate: &mut bool) -> Result<(), MyError> {
         let header = ev.header();
         let raw = header.event_type_raw();
         match raw {
@@ -427,10 +442,10 @@ impl<'a> Session<'a> {
         match data {
             EventData::RotateEvent(r) => {
                 let mut name = r.name_raw().to_vec();
-                // The first, artificial rotate comes before the format description, so its
-                // checksum is still glued to the name.
-                let artificial = header.log_pos() == 0;
-                if *first_rotate && artificial && crc && name.len() > 4 {
+                // The first, artificial rotate comes before the format description, so a
+                // checksum the server appended is still glued to the name: strip it when the
+                // bytes check out as the event's CRC32.
+                if *first_rotate && header.log_pos() == 0 && has_crc(&header, ev.data()) && name.len() > 4 {
                     name.truncate(name.len() - 4);
                 }
                 *first_rotate = false;
@@ -438,6 +453,13 @@ impl<'a> Session<'a> {
                 self.pos = r.position();
             }
             EventData::HeartbeatEvent => {
+                // The body names the binlog the server is at.
+                let name = ev.data();
+                if !name.is_empty() && name.len() < 512 && name.iter().all(|b| b.is_ascii_graphic()) {
+                    if *self.file.as_bytes() != *name {
+                        self.file = String::from_utf8_lossy(name).as_ref().into();
+                    }
+                }
                 self.heartbeat(header.log_pos() as u64).await?;
             }
             EventData::GtidEvent(g) => {
@@ -452,21 +474,39 @@ impl<'a> Session<'a> {
                     &uuid[20..],
                     g.gno()
                 );
-                self.txn = Txn { gtid: None, gtid_text: Some(text.into()), standalone: false, open: true };
+                // MySQL writes DDL as GTID + query with no XID: the group is one statement unless
+                // a BEGIN follows.
+                self.txn = Txn { gtid: None, gtid_text: Some(text.into()), standalone: true, open: true };
                 self.advance(&header);
             }
             EventData::QueryEvent(q) => {
                 let sql = q.query();
                 let trimmed = sql.trim();
                 let schema = q.schema().into_owned();
-                if trimmed.eq_ignore_ascii_case("BEGIN") {
+                let upper = trimmed.get(..trimmed.len().min(32)).unwrap_or("").to_ascii_uppercase();
+                let starts_txn = upper == "BEGIN"
+                    || upper.starts_with("XA START")
+                    || trimmed.to_ascii_uppercase().ends_with("START TRANSACTION");
+                if starts_txn {
                     self.txn.open = true;
-                } else if trimmed.eq_ignore_ascii_case("COMMIT") {
+                    self.txn.standalone = false;
+                    if upper == "BEGIN" || upper.starts_with("XA START") {
+                        self.advance(&header);
+                        return Ok(());
+                    }
+                } else if upper == "COMMIT" {
                     self.commit(&header).await?;
                     return Ok(());
-                } else {
-                    self.on_ddl(&schema, trimmed, &header).await?;
+                } else if upper == "ROLLBACK" {
+                    // Written when a rolled-back transaction touched a non-transactional table:
+                    // its transactional rows never happened.
+                    self.rollback(&header).await?;
+                    return Ok(());
+                } else if upper.starts_with("XA END") {
+                    self.advance(&header);
+                    return Ok(());
                 }
+                self.on_ddl(&schema, trimmed, &header).await?;
                 self.advance(&header);
                 if self.txn.standalone || !self.txn.open {
                     self.commit(&header).await?;
@@ -475,14 +515,17 @@ impl<'a> Session<'a> {
             EventData::XidEvent(_) => {
                 self.commit(&header).await?;
             }
+            EventData::XaPrepareLogEvent(_) => {
+                return Err(MyError::Operator(
+                    "a two-phase XA transaction (XA PREPARE) is in the binlog, and tidemark does not support them: its rows could not be applied at commit time; avoid XA PREPARE for captured tables, then run `tidemark offsets reset` to snapshot again".into(),
+                ));
+            }
             EventData::TableMapEvent(tme) => {
                 self.on_table_map(tme.into_owned()).await?;
             }
             EventData::RowsEvent(rows) => {
                 self.on_rows(&rows, &header)?;
-                if self.ctx.batcher.is_full() {
-                    self.ctx.batcher.flush().await?;
-                }
+                self.spill_if_large().await?;
             }
             _ => {}
         }
@@ -505,7 +548,71 @@ impl<'a> Session<'a> {
     }
 
     /// The end of a transaction: a consistent boundary.
+    /// Hand the open transaction's events to the batcher.
+    async fn release(&mut self) -> Result<(), MyError> {
+        for ev in self.pending.drain(..) {
+            self.ctx.batcher.push(ev);
+            if self.ctx.batcher.is_full() {
+                self.ctx.batcher.flush().await?;
+            }
+        }
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    /// A transaction larger than the buffer (four batches) streams on: memory stays bounded.
+    async fn spill_if_large(&mut self) -> Result<(), MyError> {
+        if self.pending_bytes > 4 * self.ctx.batcher.max_bytes() {
+            self.spilled = true;
+            self.release().await?;
+        }
+        Ok(())
+    }
+
+    async fn rollback(&mut self, header: &mysql_async::binlog::events::BinlogEventHeader) -> Result<(), MyError> {
+        if self.spilled {
+            return Err(MyError::Operator(format!(
+                "a transaction that touched a non-transactional table rolled back at {}:{} after more changes than tidemark buffers had been applied; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
+                self.file,
+                header.log_pos(),
+                self.ctx.connector
+            )));
+        }
+        // Rows of non-transactional tables (MyISAM, Aria, MEMORY...) really happened; only the
+        // transactional tables' rows are undone.
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        for ev in pending {
+            if !self.is_transactional(&ev.table.db, &ev.table.name).await? {
+                self.pending_bytes += ev.approx_bytes();
+                self.pending.push(ev);
+            }
+        }
+        self.commit(header).await
+    }
+
+    async fn is_transactional(&mut self, db: &str, table: &str) -> Result<bool, MyError> {
+        let key = (db.to_string(), table.to_string());
+        if let Some(t) = self.transactional.get(&key) {
+            return Ok(*t);
+        }
+        let engine: Option<String> = self
+            .meta_conn()
+            .await?
+            .exec_first(
+                "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, table),
+            )
+            .await?;
+        let t = engine
+            .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "innodb" | "rocksdb" | "tokudb" | "ndbcluster"));
+        self.transactional.insert(key, t);
+        Ok(t)
+    }
+
     async fn commit(&mut self, header: &mysql_async::binlog::events::BinlogEventHeader) -> Result<(), MyError> {
+        self.release().await?;
+        self.spilled = false;
         self.advance(header);
         if let Some(g) = self.txn.gtid {
             self.gtid.apply(g);
@@ -597,6 +704,14 @@ impl<'a> Session<'a> {
         let db = tme.database_name().into_owned();
         let table = tme.table_name().into_owned();
         let schema = if table_included(&self.cfg.tables, &db, &table) {
+            for i in 0..tme.columns_count() as usize {
+                if !matches!(tme.get_column_type(i), Ok(Some(_))) {
+                    return Err(MyError::Operator(format!(
+                        "table {db}.{table} has a column (number {}) of a type tidemark cannot decode from the binlog (e.g. MariaDB's COMPRESSED columns); change its type or leave the table out of source.tables",
+                        i + 1
+                    )));
+                }
+            }
             let mut info = self.info_for(&tme, &db, &table).await?;
             let mut built = schema::from_table_map(&tme, &info, &self.ctx.connector, &self.ctx.metrics);
             if built.is_err() {
@@ -645,10 +760,16 @@ impl<'a> Session<'a> {
                 self.record_history(&db, &table, coordinate(&self.file, header.log_pos() as u64), columns)?;
             }
         }
-        if let Some(rest) = lower.strip_prefix("truncate") {
-            let name = rest.trim_start().strip_prefix("table").unwrap_or(rest).trim();
-            let name_orig = &sql[sql.len() - name.len()..];
-            let (db, table) = split_table_name(name_orig, schema);
+        if lower.starts_with("alter table")
+            && (lower.contains(" truncate partition") || lower.contains(" drop partition"))
+        {
+            self.ctx.status.note(format!(
+                "`{}` removed rows without row events; the caches keep them until a snapshot (`tidemark offsets reset {}`)",
+                sql.chars().take(80).collect::<String>(),
+                self.ctx.connector
+            ));
+        }
+        if let Some((db, table)) = truncate_target(sql, schema) {
             if table_included(&self.cfg.tables, &db, &table) {
                 let table_ref = Arc::new(TableRef {
                     db: db.as_str().into(),
@@ -668,7 +789,7 @@ impl<'a> Session<'a> {
                     snapshot: SnapshotFlag::No,
                     source: self.source_meta(header, 0),
                 };
-                self.ctx.batcher.push(ev);
+                self.pending.push(ev);
             }
         }
         Ok(())
@@ -751,10 +872,42 @@ impl<'a> Session<'a> {
             }
         }
         for ev in events {
-            self.ctx.batcher.push(ev);
+            self.pending_bytes += ev.approx_bytes();
+            self.pending.push(ev);
         }
         Ok(())
     }
+}
+
+/// A stream error, with the way out when the server no longer has the binlog the stream needs.
+fn stream_error(e: mysql_async::Error, connector: &str) -> MyError {
+    if let mysql_async::Error::Server(s) = &e {
+        if s.code == 1236 {
+            return MyError::Operator(format!(
+                "the binlog for the stored position has been purged from the server ({}), so the changes since then are lost; run `tidemark offsets reset {connector}` (with the daemon stopped) to snapshot again",
+                s.message
+            ));
+        }
+    }
+    MyError::Stream(e)
+}
+
+/// The CRC32 the server appends to an event, checked against the event itself (the first,
+/// artificial ROTATE arrives before the format description says whether checksums are on).
+fn has_crc(header: &mysql_async::binlog::events::BinlogEventHeader, data: &[u8]) -> bool {
+    if data.len() < 4 {
+        return false;
+    }
+    let mut h = Vec::with_capacity(19 + data.len());
+    h.extend_from_slice(&header.timestamp().to_le_bytes());
+    h.push(header.event_type_raw());
+    h.extend_from_slice(&header.server_id().to_le_bytes());
+    h.extend_from_slice(&header.event_size().to_le_bytes());
+    h.extend_from_slice(&header.log_pos().to_le_bytes());
+    h.extend_from_slice(&header.flags_raw().to_le_bytes());
+    let (body, crc) = data.split_at(data.len() - 4);
+    h.extend_from_slice(body);
+    crc32fast::hash(&h) == u32::from_le_bytes(crc.try_into().expect("4 bytes"))
 }
 
 /// What identifies a table map's schema (column types, metadata, optional metadata).
@@ -780,6 +933,19 @@ fn fingerprint(tme: &TableMapEvent<'_>) -> Vec<u8> {
         }
     }
     f
+}
+
+/// The table a `TRUNCATE [TABLE] name` statement empties.
+fn truncate_target(sql: &str, default_db: &str) -> Option<(String, String)> {
+    let tokens: Vec<&str> = sql.split_whitespace().collect();
+    if !tokens.first()?.eq_ignore_ascii_case("truncate") {
+        return None;
+    }
+    let name = match tokens.get(1)? {
+        t if t.eq_ignore_ascii_case("table") => tokens.get(2)?,
+        t => t,
+    };
+    Some(split_table_name(name, default_db))
 }
 
 /// `db.table`, `` `db`.`table` `` or `table` (in `default_db`).
@@ -941,6 +1107,14 @@ mod tests {
         let logs = vec![("b.000001".to_string(), 1000), ("b.000002".to_string(), 500), ("b.000003".to_string(), 300)];
         assert_eq!(binlog_distance(&logs, ("b.000002", 100), ("b.000002", 400)), 300);
         assert_eq!(binlog_distance(&logs, ("b.000001", 900), ("b.000003", 50)), 100 + 500 + 50);
+    }
+
+    #[test]
+    fn truncate_targets() {
+        assert_eq!(truncate_target("TRUNCATE TABLE `shop`.`orders`", "x"), Some(("shop".into(), "orders".into())));
+        assert_eq!(truncate_target("truncate tablets", "shop"), Some(("shop".into(), "tablets".into())));
+        assert_eq!(truncate_target("TRUNCATE orders;", "shop"), Some(("shop".into(), "orders".into())));
+        assert_eq!(truncate_target("ALTER TABLE t TRUNCATE PARTITION p0", "shop"), None);
     }
 
     #[test]

@@ -47,8 +47,12 @@ pub fn decode(
     let mut c = Cursor { b: data, p: 0 };
     let mut out = Vec::new();
     while c.p < c.b.len() {
+        let at = c.p;
         let before = before_cols.map(|cols| image(&mut c, tme, cols)).transpose()?;
         let after = after_cols.map(|cols| image(&mut c, tme, cols)).transpose()?;
+        if c.p == at {
+            return Err("a row image with no columns".into());
+        }
         out.push((before, after));
     }
     Ok(out)
@@ -66,7 +70,7 @@ fn image(c: &mut Cursor<'_>, tme: &TableMapEvent<'_>, cols: &[usize]) -> Result<
             .get_column_type(col)
             .map_err(|e| format!("column {col}: {e}"))?
             .ok_or_else(|| format!("column {col}: no type in the table map"))?;
-        let meta = tme.get_column_metadata(col).unwrap_or(&[]);
+        let meta = tme.get_column_metadata(col).ok_or_else(|| format!("column {col}: no metadata in the table map"))?;
         out.push((col, value(c, ty, meta).map_err(|e| format!("column {col} ({ty:?}): {e}"))?));
     }
     Ok(out)
@@ -98,6 +102,9 @@ fn value(c: &mut Cursor<'_>, ty: ColumnType, meta: &[u8]) -> Result<BinlogValue<
         MYSQL_TYPE_DOUBLE => MyValue::Double(f64::from_bits(c.le(8)?)),
         MYSQL_TYPE_NEWDECIMAL => {
             let (precision, scale) = (m(meta, 0), m(meta, 1));
+            if precision == 0 || scale > precision || precision > 65 {
+                return Err(format!("DECIMAL({precision},{scale}) metadata is malformed"));
+            }
             let rest = &c.b[c.p..];
             let mut reader = rest;
             let d = Decimal::read_bin(&mut reader, precision, scale, false).map_err(|e| e.to_string())?;

@@ -123,10 +123,13 @@ impl SnapshotRun<'_> {
             progress.table = Some(qualified.clone());
             loop {
                 let sql = chunk_query(db, table, &schema, after.as_deref(), chunk);
-                let rows: Vec<mysql_async::Row> = conn.exec(sql, ()).await?;
-                let n = rows.len();
+                // Streamed, not collected: a table without a key is read in one pass, and its rows
+                // go out in full batches as they come (memory stays bounded).
+                let mut result = conn.exec_iter(sql, ()).await?;
+                let mut n = 0usize;
                 let mut last_key = None;
-                for row in rows {
+                while let Some(row) = result.next().await? {
+                    n += 1;
                     if schema.by_primary_key {
                         last_key = Some(
                             schema.key.iter().map(|&k| row.as_ref(k).map(|v| v.as_sql(false))).collect::<Vec<_>>(),
@@ -153,8 +156,12 @@ impl SnapshotRun<'_> {
                     };
                     if let Some(prev) = held.replace(ev) {
                         batcher.push(prev);
+                        if batcher.is_full() {
+                            batcher.flush().await?;
+                        }
                     }
                 }
+                drop(result);
                 rows_counter.inc_by(n as u64);
                 schema.counters.get(Op::Read).inc_by(n as u64);
                 if !schema.by_primary_key || n < chunk {
