@@ -12,6 +12,9 @@
 #   MariaDB     127.0.0.1:3308  a third at ROW format with MINIMAL metadata (the fallback without names)
 #   Redis       127.0.0.1:6379  single node
 #   Redis       127.0.0.1:7000-7002  a three-primary Redis Cluster
+#   OpenSearch API  127.0.0.1:9200  osmem-server (pinned, from PyPI, in a virtual environment): an
+#               in-memory server that speaks the Elasticsearch/OpenSearch document APIs, honours
+#               version_type=external and keeps delete tombstones (no Elasticsearch can be installed)
 #
 # This configures servers for local development and CI only: it trusts every local connection.
 set -euo pipefail
@@ -51,7 +54,10 @@ command -v mariadbd >/dev/null || missing+=(mariadb-server)
 command -v mariadb >/dev/null || missing+=(mariadb-client)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v python3 >/dev/null || missing+=(python3)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then install_pkgs "${missing[@]}"; fi
+python3 -c 'import venv, ensurepip' 2>/dev/null || install_pkgs python3-venv
 
 # ---------------------------------------------------------------- PostgreSQL
 PG_VERSION=$(ls /etc/postgresql | sort -V | tail -n 1)
@@ -242,4 +248,25 @@ if ! cluster_ok 2>/dev/null; then
   fi
 fi
 
-log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), 3307 (MIXED) and 3308 (MINIMAL metadata), Redis 6379, Redis Cluster 7000-7002"
+# ---------------------------------------------------------------- Elasticsearch API
+# osmem-server, pinned, in its own virtual environment outside the checkout. It keeps everything
+# in memory: a restart comes back empty, which the tests expect (each test uses its own indices).
+OSMEM_VERSION=0.1.6
+VENV=${TIDEMARK_VENV:-/opt/tidemark/venv}
+OSMEM_BIN="$VENV/lib/python3*/site-packages/osmem_server/bin/osmem-server"
+OSMEM_LOG=/var/log/tidemark-osmem.log
+es_up() { curl -fsS http://127.0.0.1:9200/ 2>/dev/null | grep -q '"number"'; }
+if ! "$VENV/bin/pip" show osmem-server 2>/dev/null | grep -qx "Version: $OSMEM_VERSION"; then
+  log "installing osmem-server==$OSMEM_VERSION into $VENV"
+  $SUDO mkdir -p "$(dirname "$VENV")"
+  $SUDO python3 -m venv "$VENV"
+  $SUDO "$VENV/bin/pip" install -q --disable-pip-version-check "osmem-server==$OSMEM_VERSION"
+fi
+if ! es_up; then
+  bin=$(echo $OSMEM_BIN)
+  [ -x "$bin" ] || die "osmem-server binary not found under $VENV"
+  $SUDO setsid nohup "$bin" -addr 127.0.0.1:9200 -no-stdin-watch -no-ja </dev/null >>"$OSMEM_LOG" 2>&1 &
+  wait_for "osmem-server (Elasticsearch API) on 9200" es_up
+fi
+
+log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), 3307 (MIXED) and 3308 (MINIMAL metadata), Redis 6379, Redis Cluster 7000-7002, Elasticsearch API 9200"

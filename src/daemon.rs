@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::check::{Finding, Section};
-use crate::config::Config;
+use crate::config::{Config, ConnectorConfig};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::notify;
@@ -144,14 +144,14 @@ pub async fn check(config: &Config) -> Vec<(String, Vec<Section>)> {
         };
         sections.push(source);
         for s in &c.sinks {
-            sections.push(check_sink(s).await);
+            sections.push(check_sink(s, c).await);
         }
         out.push((format!("{} ({})", c.name, c.file.display()), sections));
     }
     out
 }
 
-async fn check_sink(s: &SinkConfig) -> Section {
+async fn check_sink(s: &SinkConfig, c: &ConnectorConfig) -> Section {
     match &s.kind {
         SinkKind::Stdout => Section {
             title: format!("sink {} (stdout)", s.name),
@@ -160,6 +160,10 @@ async fn check_sink(s: &SinkConfig) -> Section {
         SinkKind::Redis(r) => Section {
             title: format!("sink {} (redis {})", s.name, r.url),
             findings: crate::sinks::redis::check::check(r).await,
+        },
+        SinkKind::Elasticsearch(e) => Section {
+            title: format!("sink {} (elasticsearch {})", s.name, e.url),
+            findings: crate::sinks::elasticsearch::check::check(e, &c.name, c.source.tables()).await,
         },
     }
 }

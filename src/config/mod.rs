@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use reader::{ConfigError, ConfigErrors, Diag, Section};
-pub use secret::SecretUrl;
+pub use secret::{Secret, SecretUrl};
 
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
@@ -270,7 +270,7 @@ pub fn read_connector(path: &Path, mut s: Section, d: &mut Diag) -> Option<Conne
         d.error("sink", "at least one [[sink]] is required");
     }
     let sinks: Vec<SinkConfig> =
-        sink_sections.into_iter().enumerate().filter_map(|(i, t)| SinkConfig::read(t, i, d)).collect();
+        sink_sections.into_iter().enumerate().filter_map(|(i, t)| SinkConfig::read(t, i, &conn_name, d)).collect();
     for (i, sink) in sinks.iter().enumerate() {
         if sinks[..i].iter().any(|other| other.name == sink.name) {
             d.error(

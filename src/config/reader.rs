@@ -110,6 +110,11 @@ impl Section {
         &self.path
     }
 
+    /// The keys still unread, in file order.
+    pub fn keys(&self) -> Vec<String> {
+        self.table.keys().cloned().collect()
+    }
+
     pub fn has(&self, key: &str) -> bool {
         self.table.contains_key(key)
     }
@@ -270,6 +275,11 @@ impl Section {
                 Vec::new()
             }
         }
+    }
+
+    /// The whole section as JSON (for settings passed through to a server, e.g. index mappings).
+    pub fn into_json(self) -> serde_json::Map<String, serde_json::Value> {
+        self.table.into_iter().map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(serde_json::Value::Null))).collect()
     }
 
     /// Report every key nobody read as unknown, naming the keys that are allowed.

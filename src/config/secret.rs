@@ -40,6 +40,32 @@ impl serde::Serialize for SecretUrl {
     }
 }
 
+/// A password or API key: shown as `***` everywhere; only [`Secret::expose`] gives the text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Self {
+        Secret(text.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// Mask the password of `scheme://user:password@host/...` and any `password=` query value.
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_string();

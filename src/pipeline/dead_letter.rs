@@ -1,50 +1,130 @@
-//! The dead-letter file: events a sink rejected permanently, one JSON line each — the Debezium
-//! envelope and key, the sink and the reason — appended and flushed before the batch is
-//! acknowledged, so a rejected event is never lost.
+//! Dead letters: events a sink rejected permanently, each as one JSON record — the Debezium
+//! envelope and key, the sink and the reason — written (a file line appended and fsynced, or a
+//! Redis stream entry) before the batch is acknowledged, so a rejected event is never lost.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use redis::aio::MultiplexedConnection;
+use serde_json::Value as Json;
+
+use crate::config::SecretUrl;
 use crate::event::envelope::{envelope_json, key_json};
 use crate::event::time::now_ms;
 use crate::event::ChangeEvent;
-use crate::sinks::SinkContext;
+use crate::retry::{Classify, ErrorClass};
+use crate::sinks::{DeadLetterTarget, SinkContext};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("dead-letter file {path}: {source}")]
+    File { path: String, source: std::io::Error },
+    #[error("dead-letter stream {stream} at {url}: {source}")]
+    Redis { url: String, stream: String, source: redis::RedisError },
+}
+
+impl Classify for DeadLetterError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            // A full disk or a missing directory needs an operator.
+            DeadLetterError::File { .. } => ErrorClass::Operator,
+            DeadLetterError::Redis { source, .. }
+                if source.is_io_error()
+                    || source.is_timeout()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+                    || matches!(source.kind(), redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain)
+                    || source.code() == Some("OOM") =>
+            {
+                ErrorClass::Retry
+            }
+            DeadLetterError::Redis { .. } => ErrorClass::Operator,
+        }
+    }
+}
+
+enum Target {
+    File { path: PathBuf, file: Option<File> },
+    Stream { url: SecretUrl, stream: String, conn: Option<MultiplexedConnection> },
+}
 
 pub struct DeadLetters {
-    path: PathBuf,
+    target: Target,
     ctx: SinkContext,
-    file: Option<File>,
 }
 
 impl DeadLetters {
-    pub fn new(path: PathBuf, ctx: SinkContext) -> Self {
-        DeadLetters { path, ctx, file: None }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn write(&mut self, ev: &ChangeEvent, sink: &str, reason: &str) -> std::io::Result<()> {
-        if self.file.is_none() {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
+    pub fn new(target: &DeadLetterTarget, ctx: SinkContext) -> Self {
+        let target = match target {
+            DeadLetterTarget::File(path) => Target::File { path: path.clone(), file: None },
+            DeadLetterTarget::RedisStream { url, stream } => {
+                Target::Stream { url: url.clone(), stream: stream.clone(), conn: None }
             }
-            self.file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+        };
+        DeadLetters { target, ctx }
+    }
+
+    /// Where dead letters go, for log lines.
+    pub fn describe(&self) -> String {
+        match &self.target {
+            Target::File { path, .. } => format!("file {}", path.display()),
+            Target::Stream { url, stream, .. } => format!("stream {stream} at {url}"),
         }
-        let line = serde_json::json!({
+    }
+
+    fn record(&self, ev: &ChangeEvent, sink: &str, reason: &str) -> Json {
+        serde_json::json!({
             "connector": &*self.ctx.connector,
             "sink": sink,
             "error": reason,
             "ts_ms": now_ms(),
             "key": key_json(ev, &self.ctx.encoding),
             "value": envelope_json(ev, &self.ctx.connector, &self.ctx.encoding),
-        });
-        let file = self.file.as_mut().expect("opened above");
-        let mut buf = serde_json::to_vec(&line)?;
-        buf.push(b'\n');
-        file.write_all(&buf)?;
-        file.sync_data()
+        })
+    }
+
+    pub async fn write(&mut self, ev: &ChangeEvent, sink: &str, reason: &str) -> Result<(), DeadLetterError> {
+        let record = self.record(ev, sink, reason);
+        match &mut self.target {
+            Target::File { path, file } => {
+                let io = |source| DeadLetterError::File { path: path.display().to_string(), source };
+                if file.is_none() {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir).map_err(io)?;
+                    }
+                    *file = Some(OpenOptions::new().create(true).append(true).open(&*path).map_err(io)?);
+                }
+                let f = file.as_mut().expect("opened above");
+                let mut buf = serde_json::to_vec(&record).expect("JSON to memory");
+                buf.push(b'\n');
+                f.write_all(&buf).map_err(io)?;
+                f.sync_data().map_err(io)
+            }
+            Target::Stream { url, stream, conn } => {
+                let err = |source| DeadLetterError::Redis { url: url.redacted(), stream: stream.clone(), source };
+                if conn.is_none() {
+                    let client = redis::Client::open(url.expose()).map_err(err)?;
+                    *conn = Some(client.get_multiplexed_async_connection().await.map_err(err)?);
+                }
+                let c = conn.as_mut().expect("connected above");
+                // One entry per event: the fields of the record, nested values as JSON text.
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(&*stream).arg("*");
+                for (k, v) in record.as_object().expect("an object") {
+                    cmd.arg(k.as_str());
+                    match v {
+                        Json::String(s) => cmd.arg(s.as_str()),
+                        other => cmd.arg(other.to_string()),
+                    };
+                }
+                let result: Result<String, _> = cmd.query_async(c).await;
+                if let Err(e) = result {
+                    *conn = None;
+                    return Err(err(e));
+                }
+                Ok(())
+            }
+        }
     }
 }

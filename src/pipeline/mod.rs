@@ -23,13 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use self::batch::{Batch, Batcher};
-use self::dead_letter::DeadLetters;
+use self::dead_letter::{DeadLetterError, DeadLetters};
 use self::status::{ConnectorState, ConnectorStatus, SinkState};
 use crate::config::{ConnectorConfig, DaemonConfig};
 use crate::event::ChangeEvent;
 use crate::metrics::{self, Metrics};
 use crate::retry::{Backoff, Classify, ErrorClass};
-use crate::sinks::{ErrorPolicy, Sink, SinkConfig, SinkContext, SinkError};
+use crate::sinks::{DeadLetterTarget, ErrorPolicy, Sink, SinkConfig, SinkContext, SinkError};
 use crate::sources::{self, Position, SourceContext};
 use crate::state::{StateError, StateStore};
 use crate::transforms::Chain;
@@ -45,7 +45,7 @@ pub enum PipelineError {
     #[error("sink {sink} rejected an event and its on_error policy is `fail`: {reason}")]
     Rejected { sink: String, reason: String },
     #[error("sink {sink}: cannot write dead letter: {error}")]
-    DeadLetter { sink: String, error: std::io::Error },
+    DeadLetter { sink: String, error: DeadLetterError },
     #[error(transparent)]
     State(#[from] StateError),
     #[error("stopped before the batch was durable (shutdown deadline)")]
@@ -108,7 +108,7 @@ impl SinkRunner {
                     self.count(ctx, metrics::OUTCOME_APPLIED, report.applied);
                     self.count(ctx, metrics::OUTCOME_STALE, report.stale);
                     for (i, reason) in report.rejected {
-                        self.reject(&events[i], reason, ctx)?;
+                        self.reject(&events[i], reason, ctx).await?;
                     }
                     if self.backoff.attempts() > 0 {
                         info!(connector = %ctx.name, sink = %self.name, "sink recovered");
@@ -148,7 +148,7 @@ impl SinkRunner {
     }
 
     /// Apply the sink's `on_error` policy to one permanently rejected event.
-    fn reject(&mut self, ev: &ChangeEvent, reason: String, ctx: &Shared) -> Result<(), PipelineError> {
+    async fn reject(&mut self, ev: &ChangeEvent, reason: String, ctx: &Shared) -> Result<(), PipelineError> {
         match self.policy {
             ErrorPolicy::Fail => {
                 self.count(ctx, metrics::OUTCOME_FAILED, 1);
@@ -162,9 +162,24 @@ impl SinkRunner {
             }
             ErrorPolicy::DeadLetter => {
                 let dl = self.dead_letters.as_mut().expect("built for dead_letter policy");
-                dl.write(ev, &self.name, &reason)
-                    .map_err(|error| PipelineError::DeadLetter { sink: self.name.clone(), error })?;
-                warn!(connector = %ctx.name, sink = %self.name, %reason, file = %dl.path().display(), "event rejected by sink; dead-lettered");
+                let mut backoff = Backoff::default();
+                // The event is acknowledged only once its dead letter is written: a dead-letter
+                // target that is down holds the pipeline, like a sink that is down.
+                while let Err(error) = dl.write(ev, &self.name, &reason).await {
+                    if error.class() != ErrorClass::Retry {
+                        ctx.status.set_sink_state(self.index, SinkState::Failed, Some(error.to_string()));
+                        return Err(PipelineError::DeadLetter { sink: self.name.clone(), error });
+                    }
+                    ctx.status.set_sink_state(self.index, SinkState::Retrying, Some(error.to_string()));
+                    if backoff.attempts() % 20 == 0 {
+                        warn!(connector = %ctx.name, sink = %self.name, %error, "cannot write dead letter; retrying");
+                    }
+                    tokio::select! {
+                        _ = ctx.abort.cancelled() => return Err(PipelineError::Aborted),
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+                warn!(connector = %ctx.name, sink = %self.name, %reason, target = %dl.describe(), "event rejected by sink; dead-lettered");
                 self.count(ctx, metrics::OUTCOME_DEAD_LETTERED, 1);
                 Ok(())
             }
@@ -309,11 +324,10 @@ impl Pipeline {
 
 fn build_sink(index: usize, cfg: &SinkConfig, ctx: SinkContext, daemon: &DaemonConfig, connector: &str) -> SinkRunner {
     let dead_letters = (cfg.on_error == ErrorPolicy::DeadLetter).then(|| {
-        let path = cfg
-            .dead_letter_path
-            .clone()
-            .unwrap_or_else(|| daemon.data_dir.join("dead_letters").join(format!("{connector}.jsonl")));
-        DeadLetters::new(path, ctx.clone())
+        let target = cfg.dead_letter.clone().unwrap_or_else(|| {
+            DeadLetterTarget::File(daemon.data_dir.join("dead_letters").join(format!("{connector}.jsonl")))
+        });
+        DeadLetters::new(&target, ctx.clone())
     });
     SinkRunner {
         index,

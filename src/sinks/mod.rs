@@ -10,13 +10,15 @@
 //! - An `Err` means nothing can be said about the batch: the pipeline retries all of it (transient)
 //!   or stops the connector (needs an operator), according to [`SinkError::class`].
 
+pub mod elasticsearch;
 pub mod redis;
 pub mod stdout;
+pub mod template;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Diag, Section};
+use crate::config::{Diag, SecretUrl, Section};
 use crate::event::{ChangeEvent, Encoding};
 use crate::retry::{Classify, ErrorClass};
 
@@ -36,23 +38,84 @@ pub enum ErrorPolicy {
 pub enum SinkKind {
     Stdout,
     Redis(redis::RedisConfig),
+    Elasticsearch(elasticsearch::EsConfig),
 }
 
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
     pub name: String,
     pub on_error: ErrorPolicy,
-    /// Dead-letter file; `<data_dir>/dead_letters/<connector>.jsonl` when absent.
-    pub dead_letter_path: Option<PathBuf>,
+    /// Where dead letters go; `<data_dir>/dead_letters/<connector>.jsonl` when absent.
+    pub dead_letter: Option<DeadLetterTarget>,
     pub kind: SinkKind,
 }
 
-pub const KINDS: [&str; 2] = ["stdout", "redis"];
-const PLANNED_KINDS: [&str; 2] = ["elasticsearch", "kafka"];
-pub const COMMON_KEYS: [&str; 4] = ["kind", "name", "on_error", "dead_letter_path"];
+pub const KINDS: [&str; 3] = ["stdout", "redis", "elasticsearch"];
+const PLANNED_KINDS: [&str; 1] = ["kafka"];
+pub const COMMON_KEYS: [&str; 6] =
+    ["kind", "name", "on_error", "dead_letter_path", "dead_letter_url", "dead_letter_stream"];
+
+/// Where a sink's dead letters go.
+#[derive(Debug, Clone)]
+pub enum DeadLetterTarget {
+    /// JSON lines appended to a file.
+    File(PathBuf),
+    /// Entries of a Redis stream (`XADD`), one field per record field.
+    RedisStream { url: SecretUrl, stream: String },
+}
+
+impl DeadLetterTarget {
+    fn read(s: &mut Section, d: &mut Diag, connector_hint: &str) -> Option<DeadLetterTarget> {
+        let path = s.opt_str(d, "dead_letter_path").map(PathBuf::from);
+        let url = s.opt_str(d, "dead_letter_url");
+        let stream = s.opt_str(d, "dead_letter_stream");
+        match (path, url) {
+            (Some(_), Some(_)) => {
+                d.error(
+                    s.key("dead_letter_url"),
+                    "set either dead_letter_path (a file) or dead_letter_url (a Redis stream)",
+                );
+                None
+            }
+            (Some(p), None) => {
+                if stream.is_some() {
+                    d.error(s.key("dead_letter_stream"), "only applies with dead_letter_url");
+                }
+                Some(DeadLetterTarget::File(p))
+            }
+            (None, Some(u)) => {
+                if !u.starts_with("redis://") {
+                    d.error(
+                        s.key("dead_letter_url"),
+                        format!("`{}` must be a redis:// URL", SecretUrl::new(u.clone())),
+                    );
+                } else if let Err(e) = ::redis::Client::open(u.as_str()) {
+                    d.error(s.key("dead_letter_url"), format!("invalid Redis URL {}: {e}", SecretUrl::new(u.clone())));
+                }
+                let stream = stream.unwrap_or_else(|| format!("tidemark:dead_letters:{connector_hint}"));
+                Some(DeadLetterTarget::RedisStream { url: SecretUrl::new(u), stream })
+            }
+            (None, None) => {
+                if stream.is_some() {
+                    d.error(s.key("dead_letter_stream"), "only applies with dead_letter_url");
+                }
+                None
+            }
+        }
+    }
+
+    pub fn describe(&self) -> serde_json::Value {
+        match self {
+            DeadLetterTarget::File(p) => serde_json::json!({ "file": p.display().to_string() }),
+            DeadLetterTarget::RedisStream { url, stream } => {
+                serde_json::json!({ "redis": url.redacted(), "stream": stream })
+            }
+        }
+    }
+}
 
 impl SinkConfig {
-    pub fn read(mut s: Section, index: usize, d: &mut Diag) -> Option<SinkConfig> {
+    pub fn read(mut s: Section, index: usize, connector: &str, d: &mut Diag) -> Option<SinkConfig> {
         let kind = s.str(d, "kind")?;
         let name =
             s.opt_str(d, "name").unwrap_or_else(|| if index == 0 { kind.clone() } else { format!("{kind}-{index}") });
@@ -61,13 +124,14 @@ impl SinkConfig {
             Some("dead_letter") => ErrorPolicy::DeadLetter,
             _ => ErrorPolicy::Fail,
         };
-        let dead_letter_path = s.opt_str(d, "dead_letter_path").map(PathBuf::from);
+        let dead_letter = DeadLetterTarget::read(&mut s, d, connector);
         let kind = match kind.as_str() {
             "stdout" => {
                 s.finish(d, &COMMON_KEYS);
                 SinkKind::Stdout
             }
             "redis" => SinkKind::Redis(redis::config::read(s, d)?),
+            "elasticsearch" => SinkKind::Elasticsearch(elasticsearch::config::read(s, d)?),
             k if PLANNED_KINDS.contains(&k) => {
                 d.error(
                     format!("{}.kind", s.path()),
@@ -83,13 +147,14 @@ impl SinkConfig {
                 return None;
             }
         };
-        Some(SinkConfig { name, on_error, dead_letter_path, kind })
+        Some(SinkConfig { name, on_error, dead_letter, kind })
     }
 
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             SinkKind::Stdout => "stdout",
             SinkKind::Redis(_) => "redis",
+            SinkKind::Elasticsearch(_) => "elasticsearch",
         }
     }
 
@@ -98,8 +163,12 @@ impl SinkConfig {
         let mut j = match &self.kind {
             SinkKind::Stdout => serde_json::json!({}),
             SinkKind::Redis(r) => r.describe(),
+            SinkKind::Elasticsearch(e) => e.describe(),
         };
         j["name"] = self.name.clone().into();
+        if let Some(t) = &self.dead_letter {
+            j["dead_letter"] = t.describe();
+        }
         j["kind"] = self.kind_name().into();
         j
     }
@@ -120,6 +189,8 @@ pub struct WriteReport {
 pub enum SinkError {
     #[error(transparent)]
     Redis(#[from] redis::RedisSinkError),
+    #[error(transparent)]
+    Elasticsearch(#[from] elasticsearch::EsSinkError),
     #[error("stdout: {0}")]
     Stdout(std::io::Error),
 }
@@ -128,6 +199,7 @@ impl Classify for SinkError {
     fn class(&self) -> ErrorClass {
         match self {
             SinkError::Redis(e) => e.class(),
+            SinkError::Elasticsearch(e) => e.class(),
             // A closed pipe will not reopen.
             SinkError::Stdout(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ErrorClass::Operator,
             SinkError::Stdout(_) => ErrorClass::Retry,
@@ -145,6 +217,7 @@ pub struct SinkContext {
 pub enum Sink {
     Stdout(stdout::StdoutSink),
     Redis(Box<redis::RedisSink>),
+    Elasticsearch(Box<elasticsearch::EsSink>),
 }
 
 impl Sink {
@@ -152,6 +225,7 @@ impl Sink {
         match &cfg.kind {
             SinkKind::Stdout => Sink::Stdout(stdout::StdoutSink::new(ctx)),
             SinkKind::Redis(r) => Sink::Redis(Box::new(redis::RedisSink::new(r.clone(), ctx))),
+            SinkKind::Elasticsearch(e) => Sink::Elasticsearch(Box::new(elasticsearch::EsSink::new(e.clone(), ctx))),
         }
     }
 
@@ -159,6 +233,7 @@ impl Sink {
         match self {
             Sink::Stdout(s) => s.write(events).await.map_err(SinkError::Stdout),
             Sink::Redis(s) => Ok(s.write(events).await?),
+            Sink::Elasticsearch(s) => Ok(s.write(events).await?),
         }
     }
 }

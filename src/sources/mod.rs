@@ -62,6 +62,14 @@ impl SourceConfig {
         }
     }
 
+    /// The include list (`schema.table`, globs allowed).
+    pub fn tables(&self) -> &[String] {
+        match self {
+            SourceConfig::Postgres(p) => &p.tables,
+            SourceConfig::Mysql(m) => &m.tables,
+        }
+    }
+
     pub fn encoding(&self) -> Encoding {
         match self {
             SourceConfig::Postgres(c) => c.encoding,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::config::{Diag, SecretUrl, Section};
+use crate::sinks::template::{self, Part};
 use crate::sinks::COMMON_KEYS;
 
 pub const DEFAULT_KEY_TEMPLATE: &str = "{connector}:{table}:{key}";
@@ -15,17 +16,6 @@ pub enum Format {
     Hash,
     /// The row as one JSON object string.
     Json,
-}
-
-/// A piece of a key template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Part {
-    Lit(String),
-    Connector,
-    Db,
-    Schema,
-    Table,
-    Key,
 }
 
 #[derive(Debug, Clone)]
@@ -64,30 +54,7 @@ impl RedisConfig {
 }
 
 pub fn parse_template(t: &str) -> Result<Vec<Part>, String> {
-    let mut parts = Vec::new();
-    let mut rest = t;
-    while let Some(open) = rest.find('{') {
-        let close = rest[open..].find('}').map(|c| open + c).ok_or_else(|| format!("`{t}`: unclosed `{{`"))?;
-        if open > 0 {
-            parts.push(Part::Lit(rest[..open].to_string()));
-        }
-        parts.push(match &rest[open + 1..close] {
-            "connector" => Part::Connector,
-            "db" => Part::Db,
-            "schema" => Part::Schema,
-            "table" => Part::Table,
-            "key" => Part::Key,
-            other => {
-                return Err(format!(
-                    "`{{{other}}}` is not a placeholder (use {{connector}}, {{db}}, {{schema}}, {{table}}, {{key}})"
-                ))
-            }
-        });
-        rest = &rest[close + 1..];
-    }
-    if !rest.is_empty() {
-        parts.push(Part::Lit(rest.to_string()));
-    }
+    let parts = template::parse(t, true)?;
     if !parts.contains(&Part::Key) {
         return Err(format!("`{t}` has no {{key}}: every row would share one Redis key"));
     }
@@ -168,13 +135,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn templates() {
-        assert_eq!(
-            parse_template("{connector}:{table}:{key}").unwrap(),
-            vec![Part::Connector, Part::Lit(":".into()), Part::Table, Part::Lit(":".into()), Part::Key]
-        );
+    fn redis_templates_need_a_key() {
         assert!(parse_template("{table}").unwrap_err().contains("no {key}"));
-        assert!(parse_template("{tabel}:{key}").unwrap_err().contains("not a placeholder"));
-        assert!(parse_template("x{key").is_err());
+        assert!(parse_template("{connector}:{table}:{key}").is_ok());
     }
 }

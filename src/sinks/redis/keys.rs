@@ -1,35 +1,7 @@
 //! Row keys from templates, version keys beside them, and SCAN patterns.
 
-use super::config::Part;
-use crate::event::{ChangeEvent, Encoding, Row};
-
-/// Append the text of a key's values, joined by `:`.
-fn write_key_values(key: &Row, out: &mut String) {
-    // Key columns are rendered with tidemark's default encoding, so the same row always maps to
-    // the same key whatever the connector's output options.
-    let enc = Encoding::default();
-    for (i, (_, v)) in key.iter().enumerate() {
-        if i > 0 {
-            out.push(':');
-        }
-        enc.write_text(v, out);
-    }
-}
-
-/// Render the row key of `ev` into `out`.
-pub fn render_key(parts: &[Part], connector: &str, ev: &ChangeEvent, out: &mut String) {
-    out.clear();
-    for p in parts {
-        match p {
-            Part::Lit(s) => out.push_str(s),
-            Part::Connector => out.push_str(connector),
-            Part::Db => out.push_str(&ev.table.db),
-            Part::Schema => out.push_str(&ev.table.schema),
-            Part::Table => out.push_str(&ev.table.name),
-            Part::Key => write_key_values(&ev.key, out),
-        }
-    }
-}
+use crate::event::ChangeEvent;
+pub use crate::sinks::template::{render as render_key, Part};
 
 /// The SCAN MATCH pattern of every row key of `ev`'s table.
 pub fn scan_pattern(parts: &[Part], connector: &str, ev: &ChangeEvent) -> String {
@@ -94,7 +66,7 @@ mod tests {
     use super::super::cluster::key_slot;
     use super::super::config::parse_template;
     use super::*;
-    use crate::event::{Op, SnapshotFlag, SourceMeta, TableRef, Value, Version};
+    use crate::event::{Op, Row, SnapshotFlag, SourceMeta, TableRef, Value, Version};
 
     #[test]
     fn version_key_shares_the_rows_slot() {

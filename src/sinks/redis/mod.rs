@@ -22,7 +22,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, Value as RValue};
 
-pub use config::{Format, Part, RedisConfig};
+pub use config::{Format, RedisConfig};
 
 use self::cluster::{key_slot, SlotMap};
 use self::keys::{render_key, scan_pattern};
