@@ -45,7 +45,7 @@ pub enum PipelineError {
     #[error("sink {sink} rejected an event and its on_error policy is `fail`: {reason}")]
     Rejected { sink: String, reason: String },
     #[error("sink {sink}: cannot write dead letter: {error}")]
-    DeadLetter { sink: String, error: DeadLetterError },
+    DeadLetter { sink: String, error: Box<DeadLetterError> },
     #[error(transparent)]
     State(#[from] StateError),
     #[error("stopped before the batch was durable (shutdown deadline)")]
@@ -168,7 +168,7 @@ impl SinkRunner {
                 while let Err(error) = dl.write(ev, &self.name, &reason).await {
                     if error.class() != ErrorClass::Retry {
                         ctx.status.set_sink_state(self.index, SinkState::Failed, Some(error.to_string()));
-                        return Err(PipelineError::DeadLetter { sink: self.name.clone(), error });
+                        return Err(PipelineError::DeadLetter { sink: self.name.clone(), error: Box::new(error) });
                     }
                     ctx.status.set_sink_state(self.index, SinkState::Retrying, Some(error.to_string()));
                     if backoff.attempts() % 20 == 0 {

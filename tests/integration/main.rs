@@ -2,6 +2,7 @@
 
 mod cli;
 mod cluster;
+mod elasticsearch;
 mod mysql_redis;
 mod outage;
 mod postgres_redis;

@@ -24,7 +24,7 @@ pub fn mysql_mixed_url() -> String {
 
 /// Tests that purge binlogs take this exclusively; every other MySQL test holds it shared, so a
 /// purge never removes a binlog another test is about to resume from.
-static BINLOGS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+pub static BINLOGS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 pub async fn my_connect(url: &str) -> mysql_async::Conn {
     mysql_async::Conn::from_url(url)
@@ -59,6 +59,14 @@ impl MyEnv {
     }
 
     pub fn write_config(&self, tables: &str, extra: &str) {
+        self.write_config_with_sinks(
+            tables,
+            &format!("{extra}[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n", redis_url()),
+        );
+    }
+
+    /// The daemon file and a connector of `tables`, followed by `rest` (options and sinks).
+    pub fn write_config_with_sinks(&self, tables: &str, rest: &str) {
         std::fs::write(
             self.dir.join("tidemark.toml"),
             format!("data_dir = \"data\"\nhttp_addr = \"127.0.0.1:{}\"\nconnectors_dir = \"connectors\"\nmax_lag = \"30s\"\n", self.http_port),
@@ -67,10 +75,8 @@ impl MyEnv {
         std::fs::write(
             self.dir.join("connectors").join(format!("{}.toml", self.name)),
             format!(
-                "name = \"{}\"\n[source]\nkind = \"mysql\"\nurl = \"{}\"\ntables = [{tables}]\n{extra}[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n",
-                self.name,
-                self.url,
-                redis_url()
+                "name = \"{}\"\n[source]\nkind = \"mysql\"\nurl = \"{}\"\ntables = [{tables}]\n{rest}",
+                self.name, self.url
             ),
         )
         .unwrap();

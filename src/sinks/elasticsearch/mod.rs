@@ -23,7 +23,7 @@ pub mod config;
 pub mod naming;
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use bytes::Bytes;
 use elasticsearch::auth::Credentials;
@@ -214,11 +214,7 @@ impl EsSink {
             let Some((index, id, version)) = a else { continue };
             let doc_key = (index.as_str(), id.as_str());
             let tracked = stored.contains_key(&doc_key);
-            let lane = {
-                let mut h = self.lanes.build_hasher();
-                doc_key.hash(&mut h);
-                (h.finish() % lanes as u64) as usize
-            };
+            let lane = (self.lanes.hash_one(doc_key) % lanes as u64) as usize;
             let source = match ev.op {
                 Op::Delete => {
                     if tracked {
@@ -444,7 +440,7 @@ impl EsSink {
             return Err(self.status_error("_bulk".into(), resp).await);
         }
         let reply: BulkReply = resp.json().await.map_err(|e| self.transport(e))?;
-        Ok(reply.items.into_iter().map(|item| item_outcome(item)).collect())
+        Ok(reply.items.into_iter().map(item_outcome).collect())
     }
 
     /// Create `index` unless it exists, with the table's mapping or the cache defaults.
