@@ -5,8 +5,14 @@
 #   (c) redis-benchmark -P 16 -t hset                                         (the sink ceiling)
 #   (d) commit-to-visible-in-Redis latency at a steady 5,000 changes/s
 #   (e) tidemark's peak RSS
-# and the ratios b/a and b/c. (a) and (b) run BENCH_RUNS times each, alternating, on the same
+# and the ratios b/a and b/c (BENCH_REDIS=0 skips this part). (a) and (b) run BENCH_RUNS times
+# each, alternating, on the same
 # backlog (one replication slot per run); the medians are reported.
+# Then PostgreSQL → Elasticsearch (BENCH_ES=0 skips it), on a backlog of BENCH_ES_ROWS rows:
+#   (g) curl posting the same documents as _bulk requests of 1,000, two at a time  (the sink ceiling)
+#   (h) tidemark draining the backlog into Elasticsearch
+#   (i) commit-to-visible (GET by _id) latency at a steady BENCH_ES_RATE (2,000) changes/s
+# and the ratio h/g, medians of BENCH_RUNS alternating runs.
 # Then for MariaDB (BENCH_MYSQL=0 skips it):
 #   (a') mysqlbinlog --read-from-remote-server --raw reading a fixed backlog  (the source ceiling)
 #   (b') tidemark draining the same backlog into Redis
@@ -55,6 +61,8 @@ CREATE TABLE lat (id int PRIMARY KEY, sent_us bigint NOT NULL);
 INSERT INTO lat SELECT g, 0 FROM generate_series(1, 50000) g;
 CREATE PUBLICATION bench_pub FOR TABLE bench, lat;
 SQL
+fmt_list() { printf '%.0f ' "$@"; }
+if [ "${BENCH_REDIS:-1}" = "1" ]; then
 for i in $(seq 1 "$RUNS"); do
   $PG -d $DB -c "SELECT 1 FROM pg_create_logical_replication_slot('bench_ceiling_$i', 'pgoutput')" >/dev/null
   $PG -d $DB -c "SELECT 1 FROM pg_create_logical_replication_slot('bench_tidemark_$i', 'pgoutput')" >/dev/null
@@ -134,7 +142,6 @@ RSS=$(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$pid/status)
 kill -TERM $pid; wait $pid || true; pid=""
 $PG -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '$DB'" >/dev/null
 
-fmt_list() { printf '%.0f ' "$@"; }
 printf '\n'
 printf '| measure | result |\n|---|---|\n'
 printf '| backlog | %d row changes in %d transactions, %s MiB of WAL |\n' "$ROWS" $(((ROWS + TXN_ROWS - 1) / TXN_ROWS)) "$WAL_MB"
@@ -145,6 +152,107 @@ printf '| (d) commit → visible in Redis at %s/s | %s |\n' "$RATE" "$LAT"
 printf '| (e) tidemark peak RSS | %s MiB (draining: %s MiB) |\n' "$RSS" "$RSS_B"
 printf '| b / a | %.2f |\n' "$(echo "$B_RATE / $A_RATE" | bc -l)"
 printf '| b / c | %.2f |\n' "$(echo "$B_RATE / $C_RATE" | bc -l)"
+fi
+
+# ---------------------------------------------------------------- PostgreSQL → Elasticsearch
+if [ "${BENCH_ES:-1}" = "1" ]; then
+ES_URL=${BENCH_ES_URL:-http://127.0.0.1:9200}
+ES_ROWS=${BENCH_ES_ROWS:-50000}
+ES_RATE=${BENCH_ES_RATE:-2000}
+log "preparing an Elasticsearch backlog of $ES_ROWS row changes"
+$PG -d $DB >/dev/null <<SQL
+DROP TABLE IF EXISTS esbench;
+CREATE TABLE esbench (id int PRIMARY KEY, v int NOT NULL, payload text NOT NULL);
+DROP PUBLICATION IF EXISTS es_pub;
+CREATE PUBLICATION es_pub FOR TABLE esbench, lat;
+SQL
+for i in $(seq 1 "$RUNS"); do
+  $PG -d $DB -c "SELECT 1 FROM pg_create_logical_replication_slot('es_tidemark_$i', 'pgoutput')" >/dev/null
+done
+for ((from = 1; from <= ES_ROWS; from += TXN_ROWS)); do
+  to=$((from + TXN_ROWS - 1)); [ $to -gt "$ES_ROWS" ] && to=$ES_ROWS
+  echo "INSERT INTO esbench SELECT g, g % 1000, md5(g::text) FROM generate_series($from, $to) g;"
+done | $PG -d $DB
+# The same documents as _bulk bodies of 1,000 (tidemark's bulk_max_docs), with the same index
+# settings tidemark creates indices with.
+mkdir -p "$work/bulk"
+$PG -d $DB -Atc "SELECT '{\"index\":{\"_index\":\"esraw\",\"_id\":\"' || id || '\"}}' || chr(10) ||
+  json_build_object('id', id, 'v', v, 'payload', payload)::text FROM esbench ORDER BY id" > "$work/bulk/all.ndjson"
+split -l 2000 "$work/bulk/all.ndjson" "$work/bulk/part-"
+rm "$work/bulk/all.ndjson"
+ES_INDEX_BODY='{"settings":{"index.refresh_interval":"1s","index.gc_deletes":"3600s"},"mappings":{"date_detection":false}}'
+es_delete() { curl -s -o /dev/null -X DELETE "$ES_URL/$1"; }
+
+start_es_tidemark() { # $1: slot number
+  rm -rf "$work/data" "$work/connectors"
+  mkdir -p "$work/connectors"
+  printf 'data_dir = "%s/data"\nhttp_addr = "%s"\nconnectors_dir = "connectors"\n' "$work" "$HTTP" > "$work/tidemark.toml"
+  cat > "$work/connectors/esbench.toml" <<TOML
+name = "esbench"
+[source]
+kind = "postgres"
+url = "$PGURL"
+tables = ["public.esbench", "public.lat"]
+snapshot = "never"
+slot = "es_tidemark_$1"
+publication = "es_pub"
+[[sink]]
+kind = "elasticsearch"
+url = "$ES_URL"
+TOML
+  target/release/tidemark run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
+  pid=$!
+}
+
+G=(); H=()
+for i in $(seq 1 "$RUNS"); do
+  log "run $i/$RUNS: (g) curl posting the documents as _bulk requests, two at a time"
+  es_delete esraw
+  curl -s -o /dev/null -X PUT "$ES_URL/esraw" -H 'content-type: application/json' -d "$ES_INDEX_BODY"
+  t0=$(now)
+  ls "$work"/bulk/part-* | xargs -P 2 -I{} curl -s -o /dev/null -X POST "$ES_URL/_bulk" \
+    -H 'content-type: application/x-ndjson' --data-binary @{}
+  t1=$(now)
+  G+=("$(echo "$ES_ROWS / ($t1 - $t0)" | bc -l)")
+  RAW_DOCS=$(curl -s -X POST "$ES_URL/esraw/_refresh" >/dev/null; curl -s "$ES_URL/esraw/_count" | grep -o '"count":[0-9]*' | cut -d: -f2)
+  es_delete esraw
+
+  log "run $i/$RUNS: (h) tidemark draining the backlog into Elasticsearch"
+  es_delete esbench.public.esbench
+  t0=$(now)
+  start_es_tidemark "$i"
+  while :; do
+    applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
+    if [ -n "$applied" ] && [ "$applied" -ge "$ES_ROWS" ]; then break; fi
+    kill -0 $pid 2>/dev/null || { cat "$work/tidemark.log"; exit 1; }
+    sleep 0.05
+  done
+  t1=$(now)
+  H+=("$(echo "$ES_ROWS / ($t1 - $t0)" | bc -l)")
+  ES_DOCS=$(curl -s -X POST "$ES_URL/esbench.public.esbench/_refresh" >/dev/null; curl -s "$ES_URL/esbench.public.esbench/_count" | grep -o '"count":[0-9]*' | cut -d: -f2)
+  ES_RSS=$(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$pid/status)
+  if [ "$i" -lt "$RUNS" ]; then kill -TERM $pid; wait $pid || true; pid=""; fi
+done
+G_RATE=$(printf '%s\n' "${G[@]}" | median)
+H_RATE=$(printf '%s\n' "${H[@]}" | median)
+
+log "(i) commit-to-visible latency into Elasticsearch at $ES_RATE changes/s for ${SECONDS_LAT}s"
+# One write first, so the index exists (its creation is not part of the steady state).
+$PG -d $DB -c "UPDATE lat SET sent_us = 0 WHERE id = 1"
+until curl -sf "$ES_URL/esbench.public.lat/_doc/1" >/dev/null; do sleep 0.1; done
+ES_LAT=$("$LATENCY_BIN" --pg "$PGURL" --es "$ES_URL" --index esbench.public.lat --rate "$ES_RATE" --seconds "$SECONDS_LAT")
+kill -TERM $pid; wait $pid || true; pid=""
+es_delete esbench.public.esbench; es_delete esbench.public.lat
+$PG -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'es_tidemark_%'" >/dev/null
+
+printf '\n| Elasticsearch measure | result |\n|---|---|\n'
+printf '| server | %s |\n' "$(curl -s "$ES_URL" | grep -o '"distribution":"[a-z]*"\|"number":"[0-9.]*"' | cut -d'"' -f4 | paste -sd ' ')"
+printf '| backlog | %d row changes in %d transactions |\n' "$ES_ROWS" $(((ES_ROWS + TXN_ROWS - 1) / TXN_ROWS))
+printf '| (g) curl _bulk, 1,000 docs per request, 2 in flight | %.0f docs/s (median of: %s; %s docs) |\n' "$G_RATE" "$(fmt_list "${G[@]}")" "$RAW_DOCS"
+printf '| (h) tidemark → Elasticsearch | %.0f rows/s (median of: %s; %s docs; peak RSS %s MiB) |\n' "$H_RATE" "$(fmt_list "${H[@]}")" "$ES_DOCS" "$ES_RSS"
+printf '| (i) commit → visible (GET by _id) at %s/s | %s |\n' "$ES_RATE" "$ES_LAT"
+printf '| h / g | %.2f |\n' "$(echo "$H_RATE / $G_RATE" | bc -l)"
+fi
 
 [ "${BENCH_MYSQL:-1}" = "1" ] || exit 0
 
