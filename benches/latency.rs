@@ -1,20 +1,19 @@
-//! Commit-to-visible latency, PostgreSQL → tidemark → Redis or Elasticsearch, at a steady rate.
+//! Commit latency at a steady rate, PostgreSQL → tidemark → Redis or Elasticsearch.
 //!
 //! Run by `scripts/bench.sh` (not a criterion benchmark): it issues single-row UPDATEs at
 //! `--rate` per second for `--seconds` (autocommit: one transaction each), noting the microsecond
-//! each was sent, and watches the sink:
-//! - Redis: it listens to keyspace notifications; when a row's hash changes it records now minus
-//!   that row's send time. The listener does no Redis I/O per notification, so it never falls
-//!   behind and adds nothing to what it measures.
-//! - Elasticsearch (`--es URL --index NAME`): Elasticsearch has no notifications, so it reads the
-//!   rows still in flight with one `_mget` (a real-time GET by `_id`: visible as soon as the bulk
-//!   request that wrote them is acknowledged) every `--poll-ms` (default 5), and records now minus
-//!   the send time of each row whose document carries its latest `sent_us`. Polling adds up to one
-//!   interval to each sample.
-//! Prints p50/p99/max in milliseconds.
+//! each was sent, and measures:
+//! - Redis (`--redis URL --prefix P`): commit to visible. It listens to keyspace notifications;
+//!   when a row's hash changes it records now minus that row's send time. The listener does no
+//!   Redis I/O per notification, so it never falls behind and adds nothing to what it measures.
+//! - Any sink (`--metrics HOST:PORT --sink NAME`): commit to acknowledged, from tidemark's own
+//!   `tidemark_commit_to_ack_seconds` histogram (scraped before and after the run; percentiles
+//!   interpolated inside its buckets). Elasticsearch has no change notifications, and polling it
+//!   with real-time GETs would force refreshes and load the server being measured.
+//! Prints p50/p99/max in milliseconds (max: the upper bound of the highest bucket for metrics).
 //!
 //!   cargo bench --bench latency -- --pg URL --redis URL --prefix demo:lat --rate 5000 --seconds 20
-//!   cargo bench --bench latency -- --pg URL --es http://127.0.0.1:9200 --index c.public.lat --rate 2000
+//!   cargo bench --bench latency -- --pg URL --metrics 127.0.0.1:8080 --sink elasticsearch --rate 2000
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,9 +46,15 @@ async fn main() {
 
     // When each row was last sent, by id (each id is updated at most once per `rows / rate` s).
     let sent: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
-    let listener = match args.get("es") {
-        Some(es) => tokio::spawn(es_listener(es.clone(), arg(&args, "index", "bench.public.lat"), poll_ms(&args), seconds, sent.clone())),
-        None => tokio::spawn(redis_listener(redis_url.clone(), prefix.clone(), seconds, sent.clone()).await),
+    let metrics = args.get("metrics").cloned();
+    let sink = arg(&args, "sink", "elasticsearch");
+    let before = match &metrics {
+        Some(addr) => Some(scrape(addr, &sink).await),
+        None => None,
+    };
+    let listener = match &metrics {
+        Some(_) => None,
+        None => Some(tokio::spawn(redis_listener(redis_url.clone(), prefix.clone(), seconds, sent.clone()).await)),
     };
 
     // The writers: `rate` single-row updates per second, spread over several sessions.
@@ -81,7 +86,22 @@ async fn main() {
     for w in writers {
         w.await.unwrap();
     }
-    let mut samples = listener.await.unwrap();
+    if let (Some(addr), Some(before)) = (&metrics, before) {
+        // Let the last changes through, then take the difference of the two scrapes.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = scrape(addr, &sink).await;
+        let buckets: Vec<(f64, u64)> = after.iter().zip(&before).map(|((le, a), (_, b))| (*le, a - b)).collect();
+        let total = buckets.last().map_or(0, |(_, n)| *n);
+        let max = buckets.iter().find(|(_, n)| *n == total).map_or(0.0, |(le, _)| *le);
+        println!(
+            "{{\"samples\": {total}, \"p50_ms\": {:.1}, \"p99_ms\": {:.1}, \"max_ms\": \"<= {:.0}\"}}",
+            percentile(&buckets, 0.50) * 1000.0,
+            percentile(&buckets, 0.99) * 1000.0,
+            max * 1000.0
+        );
+        return;
+    }
+    let mut samples = listener.expect("redis listener").await.unwrap();
     samples.sort_unstable();
     let pct = |p: f64| {
         samples.get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1))).copied().unwrap_or(0)
@@ -97,8 +117,37 @@ async fn main() {
     );
 }
 
-fn poll_ms(args: &HashMap<String, String>) -> u64 {
-    arg(args, "poll-ms", "5").parse().unwrap()
+/// The cumulative buckets `(upper bound, count)` of the sink's commit-to-ack histogram.
+async fn scrape(addr: &str, sink: &str) -> Vec<(f64, u64)> {
+    let (_, body) = tidemark::http::request(addr, "GET", "/metrics").await.expect("tidemark /metrics");
+    let label = format!("sink=\"{sink}\"");
+    body.lines()
+        .filter(|l| l.starts_with("tidemark_commit_to_ack_seconds_bucket{") && l.contains(&label))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `p` quantile of cumulative buckets, interpolated linearly inside its bucket.
+fn percentile(buckets: &[(f64, u64)], p: f64) -> f64 {
+    let total = buckets.last().map_or(0, |(_, n)| *n) as f64;
+    let rank = p * total;
+    let mut lower = (0.0, 0u64);
+    for &(le, n) in buckets {
+        if n as f64 >= rank {
+            if le.is_infinite() {
+                return lower.0;
+            }
+            let inside = (n - lower.1) as f64;
+            let frac = if inside > 0.0 { (rank - lower.1 as f64) / inside } else { 1.0 };
+            return lower.0 + (le - lower.0) * frac;
+        }
+        lower = (le, n);
+    }
+    lower.0
 }
 
 /// Subscribe to the row keys' keyspace notifications; the returned future collects the samples.
@@ -135,47 +184,4 @@ async fn redis_listener(
             redis::cmd("CONFIG").arg("SET").arg("notify-keyspace-events").arg("").query_async(&mut conn).await.unwrap();
         samples
     }
-}
-
-/// Poll the rows in flight with `_mget` until every sent row was seen or the time is up.
-async fn es_listener(url: String, index: String, poll_ms: u64, seconds: u64, sent: Arc<Mutex<HashMap<i32, i64>>>) -> Vec<i64> {
-    use elasticsearch::http::transport::Transport;
-    let client = elasticsearch::Elasticsearch::new(Transport::single_node(&url).unwrap());
-    let mut samples = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(seconds + 5);
-    let mut tick = tokio::time::interval(Duration::from_millis(poll_ms));
-    while Instant::now() < deadline {
-        tick.tick().await;
-        let pending: Vec<(i32, i64)> = sent.lock().unwrap().iter().map(|(k, v)| (*k, *v)).collect();
-        if pending.is_empty() {
-            continue;
-        }
-        let docs: Vec<serde_json::Value> =
-            pending.iter().map(|(id, _)| serde_json::json!({ "_index": index, "_id": id.to_string() })).collect();
-        let Ok(resp) = client
-            .mget(elasticsearch::MgetParts::None)
-            ._source_includes(&["sent_us"])
-            .body(serde_json::json!({ "docs": docs }))
-            .send()
-            .await
-        else {
-            continue;
-        };
-        let Ok(reply) = resp.json::<serde_json::Value>().await else { continue };
-        let received = now_us();
-        let mut sent = sent.lock().unwrap();
-        for d in reply["docs"].as_array().into_iter().flatten() {
-            let (Some(id), Some(seen)) = (d["_id"].as_str().and_then(|i| i.parse::<i32>().ok()), d["_source"]["sent_us"].as_i64())
-            else {
-                continue;
-            };
-            if let Some(&at) = sent.get(&id) {
-                if seen >= at {
-                    sent.remove(&id);
-                    samples.push(received - at);
-                }
-            }
-        }
-    }
-    samples
 }

@@ -56,6 +56,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v python3 >/dev/null || missing+=(python3)
 command -v curl >/dev/null || missing+=(curl)
+command -v socat >/dev/null || missing+=(socat)       # TLS in front of the test cluster
+command -v openssl >/dev/null || missing+=(openssl)   # the test CA and certificate
 if [ ${#missing[@]} -gt 0 ]; then install_pkgs "${missing[@]}"; fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || install_pkgs python3-venv
 

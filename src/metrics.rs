@@ -16,6 +16,13 @@ pub const EVENTS: &str = "tidemark_events";
 pub const SINK_EVENTS: &str = "tidemark_sink_events";
 pub const SINK_RETRIES: &str = "tidemark_sink_retries";
 pub const SINK_WRITE_SECONDS: &str = "tidemark_sink_write_seconds";
+pub const COMMIT_TO_ACK_SECONDS: &str = "tidemark_commit_to_ack_seconds";
+/// Upper bounds of the commit-to-acknowledged histogram, in seconds: fine where a cache's
+/// staleness matters (tens of milliseconds to a few seconds).
+pub const COMMIT_TO_ACK_BUCKETS: [f64; 24] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.5, 2.0,
+    3.0, 5.0, 10.0, 30.0,
+];
 pub const TYPE_FALLBACKS: &str = "tidemark_type_fallbacks";
 pub const EVENTS_SKIPPED: &str = "tidemark_events_skipped";
 pub const LAG_SECONDS: &str = "tidemark_lag_seconds";
@@ -53,6 +60,7 @@ pub struct Metrics {
     pub sink_events: Family<Labels, Counter>,
     pub sink_retries: Family<Labels, Counter>,
     pub sink_write_seconds: Family<Labels, Histogram>,
+    pub commit_to_ack_seconds: Family<Labels, Histogram>,
     pub type_fallbacks: Family<Labels, Counter>,
     pub events_skipped: Family<Labels, Counter>,
     pub snapshot_rows: Family<Labels, Counter>,
@@ -78,6 +86,8 @@ impl Metrics {
         let sink_retries = Family::<Labels, Counter>::default();
         let sink_write_seconds =
             Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 14)));
+        let commit_to_ack_seconds =
+            Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(COMMIT_TO_ACK_BUCKETS.iter().copied()));
         let type_fallbacks = Family::<Labels, Counter>::default();
         let events_skipped = Family::<Labels, Counter>::default();
         let snapshot_rows = Family::<Labels, Counter>::default();
@@ -92,6 +102,11 @@ impl Metrics {
         registry.register(SINK_EVENTS, "Events handled by sinks, by outcome", sink_events.clone());
         registry.register(SINK_RETRIES, "Sink writes retried after a transient error", sink_retries.clone());
         registry.register(SINK_WRITE_SECONDS, "Time to make one batch durable in a sink", sink_write_seconds.clone());
+        registry.register(
+            COMMIT_TO_ACK_SECONDS,
+            "Per streamed change, from its commit at the source to the sink acknowledging it",
+            commit_to_ack_seconds.clone(),
+        );
         registry.register(
             TYPE_FALLBACKS,
             "Column values of an unsupported type, or unparsable text, passed on as text",
@@ -131,6 +146,7 @@ impl Metrics {
             sink_events,
             sink_retries,
             sink_write_seconds,
+            commit_to_ack_seconds,
             type_fallbacks,
             events_skipped,
             snapshot_rows,

@@ -26,7 +26,7 @@ use self::batch::{Batch, Batcher};
 use self::dead_letter::{DeadLetterError, DeadLetters};
 use self::status::{ConnectorState, ConnectorStatus, SinkState};
 use crate::config::{ConnectorConfig, DaemonConfig};
-use crate::event::ChangeEvent;
+use crate::event::{ChangeEvent, SnapshotFlag};
 use crate::metrics::{self, Metrics};
 use crate::retry::{Backoff, Classify, ErrorClass};
 use crate::sinks::{DeadLetterTarget, ErrorPolicy, Sink, SinkConfig, SinkContext, SinkError};
@@ -105,6 +105,7 @@ impl SinkRunner {
             match self.sink.write(events).await {
                 Ok(report) => {
                     ctx.metrics.sink_write_seconds.get_or_create(&self.labels).observe(started.elapsed().as_secs_f64());
+                    self.observe_commit_to_ack(events, ctx);
                     self.count(ctx, metrics::OUTCOME_APPLIED, report.applied);
                     self.count(ctx, metrics::OUTCOME_STALE, report.stale);
                     for (i, reason) in report.rejected {
@@ -136,6 +137,15 @@ impl SinkRunner {
                     return Err(PipelineError::Sink { sink: self.name.clone(), error: e });
                 }
             }
+        }
+    }
+
+    /// Per streamed change: now (acknowledged) minus its commit time at the source.
+    fn observe_commit_to_ack(&self, events: &[ChangeEvent], ctx: &Shared) {
+        let now_ms = crate::event::time::now_ms();
+        let to_ack = ctx.metrics.commit_to_ack_seconds.get_or_create(&self.labels);
+        for ev in events.iter().filter(|e| e.snapshot == SnapshotFlag::No) {
+            to_ack.observe((now_ms - ev.commit_ts_ms).max(0) as f64 / 1000.0);
         }
     }
 
@@ -208,6 +218,9 @@ struct Pipeline {
     /// The newest position accepted (stored or pending).
     newest: Option<Position>,
     last_store: Instant,
+    /// Limits of one group-committed write.
+    max_rows: usize,
+    max_bytes: usize,
     /// The checkpoint being stored, off the data path (one at a time).
     storing: Option<tokio::task::JoinHandle<(Position, Result<(), StateError>)>>,
 }
@@ -240,7 +253,18 @@ impl Pipeline {
                 batch = rx.recv(), if !is_paused => match batch {
                     None => break Ok(()),
                     Some(b) => {
-                        if let Err(e) = self.process(b).await { break Err(e) }
+                        // Group commit: batches that queued up while the sinks were busy go to
+                        // them as one write (bigger writes, fewer round trips), up to the batch
+                        // limits.
+                        let (mut rows, mut bytes) = (b.events.len(), b.bytes);
+                        let mut batches = vec![b];
+                        while rows < self.max_rows && bytes < self.max_bytes {
+                            let Ok(next) = rx.try_recv() else { break };
+                            rows += next.events.len();
+                            bytes += next.bytes;
+                            batches.push(next);
+                        }
+                        if let Err(e) = self.process(batches).await { break Err(e) }
                         if self.storing.is_none() && self.last_store.elapsed() >= CHECKPOINT_INTERVAL {
                             self.start_store();
                         }
@@ -262,25 +286,35 @@ impl Pipeline {
         result.and(stored)
     }
 
-    async fn process(&mut self, batch: Batch) -> Result<(), PipelineError> {
-        let Batch { events, checkpoint, newest_commit_ms, heartbeat, offset, .. } = batch;
-        let n = events.len();
-        let heartbeat_ms = if heartbeat { newest_commit_ms } else { None };
-        let events = self.chain.apply(events, heartbeat_ms);
+    /// Run batches (in source order) through the chain and write them to every sink at once.
+    async fn process(&mut self, batches: Vec<Batch>) -> Result<(), PipelineError> {
+        let mut events = Vec::with_capacity(batches.iter().map(|b| b.events.len()).sum());
+        let mut any_heartbeat = false;
+        let mut done = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let Batch { events: input, checkpoint, newest_commit_ms, heartbeat, offset, .. } = batch;
+            let n = input.len();
+            let heartbeat_ms = if heartbeat { newest_commit_ms } else { None };
+            events.extend(self.chain.apply(input, heartbeat_ms));
+            any_heartbeat |= heartbeat;
+            done.push((n, newest_commit_ms, heartbeat, offset, checkpoint));
+        }
         // A heartbeat with no events still reaches every sink (as an empty write, i.e. a probe),
         // so an idle pipeline notices a sink outage, reports it, and stops the source.
-        if !events.is_empty() || heartbeat {
+        if !events.is_empty() || any_heartbeat {
             let ctx = &self.ctx;
             let results = join_all(self.sinks.iter_mut().map(|s| s.write(&events, ctx))).await;
             results.into_iter().collect::<Result<Vec<()>, _>>()?;
         }
-        self.ctx.status.batch_done(n, newest_commit_ms, heartbeat, offset);
         self.pending_current = false;
-        if let Some(pos) = checkpoint {
-            if self.newest.as_ref().is_none_or(|prev| pos.is_after(prev)) {
-                self.newest = Some(pos.clone());
-                self.pending = Some(pos);
-                self.pending_current = true;
+        for (n, newest_commit_ms, heartbeat, offset, checkpoint) in done {
+            self.ctx.status.batch_done(n, newest_commit_ms, heartbeat, offset);
+            if let Some(pos) = checkpoint {
+                if self.newest.as_ref().is_none_or(|prev| pos.is_after(prev)) {
+                    self.newest = Some(pos.clone());
+                    self.pending = Some(pos);
+                    self.pending_current = true;
+                }
             }
         }
         Ok(())
@@ -390,6 +424,8 @@ pub async fn run_connector(
         pending_current: false,
         newest: resume,
         last_store: Instant::now(),
+        max_rows: cfg.pipeline.max_batch_rows.get(),
+        max_bytes: cfg.pipeline.max_batch_bytes.get(),
         storing: None,
     };
     let outcome = pipeline.run(rx, handle.paused.subscribe()).await;

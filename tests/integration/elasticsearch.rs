@@ -635,3 +635,165 @@ async fn check_reports_the_cluster_version_and_an_unreachable_cluster_with_the_f
     assert!(dead_part.contains("ERROR") && dead_part.contains("check sink.url"), "{text}");
     env.cleanup().await;
 }
+
+/// Run `cmd`, failing the test with its output if it fails.
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (run scripts/services.sh)"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, and a certificate it signed for 127.0.0.1; returns (CA file, server cert+key file).
+fn make_certs(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = |f: &str| dir.join(f);
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=tidemark test CA"])
+        .arg("-keyout")
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.pem")));
+    run(Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
+        .arg("-keyout")
+        .arg(p("srv.key"))
+        .arg("-out")
+        .arg(p("srv.csr")));
+    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "1", "-CAcreateserial"])
+        .arg("-in")
+        .arg(p("srv.csr"))
+        .arg("-CA")
+        .arg(p("ca.pem"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .arg("-extfile")
+        .arg(p("ext.cnf"))
+        .arg("-out")
+        .arg(p("srv.pem")));
+    let bundle = std::fs::read_to_string(p("srv.pem")).unwrap() + &std::fs::read_to_string(p("srv.key")).unwrap();
+    std::fs::write(p("srv-bundle.pem"), bundle).unwrap();
+    (p("ca.pem"), p("srv-bundle.pem"))
+}
+
+/// A socat child, killed on drop.
+struct Socat(std::process::Child);
+
+impl Socat {
+    fn start(args: &[String]) -> Socat {
+        let child = Command::new("socat")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat (scripts/services.sh installs it)");
+        Socat(child)
+    }
+}
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_ca_file_sends_the_credentials_and_never_shows_them() {
+    let env = Env::new("estls").await;
+    let es = Es::new();
+    env.pg
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b');")
+        .await
+        .unwrap();
+    let (ca, bundle) = make_certs(&env.dir.join("tls"));
+
+    // tidemark —TLS→ socat —plain→ sniffing relay —→ the cluster (through a second socat when the
+    // cluster itself speaks https).
+    let (bare, creds) = tidemark::sinks::elasticsearch::config::url_parts(&es_url()).unwrap();
+    let host_port = bare.split("://").nth(1).unwrap().split('/').next().unwrap().to_string();
+    let mut _socats = Vec::new();
+    let upstream = if bare.starts_with("https://") {
+        let port = free_port();
+        let ca_opt = std::env::var("TIDEMARK_TEST_ES_CA").map(|c| format!(",cafile={c}")).unwrap_or(",verify=0".into());
+        _socats.push(Socat::start(&[
+            format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
+            format!("OPENSSL:{host_port}{ca_opt}"),
+        ]));
+        format!("127.0.0.1:{port}")
+    } else {
+        host_port
+    };
+    let relay = Proxy::start(upstream).await;
+    let tls_port = free_port();
+    _socats.push(Socat::start(&[
+        format!("OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},verify=0", bundle.display()),
+        format!("TCP:127.0.0.1:{}", relay.port),
+    ]));
+    let url = format!("https://127.0.0.1:{tls_port}");
+    wait_for("socat listening", DEADLINE, || async {
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).ok().map(|_| ())
+    })
+    .await;
+
+    // The cluster's credentials if it has some; otherwise made-up ones (the local server does not
+    // check them) — both kinds.
+    let (user, password) = creds.unwrap_or_else(|| ("tidemark".into(), format!("pw-{}", env.name)));
+    let api_key = format!("a2V5LWZvci1{}", env.name.replace('_', ""));
+    let basic = format!("username = \"{user}\"\npassword = \"{password}\"\nca_file = \"{}\"\n", ca.display());
+    let with_key = format!("name = \"keyed\"\napi_key = \"{api_key}\"\nca_file = \"{}\"\n", ca.display());
+    let sink = |body: &str| format!("[[sink]]\nkind = \"elasticsearch\"\nurl = \"{url}\"\n{body}");
+    let mut sinks = sink(&basic);
+    if std::env::var("TIDEMARK_TEST_ES_URL").is_err() {
+        sinks += &sink(&format!("{with_key}index = \"{{connector}}.keyed.{{table}}\"\n"));
+    }
+    env.write_config(&env.postgres_source(r#""public.t""#, &sinks));
+
+    // check: the CA file makes the certificate trusted.
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["check", "-c"])
+        .arg(env.dir.join("tidemark.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("connected to"), "{text}");
+    assert!(!text.contains(&password) && !text.contains(&api_key), "a secret in check output: {text}");
+
+    let mut d = env.start();
+    d.wait_streaming().await;
+    let sql = "SELECT id::text, jsonb_build_object('id', id, 'v', v)::text FROM t";
+    es.wait_equal(&format!("{}.public.t", env.name), || pg_docs(&env.pg, sql), &[], Some(&d)).await;
+    let sent = relay.sent_text().to_lowercase();
+    let basic_header = format!("authorization: basic {}", base64_encode(&format!("{user}:{password}"))).to_lowercase();
+    assert!(sent.contains(&basic_header), "no basic credentials in what tidemark sent");
+    if std::env::var("TIDEMARK_TEST_ES_URL").is_err() {
+        es.wait_equal(&format!("{}.keyed.t", env.name), || pg_docs(&env.pg, sql), &[], Some(&d)).await;
+        assert!(sent.contains(&format!("authorization: apikey {}", api_key.to_lowercase())), "no API key sent");
+    }
+    let (_, connectors) = d.get("/connectors").await.unwrap();
+    assert!(connectors.contains("***"), "{connectors}");
+    assert!(!connectors.contains(&password) && !connectors.contains(&api_key), "{connectors}");
+    assert!(d.terminate().success());
+    assert!(!d.log().contains(&password) && !d.log().contains(&api_key));
+
+    // Without the CA file the certificate is not trusted: check says so.
+    let plain = env.dir.join("connectors").join(format!("{}.toml", env.name));
+    let text = std::fs::read_to_string(&plain).unwrap().replace(&format!("ca_file = \"{}\"\n", ca.display()), "");
+    std::fs::write(&plain, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["check", "-c"])
+        .arg(env.dir.join("tidemark.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("ERROR") && text.contains("ca_file"), "{text}");
+    es.cleanup(&env.name).await;
+    env.cleanup().await;
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

@@ -418,37 +418,60 @@ pub async fn wait_equal_on(url: &str, pg: &Client, sql: &str, prefix: &str, daem
 }
 
 /// A TCP forwarder in front of a real server, to cut the network between tidemark and it (an
-/// outage the server itself survives, so its data stays).
+/// outage the server itself survives, so its data stays), and to see what a client sends.
 pub struct Proxy {
     pub port: u16,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// The first bytes every client sent (up to 64 KiB per connection).
+    sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Proxy {
     pub async fn start(target: String) -> Proxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (up2, conns2) = (up.clone(), conns.clone());
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, conns2, sent2) = (up.clone(), conns.clone(), sent.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((inbound, _)) = listener.accept().await else { return };
                 if !up2.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
-                let target = target.clone();
+                let (target, sent) = (target.clone(), sent2.clone());
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    let (mut in_r, mut in_w) = inbound.into_split();
+                    let (mut out_r, mut out_w) = outbound.into_split();
+                    let upstream = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        let mut seen = 0;
+                        while let Ok(n) = in_r.read(&mut buf).await {
+                            if n == 0 || out_w.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            if seen < 64 * 1024 {
+                                sent.lock().unwrap().extend_from_slice(&buf[..n]);
+                                seen += n;
+                            }
+                        }
+                        let _ = out_w.shutdown().await;
+                    };
+                    let downstream = async move {
+                        let _ = tokio::io::copy(&mut out_r, &mut in_w).await;
+                        let _ = in_w.shutdown().await;
+                    };
+                    tokio::join!(upstream, downstream);
                 });
                 conns2.lock().unwrap().push(task.abort_handle());
             }
         });
-        Proxy { port, up, conns }
+        Proxy { port, up, conns, sent }
     }
 
     /// Close every open connection and refuse new ones.
@@ -461,5 +484,10 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// What clients sent so far, as text.
+    pub fn sent_text(&self) -> String {
+        String::from_utf8_lossy(&self.sent.lock().unwrap()).into_owned()
     }
 }

@@ -13,9 +13,9 @@
 //! back under the same version check: the merge never blanks a field, and a newer document or
 //! tombstone still wins. See the README for why not `_update` with a script.
 //!
-//! Throughput. A batch is spread over `max_in_flight` lanes by `_id` (a document's writes stay in
-//! one lane, in order); each lane sends bulk requests of at most `bulk_max_docs` /
-//! `bulk_max_bytes`, one after the other. Every item's result is read: a 200 bulk response can
+//! Throughput. A batch bigger than one bulk request is spread over up to `max_in_flight` lanes by
+//! `_id` (a document's writes stay in one lane, in order); each lane sends bulk requests of at
+//! most `bulk_max_docs` / `bulk_max_bytes`, one after the other. Every item's result is read: a 200 bulk response can
 //! still carry failed items.
 
 pub mod check;
@@ -206,7 +206,8 @@ impl EsSink {
         let stored = self.fetch_partials(events, &addr).await?;
 
         // Build the items in batch order, merging partial rows over what came before them.
-        let lanes = self.cfg.max_in_flight.max(1);
+        // Parallel requests only pay off for batches bigger than one request.
+        let lanes = self.cfg.max_in_flight.min(events.len().div_ceil(self.cfg.bulk_max_docs)).max(1);
         let enc = &self.ctx.encoding;
         let mut latest: HashMap<(&str, &str), Option<Map<String, Json>>> = HashMap::new();
         let mut items = Vec::with_capacity(events.len());
@@ -341,7 +342,7 @@ impl EsSink {
         if items.is_empty() {
             return Ok(());
         }
-        let lanes = self.cfg.max_in_flight.max(1);
+        let lanes = items.iter().map(|i| i.lane).max().unwrap_or(0) + 1;
         let mut by_lane: Vec<Vec<Item>> = (0..lanes).map(|_| Vec::new()).collect();
         for item in items {
             by_lane[item.lane].push(item);
