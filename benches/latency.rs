@@ -10,6 +10,7 @@
 //!   `tidemark_commit_to_ack_seconds` histogram (scraped before and after the run; percentiles
 //!   interpolated inside its buckets). Elasticsearch has no change notifications, and polling it
 //!   with real-time GETs would force refreshes and load the server being measured.
+//!
 //! Prints p50/p99/max in milliseconds (max: the upper bound of the highest bucket for metrics).
 //!
 //!   cargo bench --bench latency -- --pg URL --redis URL --prefix demo:lat --rate 5000 --seconds 20
