@@ -258,7 +258,8 @@ VENV=${TIDEMARK_VENV:-/opt/tidemark/venv}
 OSMEM_BIN="$VENV/lib/python3*/site-packages/osmem_server/bin/osmem-server"
 OSMEM_LOG=/var/log/tidemark-osmem.log
 es_up() { curl -fsS http://127.0.0.1:9200/ 2>/dev/null | grep -q '"number"'; }
-if ! "$VENV/bin/pip" show osmem-server 2>/dev/null | grep -qx "Version: $OSMEM_VERSION"; then
+installed=$("$VENV/bin/pip" show osmem-server 2>/dev/null | awk '/^Version:/ {print $2}' || true)
+if [ "$installed" != "$OSMEM_VERSION" ]; then
   log "installing osmem-server==$OSMEM_VERSION into $VENV"
   $SUDO mkdir -p "$(dirname "$VENV")"
   $SUDO python3 -m venv "$VENV"

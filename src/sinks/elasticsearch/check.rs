@@ -138,9 +138,8 @@ async fn privileges(sink: &mut EsSink, opensearch: bool, indices: &[String]) -> 
         }
         Ok((_, reply)) => {
             let text = reply.to_string();
-            if text.contains("security") && (text.contains("not enabled") || text.contains("disabled"))
-                || text.contains("no handler")
-            {
+            let off = ["not enabled", "disabled", "must be explicitly enabled", "no handler found"];
+            if off.iter().any(|m| text.contains(m)) {
                 Finding::ok("security is not enabled on the cluster: every client may write")
             } else {
                 Finding::warn(format!("could not verify the index privileges: {text}"))
