@@ -264,7 +264,7 @@ pub fn read_connector(path: &Path, mut s: Section, d: &mut Diag) -> Option<Conne
         }
     };
     let transforms: Vec<TransformConfig> =
-        s.tables(d, "transform").into_iter().filter_map(|t| TransformConfig::read(t, d)).collect();
+        s.tables(d, "transform").into_iter().filter_map(|t| TransformConfig::read(path, t, d)).collect();
     let sink_sections = s.tables(d, "sink");
     if sink_sections.is_empty() && !s.has("sink") {
         d.error("sink", "at least one [[sink]] is required");

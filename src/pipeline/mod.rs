@@ -50,6 +50,8 @@ pub enum PipelineError {
     State(#[from] StateError),
     #[error("stopped before the batch was durable (shutdown deadline)")]
     Aborted,
+    #[error("transform: {0}")]
+    Transform(String),
 }
 
 /// A configured connector and the controls the HTTP API uses.
@@ -295,7 +297,7 @@ impl Pipeline {
             let Batch { events: input, checkpoint, newest_commit_ms, heartbeat, offset, .. } = batch;
             let n = input.len();
             let heartbeat_ms = if heartbeat { newest_commit_ms } else { None };
-            events.extend(self.chain.apply(input, heartbeat_ms));
+            events.extend(self.chain.apply(input, heartbeat_ms).map_err(PipelineError::Transform)?);
             any_heartbeat |= heartbeat;
             done.push((n, newest_commit_ms, heartbeat, offset, checkpoint));
         }
@@ -401,6 +403,7 @@ pub async fn run_connector(
     let (tx, rx) = mpsc::channel(cfg.pipeline.buffer_batches.get());
     let (ack_tx, ack_rx) = watch::channel(resume.clone());
     let source_cancel = stop.child_token();
+    let transforms = crate::transforms::Specs(Arc::new(cfg.transforms.clone()));
     let source_ctx = SourceContext {
         connector: name.clone(),
         batcher: Batcher::new(tx, cfg.pipeline, status.clone()),
@@ -410,6 +413,7 @@ pub async fn run_connector(
         status: status.clone(),
         metrics: metrics.clone(),
         store: store.clone(),
+        transforms: transforms.clone(),
     };
     let source_cfg = cfg.source.clone();
     let source = tokio::spawn(async move { sources::run(&source_cfg, source_ctx).await });
@@ -417,7 +421,7 @@ pub async fn run_connector(
     let mut pipeline = Pipeline {
         ctx: Shared { name: name.clone(), status: status.clone(), metrics, abort },
         sinks,
-        chain: Chain::default(),
+        chain: Chain::build(&transforms, cfg.source.encoding()),
         store,
         ack: ack_tx,
         pending: None,

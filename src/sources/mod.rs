@@ -189,6 +189,26 @@ pub struct SourceContext {
     pub metrics: Arc<Metrics>,
     /// For schema history (positions are stored by the pipeline, not the source).
     pub store: crate::state::StateStore,
+    /// The connector's transforms, whose column references the source checks against every
+    /// captured table at startup.
+    pub transforms: crate::transforms::Specs,
+}
+
+impl SourceContext {
+    /// Check the transforms against a captured table; the messages of every problem, joined.
+    pub fn check_transforms(
+        &self,
+        table: &crate::event::TableRef,
+        columns: &[String],
+        key: &[String],
+    ) -> Result<(), String> {
+        let errors = self.transforms.check_table(table, columns, key);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
 }
 
 /// After a transient source failure: log it, show it in `/health`, wait (backoff), then wait

@@ -7,3 +7,4 @@ mod mysql_redis;
 mod outage;
 mod postgres_redis;
 mod support;
+mod transforms;

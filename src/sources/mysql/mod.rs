@@ -275,6 +275,19 @@ impl<'a> Session<'a> {
         if tables.is_empty() {
             return Err(MyError::Operator(format!("no table matches {}; check source.tables", cfg.tables.join(", "))));
         }
+        let mut problems = Vec::new();
+        for (db, name) in &tables {
+            let info = info_columns(&mut conn, db, name).await?;
+            let columns: Vec<String> = info.iter().map(|c| c.name.clone()).collect();
+            let key: Vec<String> = info.iter().filter(|c| c.primary).map(|c| c.name.clone()).collect();
+            let table = TableRef { db: db.as_str().into(), schema: db.as_str().into(), name: name.as_str().into() };
+            if let Err(e) = self.ctx.check_transforms(&table, &columns, &key) {
+                problems.push(e);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(MyError::Operator(problems.join("; ")));
+        }
         let logs = binary_logs(&mut conn).await?;
 
         // Where to start, and whether a snapshot comes first.

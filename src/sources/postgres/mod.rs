@@ -318,6 +318,18 @@ impl Session<'_> {
                 cfg.tables.join(", ")
             )));
         }
+        let mut problems = Vec::new();
+        for t in &tables {
+            let table =
+                TableRef { db: self.db.clone(), schema: t.schema.as_str().into(), name: t.name.as_str().into() };
+            let columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+            if let Err(e) = self.ctx.check_transforms(&table, &columns, &t.key_columns().unwrap_or_default()) {
+                problems.push(e);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PgError::Operator(problems.join("; ")));
+        }
         let mut keyed = Vec::new();
         for t in &tables {
             match RelInfo::build(

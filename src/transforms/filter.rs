@@ -1,0 +1,230 @@
+//! `kind = "filter"`: keep the events for which a CEL expression is true.
+//!
+//! The expression sees `op` (`"c"`, `"u"`, `"d"`, `"r"`, `"t"`), `db`, `schema`, `table` (the bare
+//! name), `ts_ms` (commit time), `key`, `before` and `after` (maps, or `null`). Column values are
+//! what the event's Debezium JSON holds (the connector's encoding options apply): numbers, strings,
+//! booleans, lists; a `decimal_handling = "string"` column is a string, so compare it with
+//! `double(after.price) > 10.0`.
+//!
+//! CEL is Google's Common Expression Language (the `cel` crate): side-effect free, always
+//! terminating, and what users of Envoy, Kubernetes and Firebase rules already write.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use cel::common::ast::{Expr, IdedExpr};
+use cel::objects::{Key, Map as CelMap};
+use cel::{Context, Program, Value as Cel};
+use serde_json::Value as Json;
+
+use crate::event::{ChangeEvent, Encoding, Row, Value};
+
+/// The columns an expression reads from `before`/`after`, for checking them against a table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnRefs {
+    pub columns: BTreeSet<String>,
+    /// `before`/`after` used whole (e.g. `size(after)`): every column is needed.
+    pub whole_row: bool,
+}
+
+pub struct FilterExpr {
+    program: Program,
+    pub source: String,
+    pub refs: ColumnRefs,
+    uses: Uses,
+}
+
+impl std::fmt::Debug for FilterExpr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FilterExpr({:?})", self.source)
+    }
+}
+
+impl Clone for FilterExpr {
+    fn clone(&self) -> Self {
+        FilterExpr::compile(&self.source).expect("compiled once already")
+    }
+}
+
+/// Which variables the expression reads, so only those are built per event.
+#[derive(Debug, Clone, Copy, Default)]
+struct Uses {
+    before: bool,
+    after: bool,
+    key: bool,
+}
+
+const VARIABLES: [&str; 8] = ["op", "db", "schema", "table", "ts_ms", "key", "before", "after"];
+
+impl FilterExpr {
+    pub fn compile(source: &str) -> Result<FilterExpr, String> {
+        let program = Program::compile(source).map_err(|e| {
+            let text = e.to_string().replace('\n', " ");
+            format!("invalid expression `{source}`: {}", text.split_whitespace().collect::<Vec<_>>().join(" "))
+        })?;
+        let references = program.references();
+        if let Some(unknown) = references.variables().into_iter().find(|v| !VARIABLES.contains(v)) {
+            return Err(format!(
+                "`{source}`: unknown variable `{unknown}` (available: {}; columns are after.NAME, before.NAME)",
+                VARIABLES.join(", ")
+            ));
+        }
+        let uses = Uses {
+            before: references.has_variable("before"),
+            after: references.has_variable("after"),
+            key: references.has_variable("key"),
+        };
+        let mut refs = ColumnRefs::default();
+        collect_refs(program.expression(), &mut refs);
+        Ok(FilterExpr { program, source: source.to_string(), refs, uses })
+    }
+
+    /// Evaluate for one event; `Err` when the result is not a boolean or evaluation fails.
+    pub fn matches(&self, ev: &ChangeEvent, enc: &Encoding) -> Result<bool, String> {
+        let mut ctx = Context::default();
+        ctx.add_variable_from_value("op", ev.op.code());
+        ctx.add_variable_from_value("db", ev.table.db.to_string());
+        ctx.add_variable_from_value("schema", ev.table.schema.to_string());
+        ctx.add_variable_from_value("table", ev.table.name.to_string());
+        ctx.add_variable_from_value("ts_ms", ev.commit_ts_ms);
+        let row = |r: Option<&Row>| r.map_or(Cel::Null, |r| row_value(r, enc));
+        if self.uses.key {
+            ctx.add_variable_from_value("key", row_value(&ev.key, enc));
+        }
+        if self.uses.before {
+            ctx.add_variable_from_value("before", row(ev.before.as_ref()));
+        }
+        if self.uses.after {
+            ctx.add_variable_from_value("after", row(ev.after.as_ref()));
+        }
+        match self.program.execute(&ctx) {
+            Ok(Cel::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("`{}` gave {other:?}, not a boolean", self.source)),
+            Err(e) => Err(format!("`{}`: {e}", self.source)),
+        }
+    }
+}
+
+/// Walk the expression for `after.NAME` / `before.NAME` (and `has(...)` tests of them).
+fn collect_refs(e: &IdedExpr, refs: &mut ColumnRefs) {
+    match &e.expr {
+        Expr::Select(s) => match &s.operand.expr {
+            Expr::Ident(name) if name == "after" || name == "before" => {
+                refs.columns.insert(s.field.clone());
+            }
+            _ => collect_refs(&s.operand, refs),
+        },
+        Expr::Ident(name) if name == "after" || name == "before" => refs.whole_row = true,
+        Expr::Call(c) => {
+            if let Some(t) = &c.target {
+                collect_refs(t, refs);
+            }
+            for a in &c.args {
+                collect_refs(a, refs);
+            }
+        }
+        Expr::Comprehension(c) => {
+            for x in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                collect_refs(x, refs);
+            }
+        }
+        Expr::List(l) => l.elements.iter().for_each(|x| collect_refs(x, refs)),
+        Expr::Map(m) => {
+            for entry in &m.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(me) = &entry.expr {
+                    collect_refs(&me.key, refs);
+                    collect_refs(&me.value, refs);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn row_value(row: &Row, enc: &Encoding) -> Cel {
+    let mut map: HashMap<Key, Cel> = HashMap::with_capacity(row.len());
+    for (name, v) in row.iter() {
+        map.insert(Key::String(Arc::new(name.to_string())), value(v, enc));
+    }
+    Cel::Map(CelMap { map: Arc::new(map) })
+}
+
+/// A column value as CEL sees it: what the Debezium JSON holds.
+fn value(v: &Value, enc: &Encoding) -> Cel {
+    match v {
+        Value::Null => Cel::Null,
+        Value::Bool(b) => Cel::Bool(*b),
+        Value::Int(i) => Cel::Int(*i),
+        Value::UInt(u) => Cel::UInt(*u),
+        Value::Float(f) => Cel::Float(*f),
+        Value::Text(s) => Cel::String(Arc::new(s.clone())),
+        other => json(&enc.to_json(other)),
+    }
+}
+
+fn json(j: &Json) -> Cel {
+    match j {
+        Json::Null => Cel::Null,
+        Json::Bool(b) => Cel::Bool(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Cel::Int(i),
+            (None, Some(u)) => Cel::UInt(u),
+            _ => Cel::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Cel::String(Arc::new(s.clone())),
+        Json::Array(items) => Cel::List(Arc::new(items.iter().map(json).collect())),
+        Json::Object(m) => Cel::Map(CelMap {
+            map: Arc::new(m.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), json(v))).collect()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Op, SnapshotFlag, SourceMeta, TableRef, Version};
+
+    fn ev(op: Op, after: Vec<(&str, Value)>) -> ChangeEvent {
+        let row = Row(after.into_iter().map(|(n, v)| (Arc::from(n), v)).collect());
+        ChangeEvent {
+            op,
+            table: Arc::new(TableRef { db: "shop".into(), schema: "public".into(), name: "orders".into() }),
+            key: Row(vec![(Arc::from("id"), Value::Int(1))]),
+            before: None,
+            after: (op != Op::Delete).then_some(row),
+            partial: false,
+            version: Version::new(1, 1),
+            commit_ts_ms: 1000,
+            snapshot: SnapshotFlag::No,
+            source: SourceMeta::Postgres { lsn: 1, tx_id: None },
+        }
+    }
+
+    #[test]
+    fn expressions_over_op_and_columns() {
+        let enc = Encoding::default();
+        let f = FilterExpr::compile("op != 'd' && after.status == 'paid' && after.total > 10").unwrap();
+        assert_eq!(f.refs.columns, BTreeSet::from(["status".to_string(), "total".to_string()]));
+        let paid = ev(Op::Create, vec![("status", Value::Text("paid".into())), ("total", Value::Int(20))]);
+        assert!(f.matches(&paid, &enc).unwrap());
+        let small = ev(Op::Create, vec![("status", Value::Text("paid".into())), ("total", Value::Int(5))]);
+        assert!(!f.matches(&small, &enc).unwrap());
+        // `d` short-circuits before `after` (null) is read.
+        assert!(!f.matches(&ev(Op::Delete, vec![]), &enc).unwrap());
+        let f = FilterExpr::compile("table == 'orders' && has(after.note)").unwrap();
+        assert!(!f.matches(&paid, &enc).unwrap());
+        let f = FilterExpr::compile("double(after.price) >= 9.5").unwrap();
+        let priced = ev(Op::Create, vec![("price", Value::Numeric { text: "9.50".into(), scale: Some(2) })]);
+        assert!(f.matches(&priced, &enc).unwrap());
+    }
+
+    #[test]
+    fn bad_expressions_are_refused_when_read() {
+        assert!(FilterExpr::compile("op ==").unwrap_err().contains("invalid expression"));
+        assert!(FilterExpr::compile("row.x == 1").unwrap_err().contains("unknown variable `row`"));
+        let f = FilterExpr::compile("after.total").unwrap();
+        let e = f.matches(&ev(Op::Create, vec![("total", Value::Int(1))]), &Encoding::default()).unwrap_err();
+        assert!(e.contains("not a boolean"), "{e}");
+        assert!(FilterExpr::compile("size(after) > 2").unwrap().refs.whole_row);
+    }
+}

@@ -1,0 +1,128 @@
+//! The processing stage, end to end on the real servers.
+
+use std::process::Command;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::support::*;
+
+const MASK_KEY: &str = "an-hmac-key-for-tests";
+
+fn hmac_hex(text: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(MASK_KEY.as_bytes()).unwrap();
+    mac.update(text.as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_project_mask_and_route_shape_what_reaches_redis() {
+    let env = Env::new("tstateless").await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, customer text, email text, status text, total numeric(10,2), note text);
+             INSERT INTO orders SELECT i, 'c' || (i % 7), 'user' || i || '@example.com',
+               CASE WHEN i % 5 = 0 THEN 'test' ELSE 'paid' END, i * 1.5, 'internal' FROM generate_series(1, 200) i;",
+        )
+        .await
+        .unwrap();
+    let body = format!(
+        r#"[[transform]]
+kind = "filter"
+expr = "op == 'd' || after.status != 'test'"
+
+[[transform]]
+kind = "project"
+drop = ["note"]
+rename = {{ status = "state" }}
+
+[[transform]]
+kind = "mask"
+columns = ["email"]
+key = "{MASK_KEY}"
+
+[[transform]]
+kind = "route"
+table = "{{table}}_v2"
+
+[[sink]]
+kind = "redis"
+url = "{}"
+"#,
+        redis_url()
+    );
+    env.write_config(&env.postgres_source(r#""public.orders""#, &body));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.pg
+        .batch_execute(
+            "INSERT INTO orders VALUES (201, 'c1', 'new@example.com', 'paid', 10, 'x'), (202, 'c2', 'x@y.z', 'test', 1, 'x');
+             UPDATE orders SET total = total + 100, email = 'changed' || id || '@example.com' WHERE id % 3 = 0 AND status <> 'test';
+             DELETE FROM orders WHERE id % 11 = 0;",
+        )
+        .await
+        .unwrap();
+    // What Redis must hold: the non-test rows, without `note`, `status` renamed, `email` hashed,
+    // under the routed table name.
+    let prefix = format!("{}:orders_v2", env.name);
+    let sql = "SELECT id, customer, email, status AS state, total FROM orders WHERE status <> 'test'";
+    let mut r = redis_conn().await;
+    let start = std::time::Instant::now();
+    loop {
+        let mut expected = table_rows(&env.pg, sql).await;
+        for row in expected.values_mut() {
+            let email = row.get("email").cloned().unwrap();
+            row.insert("email".into(), hmac_hex(&email));
+        }
+        let actual = redis_hashes(&mut r, &prefix).await;
+        if expected == actual {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "Redis never matched: {}\n{}", diff(&expected, &actual), d.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Nothing went under the original table name.
+    assert!(scan(&mut r, &format!("{}:orders:*", env.name)).await.is_empty());
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_naming_a_missing_column_stops_the_connector_at_startup() {
+    let env = Env::new("tmissing").await;
+    env.pg.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, status text)").await.unwrap();
+    let body = format!(
+        "[[transform]]\nkind = \"project\"\nrename = {{ status = \"state\" }}\n\n[[transform]]\nkind = \"filter\"\nexpr = \"after.status == 'x'\"\n\n[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n",
+        redis_url()
+    );
+    env.write_config(&env.postgres_source(r#""public.orders""#, &body));
+    let d = env.start();
+    let reason = wait_for("the connector to fail", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["state"] == "failed").then(|| c["reasons"].to_string())
+    })
+    .await;
+    let file = format!("{}.toml", env.name);
+    assert!(
+        reason.contains(&file)
+            && reason.contains(
+                "transform[1].expr: column `status` is not a column of public.orders (its columns here: id, state)"
+            ),
+        "{reason}"
+    );
+
+    // An invalid expression and a mask without its key never get that far: the configuration is
+    // refused, every error with its file and key.
+    let body = "[[transform]]\nkind = \"filter\"\nexpr = \"after.status ==\"\n\n[[transform]]\nkind = \"mask\"\ncolumns = [\"status\"]\n\n[[sink]]\nkind = \"stdout\"\n";
+    env.write_config(&env.postgres_source(r#""public.orders""#, body));
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["check", "--config-only", "-c"])
+        .arg(env.dir.join("tidemark.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains(&format!("{file}: transform[0].expr: invalid expression")), "{text}");
+    assert!(text.contains(&format!("{file}: transform[1].key: is required")), "{text}");
+    env.cleanup().await;
+}
