@@ -352,6 +352,7 @@ impl Pipeline {
         let (pos, result) = done.map_err(|e| StateError::Storage(format!("checkpoint task: {e}")))?;
         result?;
         self.last_store = Instant::now();
+        self.chain.stored();
         self.ctx.status.checkpointed(serde_json::to_value(&pos).unwrap_or_default());
         self.ack.send_replace(Some(pos));
         Ok(())
@@ -421,7 +422,7 @@ pub async fn run_connector(
     let mut pipeline = Pipeline {
         ctx: Shared { name: name.clone(), status: status.clone(), metrics, abort },
         sinks,
-        chain: Chain::build(&transforms, cfg.source.encoding()),
+        chain: Chain::build(&transforms, cfg.source.encoding(), Some(store.clone()), name.clone()),
         store,
         ack: ack_tx,
         pending: None,

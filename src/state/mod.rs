@@ -19,8 +19,9 @@ use crate::sources::Position;
 
 /// connector -> JSON of its [`Position`].
 const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions");
-/// (connector, operator id) -> operator state bytes.
-const OPERATORS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("operator_state");
+/// (connector, operator id, entry key) -> entry bytes: operator state, one entry per group, row,
+/// window or id, so a checkpoint writes only what changed and state need not fit in memory.
+const OPERATORS: TableDefinition<(&str, &str, &[u8]), &[u8]> = TableDefinition::new("operator_entries");
 /// (connector, table) -> schema history entry (sources that need it to decode old positions).
 const SCHEMAS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("schema_history");
 
@@ -38,6 +39,16 @@ pub enum StateError {
 
 fn storage(e: impl std::fmt::Display) -> StateError {
     StateError::Storage(e.to_string())
+}
+
+/// A stored operator entry: key and value bytes.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// What changed in one operator's entries since the last checkpoint (`None`: deleted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateDelta {
+    pub operator: String,
+    pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 /// Cheap to clone; every clone shares the one open database.
@@ -92,37 +103,46 @@ impl StateStore {
         Ok(out)
     }
 
-    pub fn operator_states(&self, connector: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+    /// One stored operator entry.
+    pub fn entry(&self, connector: &str, operator: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(OPERATORS).map_err(storage)?;
+        Ok(table.get((connector, operator, key)).map_err(storage)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The stored entries of an operator whose keys start with `prefix`, in key order.
+    pub fn entries(&self, connector: &str, operator: &str, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(OPERATORS).map_err(storage)?;
         let mut out = Vec::new();
-        for item in table.range((connector, "")..).map_err(storage)? {
+        for item in table.range((connector, operator, prefix)..).map_err(storage)? {
             let (k, v) = item.map_err(storage)?;
-            let (c, op) = k.value();
-            if c != connector {
+            let (c, op, key) = k.value();
+            if c != connector || op != operator || !key.starts_with(prefix) {
                 break;
             }
-            out.push((op.to_string(), v.value().to_vec()));
+            out.push((key.to_vec(), v.value().to_vec()));
         }
         Ok(out)
     }
 
-    /// Store `position` and the operator states that correspond to it in one transaction: after a
-    /// crash either both are the new ones or both the old.
-    pub fn commit(
-        &self,
-        connector: &str,
-        position: &Position,
-        operators: &[(String, Vec<u8>)],
-    ) -> Result<(), StateError> {
+    /// Store `position` and the operator entries that changed up to it in one transaction: after
+    /// a crash either both are the new ones or both the old.
+    pub fn commit(&self, connector: &str, position: &Position, deltas: &[StateDelta]) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(position).map_err(storage)?;
         let txn = self.db.begin_write().map_err(storage)?;
         {
             let mut positions = txn.open_table(POSITIONS).map_err(storage)?;
             positions.insert(connector, bytes.as_slice()).map_err(storage)?;
             let mut ops = txn.open_table(OPERATORS).map_err(storage)?;
-            for (id, state) in operators {
-                ops.insert((connector, id.as_str()), state.as_slice()).map_err(storage)?;
+            for d in deltas {
+                for (key, value) in &d.entries {
+                    match value {
+                        Some(v) => ops.insert((connector, d.operator.as_str(), key.as_slice()), v.as_slice()),
+                        None => ops.remove((connector, d.operator.as_str(), key.as_slice())),
+                    }
+                    .map_err(storage)?;
+                }
             }
         }
         txn.commit().map_err(storage)
@@ -151,7 +171,22 @@ impl StateStore {
         {
             let mut positions = txn.open_table(POSITIONS).map_err(storage)?;
             existed = positions.remove(connector).map_err(storage)?.is_some();
-            for def in [OPERATORS, SCHEMAS] {
+            {
+                let mut t = txn.open_table(OPERATORS).map_err(storage)?;
+                let keys: Vec<(String, Vec<u8>)> = t
+                    .range((connector, "", &[][..])..)
+                    .map_err(storage)?
+                    .map_while(|item| {
+                        let (k, _) = item.ok()?;
+                        let (c, op, key) = k.value();
+                        (c == connector).then(|| (op.to_string(), key.to_vec()))
+                    })
+                    .collect();
+                for (op, key) in keys {
+                    t.remove((connector, op.as_str(), key.as_slice())).map_err(storage)?;
+                }
+            }
+            for def in [SCHEMAS] {
                 let mut t = txn.open_table(def).map_err(storage)?;
                 let keys: Vec<String> = t
                     .range((connector, "")..)
@@ -189,17 +224,24 @@ mod tests {
         let store = StateStore::open(&dir).unwrap();
         assert_eq!(store.position("a").unwrap(), None);
         let pos = Position::Postgres(PgPosition::streaming(0x1000));
-        store.commit("a", &pos, &[("agg".into(), b"s1".to_vec())]).unwrap();
-        store.commit("b", &pos, &[("agg".into(), b"other".to_vec())]).unwrap();
+        let delta = |v: &[u8]| StateDelta {
+            operator: "agg".into(),
+            entries: vec![(b"g1".to_vec(), Some(v.to_vec())), (b"g2".to_vec(), Some(b"x".to_vec()))],
+        };
+        store.commit("a", &pos, &[delta(b"s1")]).unwrap();
+        store.commit("b", &pos, &[delta(b"other")]).unwrap();
+        let removal = StateDelta { operator: "agg".into(), entries: vec![(b"g2".to_vec(), None)] };
+        store.commit("a", &pos, &[removal]).unwrap();
         drop(store);
 
         let store = StateStore::open(&dir).unwrap();
         assert_eq!(store.position("a").unwrap(), Some(pos));
-        assert_eq!(store.operator_states("a").unwrap(), vec![("agg".to_string(), b"s1".to_vec())]);
+        assert_eq!(store.entries("a", "agg", b"").unwrap(), vec![(b"g1".to_vec(), b"s1".to_vec())]);
+        assert_eq!(store.entry("b", "agg", b"g1").unwrap(), Some(b"other".to_vec()));
         assert!(store.reset("a").unwrap());
         assert_eq!(store.position("a").unwrap(), None);
-        assert!(store.operator_states("a").unwrap().is_empty());
-        assert_eq!(store.operator_states("b").unwrap().len(), 1);
+        assert!(store.entries("a", "agg", b"").unwrap().is_empty());
+        assert_eq!(store.entries("b", "agg", b"g").unwrap().len(), 2);
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -10,20 +10,28 @@
 //! ([`Specs::check_table`]): a transform naming a column a table lacks stops the connector at
 //! startup, naming the file, the key and the column.
 
+pub mod agg;
+pub mod aggregate;
 pub mod columns;
 pub mod filter;
+pub mod state;
 
 use std::path::Path;
 use std::sync::Arc;
 
+use self::agg::AggSpec;
+use self::aggregate::{Aggregate, AggregateConfig};
 use self::columns::{Mask, MaskMethod, Project, Route};
 use self::filter::FilterExpr;
 use crate::config::{Diag, Secret, Section};
 use crate::event::{ChangeEvent, Encoding, TableRef};
+use crate::state::{StateDelta, StateStore};
 
 /// The transform kinds of the configuration format.
 pub const KINDS: [&str; 7] = ["filter", "project", "mask", "route", "dedup", "aggregate", "window"];
-const AVAILABLE: [&str; 4] = ["filter", "project", "mask", "route"];
+const AVAILABLE: [&str; 5] = ["filter", "project", "mask", "route", "aggregate"];
+/// Default number of state entries an operator keeps in memory per state table.
+pub const DEFAULT_MAX_CACHED: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub enum Spec {
@@ -31,6 +39,7 @@ pub enum Spec {
     Project(Project),
     Mask(Mask),
     Route(Route),
+    Aggregate(AggregateConfig),
 }
 
 /// One `[[transform]]` entry.
@@ -121,6 +130,43 @@ impl TransformConfig {
                 }
                 Some(Spec::Route(Route { table, key }))
             }
+            "aggregate" => {
+                allowed.extend(["name", "group_by", "aggregates", "pass_through", "max_cached_entries"]);
+                let name = s.str(d, "name");
+                if let Some(n) = &name {
+                    if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        d.error(s.key("name"), "the derived table's name: letters, digits and _");
+                    }
+                }
+                let group_by = s.opt_str_list(d, "group_by").unwrap_or_default();
+                if group_by.is_empty() {
+                    d.error(s.key("group_by"), "is required: the columns that form a group");
+                }
+                let mut aggregates = Vec::new();
+                match s.opt_table(d, "aggregates") {
+                    Some(t) => {
+                        for (out, text) in t.into_json() {
+                            match text.as_str().map(|t| AggSpec::parse(&out, t)) {
+                                Some(Ok(a)) => aggregates.push(a),
+                                Some(Err(e)) => d.error(s.key(&format!("aggregates.{out}")), e),
+                                None => d.error(
+                                    s.key(&format!("aggregates.{out}")),
+                                    "expected \"fn(column)\", e.g. \"sum(total)\"",
+                                ),
+                            }
+                        }
+                    }
+                    None => d.error(
+                        s.key("aggregates"),
+                        "is required, e.g. aggregates = { orders = \"count(*)\", revenue = \"sum(total)\" }",
+                    ),
+                }
+                let pass_through = s.opt_bool(d, "pass_through").unwrap_or(true);
+                let max_cached = s.opt_nonzero(d, "max_cached_entries").map_or(DEFAULT_MAX_CACHED, |n| n.get());
+                name.map(|name| {
+                    Spec::Aggregate(AggregateConfig { name, group_by, aggregates, pass_through, max_cached })
+                })
+            }
             k if KINDS.contains(&k) => {
                 d.error(
                     s.key("kind"),
@@ -162,6 +208,12 @@ impl TransformConfig {
                 .collect(),
             Spec::Mask(m) => m.columns.iter().map(|c| ("columns", c.clone())).collect(),
             Spec::Route(r) => r.key.iter().flatten().map(|c| ("key", c.clone())).collect(),
+            Spec::Aggregate(a) => a
+                .group_by
+                .iter()
+                .map(|c| ("group_by", c.clone()))
+                .chain(a.aggregates.iter().filter_map(|x| x.column.clone()).map(|c| ("aggregates", c)))
+                .collect(),
         }
     }
 }
@@ -227,10 +279,11 @@ pub trait Transform: Send {
     /// Event time advanced without events (source heartbeat), e.g. to close windows.
     fn on_heartbeat(&mut self, _commit_ms: i64, _out: &mut Vec<ChangeEvent>) {}
 
-    /// State to store with the next checkpoint, as `(operator id, bytes)`.
-    fn checkpoint(&mut self) -> Option<(String, Vec<u8>)> {
-        None
-    }
+    /// What changed in this stage's state since the last checkpoint, to store with it.
+    fn checkpoint(&mut self, _out: &mut Vec<StateDelta>) {}
+
+    /// The last checkpoint is durable: what it carried may now be evicted from memory.
+    fn stored(&mut self) {}
 
     /// Whether this stage keeps state across events.
     fn is_stateful(&self) -> bool {
@@ -267,9 +320,44 @@ impl Transform for Stateless {
                     return Err(fail(e, &ev));
                 }
             }
+            Spec::Aggregate(_) => unreachable!("a stateful stage"),
         }
         out.push(ev);
         Ok(())
+    }
+}
+
+struct AggregateStage {
+    cfg: TransformConfig,
+    agg: Aggregate,
+    pass_through: bool,
+}
+
+impl Transform for AggregateStage {
+    fn process(&mut self, ev: ChangeEvent, out: &mut Vec<ChangeEvent>) -> Result<(), String> {
+        if !self.cfg.applies_to(&ev.table) {
+            out.push(ev);
+            return Ok(());
+        }
+        let mut derived = Vec::new();
+        self.agg.process(&ev, &mut derived).map_err(|e| format!("{}: {e}", self.cfg.origin))?;
+        if self.pass_through {
+            out.push(ev);
+        }
+        out.append(&mut derived);
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, out: &mut Vec<StateDelta>) {
+        self.agg.checkpoint(out);
+    }
+
+    fn stored(&mut self) {
+        self.agg.stored();
+    }
+
+    fn is_stateful(&self) -> bool {
+        true
     }
 }
 
@@ -283,12 +371,20 @@ impl Chain {
         Chain { stages }
     }
 
-    /// The chain of a connector's transforms.
-    pub fn build(specs: &Specs, enc: Encoding) -> Chain {
+    /// The chain of a connector's transforms; stateful ones keep their state in `store`
+    /// (`None`: in memory only).
+    pub fn build(specs: &Specs, enc: Encoding, store: Option<StateStore>, connector: Arc<str>) -> Chain {
         let stages = specs
             .0
             .iter()
-            .map(|cfg| Box::new(Stateless { cfg: cfg.clone(), enc: enc.clone() }) as Box<dyn Transform>)
+            .map(|cfg| match &cfg.spec {
+                Spec::Aggregate(a) => Box::new(AggregateStage {
+                    agg: Aggregate::new(a.clone(), store.clone(), connector.clone(), &format!("aggregate:{}", a.name)),
+                    pass_through: a.pass_through,
+                    cfg: cfg.clone(),
+                }) as Box<dyn Transform>,
+                _ => Box::new(Stateless { cfg: cfg.clone(), enc }) as Box<dyn Transform>,
+            })
             .collect();
         Chain { stages }
     }
@@ -317,8 +413,18 @@ impl Chain {
         !self.stages.iter().any(|s| s.is_stateful())
     }
 
-    pub fn checkpoint(&mut self) -> Vec<(String, Vec<u8>)> {
-        self.stages.iter_mut().filter_map(|s| s.checkpoint()).collect()
+    pub fn checkpoint(&mut self) -> Vec<StateDelta> {
+        let mut out = Vec::new();
+        for s in &mut self.stages {
+            s.checkpoint(&mut out);
+        }
+        out
+    }
+
+    pub fn stored(&mut self) {
+        for s in &mut self.stages {
+            s.stored();
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The processing stage, end to end on the real servers.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -124,5 +126,126 @@ async fn a_transform_naming_a_missing_column_stops_the_connector_at_startup() {
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains(&format!("{file}: transform[0].expr: invalid expression")), "{text}");
     assert!(text.contains(&format!("{file}: transform[1].key: is required")), "{text}");
+    env.cleanup().await;
+}
+
+/// A random workload of inserts, updates (including moves between groups) and deletes.
+async fn orders_workload(url: String, steps: usize, seed: u64, done: Arc<AtomicUsize>) {
+    let pg = pg_connect(&url).await;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let statuses = ["new", "paid", "shipped"];
+    for step in 0..steps {
+        done.store(step, Ordering::Relaxed);
+        let id = rng.i32(1..400);
+        let customer = format!("c{}", rng.u8(0..12));
+        let total = format!("{}.{:02}", rng.u32(1..500), rng.u8(0..100));
+        let status = statuses[rng.usize(0..3)];
+        match rng.u8(0..10) {
+            0..=3 => {
+                pg.execute(
+                    "INSERT INTO orders VALUES ($1, $2, $3::text::numeric, $4) ON CONFLICT (id) DO NOTHING",
+                    &[&id, &customer, &total, &status],
+                )
+                .await
+                .unwrap();
+            }
+            4..=6 => {
+                pg.execute(
+                    "UPDATE orders SET total = $2::text::numeric, status = $3 WHERE id = $1",
+                    &[&id, &total, &status],
+                )
+                .await
+                .unwrap();
+            }
+            7 => {
+                pg.execute("UPDATE orders SET customer = $2 WHERE id = $1", &[&id, &customer]).await.unwrap();
+            }
+            _ => {
+                pg.execute("DELETE FROM orders WHERE id = $1", &[&id]).await.unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_survive_two_kill9s_and_equal_sql_group_by() {
+    let env = Env::new("taggkill").await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, customer text NOT NULL, total numeric(10,2), status text);
+             INSERT INTO orders SELECT i, 'c' || (i % 12), (i % 97) + 0.25, 'new' FROM generate_series(1, 150) i;",
+        )
+        .await
+        .unwrap();
+    let body = format!(
+        r#"[[transform]]
+kind = "aggregate"
+tables = ["public.orders"]
+name = "revenue"
+group_by = ["customer"]
+pass_through = false
+aggregates = {{ orders = "count(*)", total = "sum(total)", biggest = "max(total)", smallest = "min(total)", average = "avg(total)", statuses = "count_distinct(status)" }}
+
+[[sink]]
+kind = "redis"
+url = "{}"
+"#,
+        redis_url()
+    );
+    env.write_config(&env.postgres_source(r#""public.orders""#, &body));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let workload = tokio::spawn(orders_workload(env.db_url(), 3000, 42, progress.clone()));
+    // Two kill -9s while the workload runs, each once the daemon has applied part of it.
+    for at in [1000, 2000] {
+        wait_for("the workload to get on", DEADLINE, || async {
+            (progress.load(Ordering::Relaxed) >= at).then_some(())
+        })
+        .await;
+        wait_for("part of the workload applied", DEADLINE, || async {
+            let applied = d.connector().await?["events_applied"].as_u64()?;
+            (applied > 100).then_some(())
+        })
+        .await;
+        d.kill9();
+        d = env.start();
+        d.wait_streaming().await;
+    }
+    workload.await.unwrap();
+
+    let sql = "SELECT customer, count(*) AS orders, sum(total)::text AS total, max(total)::text AS biggest,
+                      min(total)::text AS smallest, count(DISTINCT status) AS statuses
+                 FROM orders GROUP BY customer";
+    let prefix = format!("{}:revenue", env.name);
+    let mut r = redis_conn().await;
+    let start = std::time::Instant::now();
+    loop {
+        let expected = table_rows(&env.pg, sql).await;
+        let mut actual = redis_hashes(&mut r, &prefix).await;
+        let averages: Vec<(String, f64)> =
+            actual.iter_mut().filter_map(|(k, row)| Some((k.clone(), row.remove("average")?.parse().ok()?))).collect();
+        if expected == actual {
+            // The averages agree with SQL's too.
+            for (customer, avg) in averages {
+                let row = env
+                    .pg
+                    .query_one("SELECT avg(total)::float8 FROM orders WHERE customer = $1", &[&customer])
+                    .await
+                    .unwrap();
+                let want: f64 = row.get(0);
+                assert!((avg - want).abs() < 1e-6, "average of {customer}: {avg} vs {want}");
+            }
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the aggregate never matched SQL: {}\n{}",
+            diff(&expected, &actual),
+            d.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(d.terminate().success());
     env.cleanup().await;
 }

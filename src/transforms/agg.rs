@@ -1,0 +1,387 @@
+//! Aggregate functions with retraction, shared by `aggregate` and `window`.
+//!
+//! Every function can take a value back out exactly: counts and sums subtract, and `min`, `max`
+//! and `count_distinct` keep a multiset of the values (value → how many rows hold it), so deleting
+//! the extreme row gives the next one, not an approximation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Func {
+    /// `count(*)`: rows.
+    CountRows,
+    /// `count(col)`: rows where `col` is not NULL.
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    CountDistinct,
+}
+
+/// One output column: `name = "fn(column)"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggSpec {
+    pub name: String,
+    pub func: Func,
+    /// `None` for `count(*)`.
+    pub column: Option<String>,
+}
+
+impl AggSpec {
+    pub fn parse(name: &str, text: &str) -> Result<AggSpec, String> {
+        let t = text.trim();
+        let (f, rest) = t.split_once('(').ok_or_else(|| format!("`{t}` is not fn(column), e.g. sum(total)"))?;
+        let arg = rest.strip_suffix(')').ok_or_else(|| format!("`{t}` is missing its closing `)`"))?.trim();
+        let func = match (f.trim().to_ascii_lowercase().as_str(), arg) {
+            ("count", "*") => Func::CountRows,
+            ("count", _) => Func::Count,
+            ("sum", _) => Func::Sum,
+            ("min", _) => Func::Min,
+            ("max", _) => Func::Max,
+            ("avg", _) => Func::Avg,
+            ("count_distinct", _) => Func::CountDistinct,
+            (other, _) => {
+                return Err(format!("`{other}` is not an aggregate (use count, sum, min, max, avg, count_distinct)"))
+            }
+        };
+        if arg.is_empty() || (arg == "*" && func != Func::CountRows) {
+            return Err(format!("`{t}` needs a column"));
+        }
+        let column = (func != Func::CountRows).then(|| arg.to_string());
+        Ok(AggSpec { name: name.to_string(), func, column })
+    }
+}
+
+/// An exact decimal: `mant / 10^scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dec {
+    pub mant: i128,
+    pub scale: u32,
+}
+
+impl Dec {
+    pub fn parse(text: &str) -> Option<Dec> {
+        let (neg, digits) = match text.strip_prefix('-') {
+            Some(d) => (true, d),
+            None => (false, text.strip_prefix('+').unwrap_or(text)),
+        };
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        if int.is_empty() && frac.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let scale = frac.len() as u32;
+        if scale > 30 || int.len() + frac.len() > 36 {
+            return None;
+        }
+        let mant: i128 = format!("{int}{frac}").parse().ok()?;
+        Some(Dec { mant: if neg { -mant } else { mant }, scale })
+    }
+
+    fn rescale(self, scale: u32) -> Dec {
+        Dec { mant: self.mant * 10i128.pow(scale - self.scale), scale }
+    }
+
+    pub fn plus(self, o: Dec) -> Dec {
+        let s = self.scale.max(o.scale);
+        Dec { mant: self.rescale(s).mant + o.rescale(s).mant, scale: s }
+    }
+
+    pub fn negated(self) -> Dec {
+        Dec { mant: -self.mant, scale: self.scale }
+    }
+
+    pub fn to_f64(self) -> f64 {
+        self.mant as f64 / 10f64.powi(self.scale as i32)
+    }
+
+    pub fn text(self) -> String {
+        let digits = self.mant.unsigned_abs().to_string();
+        let scale = self.scale as usize;
+        let padded =
+            if digits.len() <= scale { format!("{}{digits}", "0".repeat(scale + 1 - digits.len())) } else { digits };
+        let (i, f) = padded.split_at(padded.len() - scale);
+        let sign = if self.mant < 0 { "-" } else { "" };
+        if scale == 0 {
+            format!("{sign}{i}")
+        } else {
+            format!("{sign}{i}.{f}")
+        }
+    }
+}
+
+impl PartialOrd for Dec {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Dec {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        let s = self.scale.max(o.scale);
+        self.rescale(s).mant.cmp(&o.rescale(s).mant)
+    }
+}
+
+/// A column value as aggregates see it: ordered, exact for integers and decimals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Scalar {
+    Bool(bool),
+    /// Integers and decimals (and dates/times, as their numeric encodings).
+    Num(Dec),
+    Float(f64),
+    Text(String),
+}
+
+impl Eq for Scalar {}
+
+impl PartialOrd for Scalar {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Scalar {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        use Scalar::*;
+        match (self, o) {
+            (Bool(a), Bool(b)) => a.cmp(b),
+            (Num(a), Num(b)) => a.cmp(b),
+            (Float(a), Float(b)) => a.total_cmp(b),
+            (Num(a), Float(b)) => a.to_f64().total_cmp(b),
+            (Float(a), Num(b)) => a.total_cmp(&b.to_f64()),
+            (Text(a), Text(b)) => a.cmp(b),
+            _ => self.rank().cmp(&o.rank()),
+        }
+    }
+}
+
+impl Scalar {
+    fn rank(&self) -> u8 {
+        match self {
+            Scalar::Bool(_) => 0,
+            Scalar::Num(_) | Scalar::Float(_) => 1,
+            Scalar::Text(_) => 2,
+        }
+    }
+
+    /// `None` for NULL.
+    pub fn of(v: &Value) -> Option<Scalar> {
+        Some(match v {
+            Value::Null => return None,
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::Int(i) => Scalar::Num(Dec { mant: *i as i128, scale: 0 }),
+            Value::UInt(u) => Scalar::Num(Dec { mant: *u as i128, scale: 0 }),
+            Value::Float(f) => Scalar::Float(*f),
+            Value::Numeric { text, .. } => match Dec::parse(text) {
+                Some(d) => Scalar::Num(d),
+                None => Scalar::Float(text.parse().unwrap_or(f64::NAN)),
+            },
+            Value::Date(d) => Scalar::Num(Dec { mant: *d as i128, scale: 0 }),
+            Value::Timestamp { micros, .. } | Value::TimestampTz { micros, .. } | Value::Time { micros, .. } => {
+                Scalar::Num(Dec { mant: *micros as i128, scale: 0 })
+            }
+            Value::Text(s) | Value::Json(s) => Scalar::Text(s.clone()),
+            other => {
+                let mut s = String::new();
+                crate::event::Encoding::default().write_text(other, &mut s);
+                Scalar::Text(s)
+            }
+        })
+    }
+
+    pub fn to_value(&self) -> Value {
+        match self {
+            Scalar::Bool(b) => Value::Bool(*b),
+            Scalar::Num(d) if d.scale == 0 && i64::try_from(d.mant).is_ok() => Value::Int(d.mant as i64),
+            Scalar::Num(d) => Value::Numeric { text: d.text().into(), scale: Some(d.scale as u16) },
+            Scalar::Float(f) => Value::Float(*f),
+            Scalar::Text(s) => Value::Text(s.clone()),
+        }
+    }
+}
+
+/// A multiset of values, stored as sorted pairs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts(pub BTreeMap<Scalar, u64>);
+
+impl Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Counts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let pairs: Vec<(Scalar, u64)> = Vec::deserialize(d)?;
+        Ok(Counts(pairs.into_iter().collect()))
+    }
+}
+
+impl Counts {
+    fn add(&mut self, v: Scalar, sign: i64) {
+        if sign > 0 {
+            *self.0.entry(v).or_insert(0) += 1;
+        } else if let Some(n) = self.0.get_mut(&v) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(&v);
+            }
+        }
+    }
+}
+
+/// The running state of one aggregate function over one group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AggState {
+    Count(i64),
+    /// Non-NULL inputs, their exact sum (integers and decimals) and float sum.
+    Sum {
+        n: i64,
+        dec: Option<Dec>,
+        float: f64,
+        floats: i64,
+    },
+    Multi(Counts),
+}
+
+impl AggState {
+    pub fn new(func: Func) -> AggState {
+        match func {
+            Func::CountRows | Func::Count => AggState::Count(0),
+            Func::Sum | Func::Avg => AggState::Sum { n: 0, dec: None, float: 0.0, floats: 0 },
+            Func::Min | Func::Max | Func::CountDistinct => AggState::Multi(Counts::default()),
+        }
+    }
+
+    /// Add (`sign = 1`) or take back (`sign = -1`) one row's value.
+    pub fn apply(&mut self, func: Func, v: Option<&Scalar>, sign: i64) {
+        match (self, func) {
+            (AggState::Count(n), Func::CountRows) => *n += sign,
+            (AggState::Count(n), _) => {
+                if v.is_some() {
+                    *n += sign
+                }
+            }
+            (AggState::Sum { n, dec, float, floats }, _) => match v {
+                Some(Scalar::Num(d)) => {
+                    *n += sign;
+                    let d = if sign > 0 { *d } else { d.negated() };
+                    *dec = Some(dec.map_or(d, |s| s.plus(d)));
+                }
+                Some(Scalar::Float(f)) => {
+                    *n += sign;
+                    *floats += sign;
+                    *float += f * sign as f64;
+                }
+                Some(Scalar::Bool(b)) => {
+                    *n += sign;
+                    let d = Dec { mant: i128::from(*b) * sign as i128, scale: 0 };
+                    *dec = Some(dec.map_or(d, |s| s.plus(d)));
+                }
+                _ => {}
+            },
+            (AggState::Multi(c), _) => {
+                if let Some(v) = v {
+                    c.add(v.clone(), sign)
+                }
+            }
+        }
+    }
+
+    pub fn output(&self, func: Func) -> Value {
+        match (self, func) {
+            (AggState::Count(n), _) => Value::Int(*n),
+            (AggState::Sum { n: 0, .. }, _) => Value::Null,
+            (AggState::Sum { dec, float, floats, .. }, Func::Sum) => {
+                if *floats > 0 {
+                    Value::Float(dec.map_or(0.0, Dec::to_f64) + float)
+                } else {
+                    Scalar::Num(dec.unwrap_or(Dec { mant: 0, scale: 0 })).to_value()
+                }
+            }
+            (AggState::Sum { n, dec, float, .. }, _) => {
+                Value::Float((dec.map_or(0.0, Dec::to_f64) + float) / *n as f64)
+            }
+            (AggState::Multi(c), Func::Min) => c.0.keys().next().map_or(Value::Null, Scalar::to_value),
+            (AggState::Multi(c), Func::Max) => c.0.keys().next_back().map_or(Value::Null, Scalar::to_value),
+            (AggState::Multi(c), _) => Value::Int(c.0.len() as i64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(s: &str) -> Scalar {
+        Scalar::Num(Dec::parse(s).unwrap())
+    }
+
+    #[test]
+    fn decimals_are_exact() {
+        let a = Dec::parse("12.50").unwrap();
+        let b = Dec::parse("-0.125").unwrap();
+        assert_eq!(a.plus(b).text(), "12.375");
+        assert_eq!(Dec::parse("0.05").unwrap().text(), "0.05");
+        assert_eq!(Dec::parse("-3").unwrap().text(), "-3");
+        assert!(Dec::parse("1.5e3").is_none());
+        assert_eq!(Dec::parse("2.0").unwrap().cmp(&Dec::parse("2").unwrap()), std::cmp::Ordering::Equal);
+    }
+
+    #[test]
+    fn min_and_max_stay_exact_when_the_extreme_is_deleted() {
+        let mut min = AggState::new(Func::Min);
+        let mut max = AggState::new(Func::Max);
+        for v in ["5.00", "1.50", "9.25", "1.50"] {
+            min.apply(Func::Min, Some(&num(v)), 1);
+            max.apply(Func::Max, Some(&num(v)), 1);
+        }
+        assert_eq!(min.output(Func::Min), num("1.50").to_value());
+        // One of the two 1.50 rows goes: still 1.50; the other goes too: 5.00.
+        min.apply(Func::Min, Some(&num("1.50")), -1);
+        assert_eq!(min.output(Func::Min), num("1.50").to_value());
+        min.apply(Func::Min, Some(&num("1.50")), -1);
+        assert_eq!(min.output(Func::Min), num("5.00").to_value());
+        max.apply(Func::Max, Some(&num("9.25")), -1);
+        assert_eq!(max.output(Func::Max), num("5.00").to_value());
+    }
+
+    #[test]
+    fn sums_counts_and_averages_retract() {
+        let mut sum = AggState::new(Func::Sum);
+        let mut avg = AggState::new(Func::Avg);
+        let mut cnt = AggState::new(Func::Count);
+        let mut distinct = AggState::new(Func::CountDistinct);
+        for v in [Some("1.25"), Some("2.75"), None, Some("2.75")] {
+            let s = v.map(num);
+            sum.apply(Func::Sum, s.as_ref(), 1);
+            avg.apply(Func::Avg, s.as_ref(), 1);
+            cnt.apply(Func::Count, s.as_ref(), 1);
+            distinct.apply(Func::CountDistinct, s.as_ref(), 1);
+        }
+        assert_eq!(sum.output(Func::Sum), Value::Numeric { text: "6.75".into(), scale: Some(2) });
+        assert_eq!(avg.output(Func::Avg), Value::Float(2.25));
+        assert_eq!(cnt.output(Func::Count), Value::Int(3));
+        assert_eq!(distinct.output(Func::CountDistinct), Value::Int(2));
+        for v in ["1.25", "2.75", "2.75"] {
+            sum.apply(Func::Sum, Some(&num(v)), -1);
+            avg.apply(Func::Avg, Some(&num(v)), -1);
+        }
+        assert_eq!(sum.output(Func::Sum), Value::Null, "a sum of no values is NULL, as in SQL");
+        assert_eq!(avg.output(Func::Avg), Value::Null);
+    }
+
+    #[test]
+    fn specs_parse() {
+        assert_eq!(AggSpec::parse("n", "count(*)").unwrap().func, Func::CountRows);
+        assert_eq!(AggSpec::parse("s", "SUM(total)").unwrap().column.as_deref(), Some("total"));
+        assert!(AggSpec::parse("x", "median(total)").unwrap_err().contains("not an aggregate"));
+        assert!(AggSpec::parse("x", "sum(*)").unwrap_err().contains("needs a column"));
+        assert!(AggSpec::parse("x", "sum").is_err());
+    }
+}

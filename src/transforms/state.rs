@@ -1,0 +1,184 @@
+//! Keyed operator state, paged through the state store.
+//!
+//! A [`StateTable`] holds an operator's entries (aggregate groups, contributions of source rows,
+//! windows) by key. The entries in use live in memory; the rest live in the state store and are
+//! read back on first use. What changed since the last checkpoint is kept in memory until that
+//! checkpoint — written in the same transaction as the source position — is durable; only then may
+//! it be evicted. Memory therefore holds at most `max_cached` clean entries plus what changed
+//! within one checkpoint interval.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::state::{StateDelta, StateError, StateStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// Equal to the store.
+    Clean,
+    /// Changed since the last checkpoint began.
+    Dirty,
+    /// Handed to a checkpoint not yet durable.
+    Flushing,
+}
+
+struct Entry<V> {
+    value: Option<V>,
+    mark: Mark,
+}
+
+pub struct StateTable<V> {
+    store: Option<StateStore>,
+    connector: Arc<str>,
+    operator: String,
+    entries: HashMap<Vec<u8>, Entry<V>>,
+    max_cached: usize,
+}
+
+impl<V: Serialize + DeserializeOwned> StateTable<V> {
+    /// `store: None` keeps everything in memory (unit tests, benchmarks without a store).
+    pub fn new(store: Option<StateStore>, connector: Arc<str>, operator: String, max_cached: usize) -> Self {
+        StateTable { store, connector, operator, entries: HashMap::new(), max_cached: max_cached.max(16) }
+    }
+
+    fn load(&mut self, key: &[u8]) -> Result<(), StateError> {
+        if self.entries.contains_key(key) {
+            return Ok(());
+        }
+        let value =
+            match &self.store {
+                Some(store) => match store.entry(&self.connector, &self.operator, key)? {
+                    Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+                        StateError::Storage(format!("operator {} entry unreadable: {e}", self.operator))
+                    })?),
+                    None => None,
+                },
+                None => None,
+            };
+        self.evict();
+        self.entries.insert(key.to_vec(), Entry { value, mark: Mark::Clean });
+        Ok(())
+    }
+
+    /// The entry, to read.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<&V>, StateError> {
+        self.load(key)?;
+        Ok(self.entries.get(key).and_then(|e| e.value.as_ref()))
+    }
+
+    /// The entry, to change (it will be written with the next checkpoint).
+    pub fn get_mut(&mut self, key: &[u8]) -> Result<&mut Option<V>, StateError> {
+        self.load(key)?;
+        let e = self.entries.get_mut(key).expect("loaded above");
+        e.mark = Mark::Dirty;
+        Ok(&mut e.value)
+    }
+
+    /// Every entry whose key starts with `prefix`: the stored ones overlaid with the ones in
+    /// memory (a full read of that range; for rare events such as a truncate).
+    pub fn keys_with_prefix(&mut self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        let mut keys: Vec<Vec<u8>> = match &self.store {
+            Some(store) => {
+                store.entries(&self.connector, &self.operator, prefix)?.into_iter().map(|(k, _)| k).collect()
+            }
+            None => Vec::new(),
+        };
+        for (k, e) in &self.entries {
+            if k.starts_with(prefix) {
+                match (&e.value, keys.binary_search(k)) {
+                    (Some(_), Err(at)) => keys.insert(at, k.clone()),
+                    (None, Ok(at)) => {
+                        keys.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Drop clean entries when over the limit (changed ones stay until they are durable).
+    fn evict(&mut self) {
+        if self.entries.len() < self.max_cached {
+            return;
+        }
+        let mut excess = self.entries.len() - self.max_cached / 2;
+        self.entries.retain(|_, e| {
+            if excess > 0 && e.mark == Mark::Clean {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// What changed since the last checkpoint, serialized, for the next one.
+    pub fn checkpoint(&mut self, out: &mut Vec<StateDelta>) {
+        let mut delta = StateDelta { operator: self.operator.clone(), entries: Vec::new() };
+        for (k, e) in self.entries.iter_mut().filter(|(_, e)| e.mark == Mark::Dirty) {
+            e.mark = Mark::Flushing;
+            let bytes = e.value.as_ref().map(|v| serde_json::to_vec(v).expect("operator state serializes"));
+            delta.entries.push((k.clone(), bytes));
+        }
+        if !delta.entries.is_empty() {
+            out.push(delta);
+        }
+    }
+
+    /// The last checkpoint is durable.
+    pub fn stored(&mut self) {
+        self.entries.retain(|_, e| {
+            if e.mark == Mark::Flushing {
+                e.mark = Mark::Clean;
+            }
+            // A deleted entry that is durable needs no memory.
+            !(e.mark == Mark::Clean && e.value.is_none())
+        });
+        self.evict();
+    }
+
+    /// Entries in memory (for tests and metrics).
+    pub fn cached(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::postgres::PgPosition;
+    use crate::sources::Position;
+
+    #[test]
+    fn entries_page_through_the_store_and_survive_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("tidemark-optable-{}-{}", std::process::id(), fastrand::u64(..)));
+        let store = StateStore::open(&dir).unwrap();
+        let mut t: StateTable<u64> = StateTable::new(Some(store.clone()), "c".into(), "op".into(), 16);
+        for i in 0..100u64 {
+            *t.get_mut(&i.to_be_bytes()).unwrap() = Some(i * 10);
+        }
+        let mut deltas = Vec::new();
+        t.checkpoint(&mut deltas);
+        store.commit("c", &Position::Postgres(PgPosition::streaming(1)), &deltas).unwrap();
+        t.stored();
+        assert!(t.cached() <= 16, "clean entries are evicted once durable: {}", t.cached());
+        // Evicted entries come back from the store; a delete is durable after its checkpoint.
+        assert_eq!(t.get(&7u64.to_be_bytes()).unwrap(), Some(&70));
+        *t.get_mut(&8u64.to_be_bytes()).unwrap() = None;
+        assert_eq!(t.keys_with_prefix(&[0; 7]).unwrap().len(), 99);
+        let mut deltas = Vec::new();
+        t.checkpoint(&mut deltas);
+        store.commit("c", &Position::Postgres(PgPosition::streaming(2)), &deltas).unwrap();
+        drop(t);
+        drop(store);
+        let store = StateStore::open(&dir).unwrap();
+        let mut t: StateTable<u64> = StateTable::new(Some(store), "c".into(), "op".into(), 16);
+        assert_eq!(t.get(&99u64.to_be_bytes()).unwrap(), Some(&990));
+        assert_eq!(t.get(&8u64.to_be_bytes()).unwrap(), None);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
