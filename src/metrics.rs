@@ -17,6 +17,7 @@ pub const SINK_EVENTS: &str = "tidemark_sink_events";
 pub const SINK_RETRIES: &str = "tidemark_sink_retries";
 pub const SINK_WRITE_SECONDS: &str = "tidemark_sink_write_seconds";
 pub const COMMIT_TO_ACK_SECONDS: &str = "tidemark_commit_to_ack_seconds";
+pub const LATE_EVENTS: &str = "tidemark_late_events";
 /// Upper bounds of the commit-to-acknowledged histogram, in seconds: fine where a cache's
 /// staleness matters (tens of milliseconds to a few seconds).
 pub const COMMIT_TO_ACK_BUCKETS: [f64; 24] = [
@@ -61,6 +62,7 @@ pub struct Metrics {
     pub sink_retries: Family<Labels, Counter>,
     pub sink_write_seconds: Family<Labels, Histogram>,
     pub commit_to_ack_seconds: Family<Labels, Histogram>,
+    pub late_events: Family<Labels, Counter>,
     pub type_fallbacks: Family<Labels, Counter>,
     pub events_skipped: Family<Labels, Counter>,
     pub snapshot_rows: Family<Labels, Counter>,
@@ -88,6 +90,7 @@ impl Metrics {
             Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 14)));
         let commit_to_ack_seconds =
             Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(COMMIT_TO_ACK_BUCKETS.iter().copied()));
+        let late_events = Family::<Labels, Counter>::default();
         let type_fallbacks = Family::<Labels, Counter>::default();
         let events_skipped = Family::<Labels, Counter>::default();
         let snapshot_rows = Family::<Labels, Counter>::default();
@@ -102,6 +105,11 @@ impl Metrics {
         registry.register(SINK_EVENTS, "Events handled by sinks, by outcome", sink_events.clone());
         registry.register(SINK_RETRIES, "Sink writes retried after a transient error", sink_retries.clone());
         registry.register(SINK_WRITE_SECONDS, "Time to make one batch durable in a sink", sink_write_seconds.clone());
+        registry.register(
+            LATE_EVENTS,
+            "Events a window received after their windows had closed (dead-lettered when configured)",
+            late_events.clone(),
+        );
         registry.register(
             COMMIT_TO_ACK_SECONDS,
             "Per streamed change, from its commit at the source to the sink acknowledging it",
@@ -147,6 +155,7 @@ impl Metrics {
             sink_retries,
             sink_write_seconds,
             commit_to_ack_seconds,
+            late_events,
             type_fallbacks,
             events_skipped,
             snapshot_rows,

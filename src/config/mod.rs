@@ -264,14 +264,11 @@ pub fn read_connector(path: &Path, mut s: Section, d: &mut Diag) -> Option<Conne
         }
     };
     let transforms: Vec<TransformConfig> =
-        s.tables(d, "transform").into_iter().filter_map(|t| TransformConfig::read(path, t, d)).collect();
+        s.tables(d, "transform").into_iter().filter_map(|t| TransformConfig::read(path, &conn_name, t, d)).collect();
     for (i, t) in transforms.iter().enumerate() {
-        if let crate::transforms::Spec::Aggregate(a) = &t.spec {
-            let dup = transforms[..i]
-                .iter()
-                .any(|o| matches!(&o.spec, crate::transforms::Spec::Aggregate(b) if b.name == a.name));
-            if dup {
-                d.error(format!("transform[{i}].name"), format!("`{}` names another derived table already", a.name));
+        if let Some(name) = t.derived_table() {
+            if transforms[..i].iter().any(|o| o.derived_table() == Some(name)) {
+                d.error(format!("transform[{i}].name"), format!("`{name}` names another derived table already"));
             }
         }
     }

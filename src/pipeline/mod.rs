@@ -220,6 +220,9 @@ struct Pipeline {
     /// The newest position accepted (stored or pending).
     newest: Option<Position>,
     last_store: Instant,
+    /// Dead-letter targets of windows' late events, by window.
+    late_letters: std::collections::HashMap<String, DeadLetters>,
+    encoding: crate::event::Encoding,
     /// Limits of one group-committed write.
     max_rows: usize,
     max_bytes: usize,
@@ -298,6 +301,7 @@ impl Pipeline {
             let n = input.len();
             let heartbeat_ms = if heartbeat { newest_commit_ms } else { None };
             events.extend(self.chain.apply(input, heartbeat_ms).map_err(PipelineError::Transform)?);
+            self.late().await?;
             any_heartbeat |= heartbeat;
             done.push((n, newest_commit_ms, heartbeat, offset, checkpoint));
         }
@@ -316,6 +320,32 @@ impl Pipeline {
                     self.newest = Some(pos.clone());
                     self.pending = Some(pos);
                     self.pending_current = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Count late window events and write them to their window's dead-letter target, before
+    /// the batch that carried them can be checkpointed.
+    async fn late(&mut self) -> Result<(), PipelineError> {
+        for (window, target, ev, reason) in self.chain.take_late() {
+            let labels = vec![(metrics::CONNECTOR, self.ctx.name.to_string()), ("window", window.clone())];
+            self.ctx.metrics.late_events.get_or_create(&labels).inc();
+            let Some(target) = target else {
+                warn!(connector = %self.ctx.name, %window, %reason, table = %ev.table, "late event counted (no dead-letter target for this window)");
+                continue;
+            };
+            let ctx = SinkContext { connector: self.ctx.name.clone(), encoding: self.encoding };
+            let dl = self.late_letters.entry(window.clone()).or_insert_with(|| DeadLetters::new(&target, ctx));
+            let mut backoff = Backoff::default();
+            while let Err(error) = dl.write(&ev, &format!("window {window}"), &reason).await {
+                if error.class() != ErrorClass::Retry {
+                    return Err(PipelineError::DeadLetter { sink: format!("window {window}"), error: Box::new(error) });
+                }
+                tokio::select! {
+                    _ = self.ctx.abort.cancelled() => return Err(PipelineError::Aborted),
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
             }
         }
@@ -416,19 +446,29 @@ pub async fn run_connector(
         store: store.clone(),
         transforms: transforms.clone(),
     };
+    let chain = match Chain::build(&transforms, cfg.source.encoding(), Some(store.clone()), name.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(connector = %name, error = %e, "cannot start the transforms");
+            status.fail(e);
+            return;
+        }
+    };
     let source_cfg = cfg.source.clone();
     let source = tokio::spawn(async move { sources::run(&source_cfg, source_ctx).await });
 
     let mut pipeline = Pipeline {
         ctx: Shared { name: name.clone(), status: status.clone(), metrics, abort },
         sinks,
-        chain: Chain::build(&transforms, cfg.source.encoding(), Some(store.clone()), name.clone()),
+        chain,
         store,
         ack: ack_tx,
         pending: None,
         pending_current: false,
         newest: resume,
         last_store: Instant::now(),
+        late_letters: Default::default(),
+        encoding: cfg.source.encoding(),
         max_rows: cfg.pipeline.max_batch_rows.get(),
         max_bytes: cfg.pipeline.max_batch_bytes.get(),
         storing: None,

@@ -65,7 +65,7 @@ pub enum DeadLetterTarget {
 }
 
 impl DeadLetterTarget {
-    fn read(s: &mut Section, d: &mut Diag, connector_hint: &str) -> Option<DeadLetterTarget> {
+    pub fn read(s: &mut Section, d: &mut Diag, connector_hint: &str) -> Option<DeadLetterTarget> {
         let path = s.opt_str(d, "dead_letter_path").map(PathBuf::from);
         let url = s.opt_str(d, "dead_letter_url");
         let stream = s.opt_str(d, "dead_letter_stream");

@@ -293,6 +293,27 @@ impl AggState {
         }
     }
 
+    /// Fold another group's state of the same function into this one (session windows merging).
+    pub fn merge(&mut self, other: &AggState) {
+        match (self, other) {
+            (AggState::Count(a), AggState::Count(b)) => *a += b,
+            (AggState::Sum { n, dec, float, floats }, AggState::Sum { n: n2, dec: d2, float: f2, floats: fl2 }) => {
+                *n += n2;
+                *float += f2;
+                *floats += fl2;
+                if let Some(d2) = d2 {
+                    *dec = Some(dec.map_or(*d2, |d| d.plus(*d2)));
+                }
+            }
+            (AggState::Multi(a), AggState::Multi(b)) => {
+                for (v, n) in &b.0 {
+                    *a.0.entry(v.clone()).or_insert(0) += n;
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub fn output(&self, func: Func) -> Value {
         match (self, func) {
             (AggState::Count(n), _) => Value::Int(*n),
@@ -312,6 +333,46 @@ impl AggState {
             (AggState::Multi(c), _) => Value::Int(c.0.len() as i64),
         }
     }
+}
+
+/// The running aggregates of one group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub rows: i64,
+    pub states: Vec<AggState>,
+}
+
+impl Group {
+    pub fn new(specs: &[AggSpec]) -> Group {
+        Group { rows: 0, states: specs.iter().map(|a| AggState::new(a.func)).collect() }
+    }
+
+    /// Add (`sign = 1`) or take back (`-1`) one row's values (one per spec, `None` for NULL).
+    pub fn apply(&mut self, specs: &[AggSpec], values: &[Option<Scalar>], sign: i64) {
+        self.rows += sign;
+        for ((state, a), v) in self.states.iter_mut().zip(specs).zip(values) {
+            state.apply(a.func, v.as_ref(), sign);
+        }
+    }
+
+    pub fn merge(&mut self, other: &Group) {
+        self.rows += other.rows;
+        for (a, b) in self.states.iter_mut().zip(&other.states) {
+            a.merge(b);
+        }
+    }
+
+    /// Append the output columns (`name`, value) of every spec.
+    pub fn output(&self, specs: &[AggSpec], cols: &mut Vec<(std::sync::Arc<str>, Value)>) {
+        for (a, s) in specs.iter().zip(&self.states) {
+            cols.push((std::sync::Arc::from(a.name.as_str()), s.output(a.func)));
+        }
+    }
+}
+
+/// The values a row feeds into the specs (`None` for `count(*)`, a NULL or a missing column).
+pub fn values_of(specs: &[AggSpec], row: &crate::event::Row) -> Vec<Option<Scalar>> {
+    specs.iter().map(|a| a.column.as_deref().and_then(|c| row.get(c)).and_then(Scalar::of)).collect()
 }
 
 #[cfg(test)]

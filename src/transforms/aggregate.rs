@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::agg::{AggSpec, AggState, Func, Scalar};
+use super::agg::{AggSpec, Group, Scalar};
 use super::state::StateTable;
 use crate::event::{ChangeEvent, Op, Row, TableRef, Value};
 use crate::state::{StateDelta, StateError, StateStore};
@@ -35,12 +35,6 @@ pub struct AggregateConfig {
 struct Contribution {
     group: Vec<Option<Scalar>>,
     values: Vec<Option<Scalar>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Group {
-    rows: i64,
-    states: Vec<AggState>,
 }
 
 pub struct Aggregate {
@@ -102,9 +96,7 @@ impl Aggregate {
             .zip(group)
             .map(|(c, v)| (Arc::from(c.as_str()), v.as_ref().map_or(Value::Null, Scalar::to_value)))
             .collect();
-        for (a, s) in self.cfg.aggregates.iter().zip(&g.states) {
-            cols.push((Arc::from(a.name.as_str()), s.output(a.func)));
-        }
+        g.output(&self.cfg.aggregates, &mut cols);
         Row(cols)
     }
 
@@ -120,14 +112,10 @@ impl Aggregate {
 
     /// Add (`sign = 1`) or retract (`-1`) a contribution to its group.
     fn apply(&mut self, c: &Contribution, sign: i64) -> Result<(), StateError> {
-        let funcs: Vec<Func> = self.cfg.aggregates.iter().map(|a| a.func).collect();
+        let specs = &self.cfg.aggregates;
         let slot = self.groups.get_mut(&encode_key(&c.group))?;
-        let g =
-            slot.get_or_insert_with(|| Group { rows: 0, states: funcs.iter().map(|f| AggState::new(*f)).collect() });
-        g.rows += sign;
-        for ((state, f), v) in g.states.iter_mut().zip(&funcs).zip(&c.values) {
-            state.apply(*f, v.as_ref(), sign);
-        }
+        let g = slot.get_or_insert_with(|| Group::new(specs));
+        g.apply(specs, &c.values, sign);
         if g.rows <= 0 {
             *slot = None;
         }

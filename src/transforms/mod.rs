@@ -15,6 +15,7 @@ pub mod aggregate;
 pub mod columns;
 pub mod filter;
 pub mod state;
+pub mod window;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,13 +24,14 @@ use self::agg::AggSpec;
 use self::aggregate::{Aggregate, AggregateConfig};
 use self::columns::{Mask, MaskMethod, Project, Route};
 use self::filter::FilterExpr;
+use self::window::{TimeSource, Window, WindowConfig, WindowKind};
 use crate::config::{Diag, Secret, Section};
 use crate::event::{ChangeEvent, Encoding, TableRef};
 use crate::state::{StateDelta, StateStore};
 
 /// The transform kinds of the configuration format.
 pub const KINDS: [&str; 7] = ["filter", "project", "mask", "route", "dedup", "aggregate", "window"];
-const AVAILABLE: [&str; 5] = ["filter", "project", "mask", "route", "aggregate"];
+const AVAILABLE: [&str; 6] = ["filter", "project", "mask", "route", "aggregate", "window"];
 /// Default number of state entries an operator keeps in memory per state table.
 pub const DEFAULT_MAX_CACHED: usize = 100_000;
 
@@ -40,6 +42,7 @@ pub enum Spec {
     Mask(Mask),
     Route(Route),
     Aggregate(AggregateConfig),
+    Window(WindowConfig),
 }
 
 /// One `[[transform]]` entry.
@@ -53,7 +56,7 @@ pub struct TransformConfig {
 }
 
 impl TransformConfig {
-    pub fn read(file: &Path, mut s: Section, d: &mut Diag) -> Option<TransformConfig> {
+    pub fn read(file: &Path, connector: &str, mut s: Section, d: &mut Diag) -> Option<TransformConfig> {
         let kind = s.str(d, "kind")?;
         let tables = s.opt_str_list(d, "tables").unwrap_or_default();
         let origin = format!("{}: {}", file.display(), s.path());
@@ -132,40 +135,40 @@ impl TransformConfig {
             }
             "aggregate" => {
                 allowed.extend(["name", "group_by", "aggregates", "pass_through", "max_cached_entries"]);
-                let name = s.str(d, "name");
-                if let Some(n) = &name {
-                    if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                        d.error(s.key("name"), "the derived table's name: letters, digits and _");
-                    }
-                }
+                let name = derived_name(&mut s, d);
                 let group_by = s.opt_str_list(d, "group_by").unwrap_or_default();
                 if group_by.is_empty() {
                     d.error(s.key("group_by"), "is required: the columns that form a group");
                 }
-                let mut aggregates = Vec::new();
-                match s.opt_table(d, "aggregates") {
-                    Some(t) => {
-                        for (out, text) in t.into_json() {
-                            match text.as_str().map(|t| AggSpec::parse(&out, t)) {
-                                Some(Ok(a)) => aggregates.push(a),
-                                Some(Err(e)) => d.error(s.key(&format!("aggregates.{out}")), e),
-                                None => d.error(
-                                    s.key(&format!("aggregates.{out}")),
-                                    "expected \"fn(column)\", e.g. \"sum(total)\"",
-                                ),
-                            }
-                        }
-                    }
-                    None => d.error(
-                        s.key("aggregates"),
-                        "is required, e.g. aggregates = { orders = \"count(*)\", revenue = \"sum(total)\" }",
-                    ),
-                }
+                let aggregates = aggregate_specs(&mut s, d);
                 let pass_through = s.opt_bool(d, "pass_through").unwrap_or(true);
                 let max_cached = s.opt_nonzero(d, "max_cached_entries").map_or(DEFAULT_MAX_CACHED, |n| n.get());
                 name.map(|name| {
                     Spec::Aggregate(AggregateConfig { name, group_by, aggregates, pass_through, max_cached })
                 })
+            }
+            "window" => {
+                allowed.extend([
+                    "name",
+                    "type",
+                    "size",
+                    "slide",
+                    "gap",
+                    "time_column",
+                    "group_by",
+                    "aggregates",
+                    "ops",
+                    "out_of_orderness",
+                    "allowed_lateness",
+                    "emit",
+                    "retention",
+                    "pass_through",
+                    "max_cached_entries",
+                    "dead_letter_path",
+                    "dead_letter_url",
+                    "dead_letter_stream",
+                ]);
+                read_window(&mut s, d, connector).map(Spec::Window)
             }
             k if KINDS.contains(&k) => {
                 d.error(
@@ -187,6 +190,15 @@ impl TransformConfig {
         };
         s.finish(d, &allowed);
         Some(TransformConfig { origin, tables, spec: spec? })
+    }
+
+    /// The derived table's name, for stateful transforms.
+    pub fn derived_table(&self) -> Option<&str> {
+        match &self.spec {
+            Spec::Aggregate(a) => Some(&a.name),
+            Spec::Window(w) => Some(&w.name),
+            _ => None,
+        }
     }
 
     fn applies_to(&self, table: &TableRef) -> bool {
@@ -214,8 +226,120 @@ impl TransformConfig {
                 .map(|c| ("group_by", c.clone()))
                 .chain(a.aggregates.iter().filter_map(|x| x.column.clone()).map(|c| ("aggregates", c)))
                 .collect(),
+            Spec::Window(w) => w
+                .group_by
+                .iter()
+                .map(|c| ("group_by", c.clone()))
+                .chain(w.aggregates.iter().filter_map(|x| x.column.clone()).map(|c| ("aggregates", c)))
+                .chain(match &w.time {
+                    TimeSource::Column(c) => Some(("time_column", c.clone())),
+                    TimeSource::Commit => None,
+                })
+                .collect(),
         }
     }
+}
+
+/// `name`: a derived table's name.
+fn derived_name(s: &mut Section, d: &mut Diag) -> Option<String> {
+    let name = s.str(d, "name");
+    if let Some(n) = &name {
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            d.error(s.key("name"), "the derived table's name: letters, digits and _");
+        }
+    }
+    name
+}
+
+/// `aggregates = { out = "fn(column)", ... }`.
+fn aggregate_specs(s: &mut Section, d: &mut Diag) -> Vec<AggSpec> {
+    let mut aggregates = Vec::new();
+    match s.opt_table(d, "aggregates") {
+        Some(t) => {
+            for (out, text) in t.into_json() {
+                match text.as_str().map(|t| AggSpec::parse(&out, t)) {
+                    Some(Ok(a)) => aggregates.push(a),
+                    Some(Err(e)) => d.error(s.key(&format!("aggregates.{out}")), e),
+                    None => {
+                        d.error(s.key(&format!("aggregates.{out}")), "expected \"fn(column)\", e.g. \"sum(total)\"")
+                    }
+                }
+            }
+        }
+        None => d.error(
+            s.key("aggregates"),
+            "is required, e.g. aggregates = { orders = \"count(*)\", revenue = \"sum(total)\" }",
+        ),
+    }
+    aggregates
+}
+
+fn read_window(s: &mut Section, d: &mut Diag, connector: &str) -> Option<WindowConfig> {
+    let name = derived_name(s, d);
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as i64);
+    let kind = s.opt_choice(d, "type", &["tumbling", "hopping", "session"]);
+    let size = ms(s.opt_duration(d, "size")).filter(|v| *v > 0);
+    let slide = ms(s.opt_duration(d, "slide")).filter(|v| *v > 0);
+    let gap = ms(s.opt_duration(d, "gap")).filter(|v| *v > 0);
+    let kind = match (kind.as_deref().unwrap_or("tumbling"), size, slide, gap) {
+        ("tumbling", Some(size), None, None) => Some(WindowKind::Tumbling { size }),
+        ("hopping", Some(size), Some(slide), None) if slide <= size => Some(WindowKind::Hopping { size, slide }),
+        ("hopping", Some(_), Some(_), None) => {
+            d.error(s.key("slide"), "must not be longer than size");
+            None
+        }
+        ("hopping", ..) => {
+            d.error(
+                s.key("size"),
+                "a hopping window needs size and slide (and no gap), e.g. size = \"1h\", slide = \"5m\"",
+            );
+            None
+        }
+        ("session", None, None, Some(gap)) => Some(WindowKind::Session { gap }),
+        ("session", ..) => {
+            d.error(s.key("gap"), "a session window needs gap (and no size or slide), e.g. gap = \"30m\"");
+            None
+        }
+        _ => {
+            d.error(s.key("size"), "a tumbling window needs size (and no slide or gap), e.g. size = \"1m\"");
+            None
+        }
+    };
+    let time = s.opt_str(d, "time_column").map_or(TimeSource::Commit, TimeSource::Column);
+    let group_by = s.opt_str_list(d, "group_by").unwrap_or_default();
+    let aggregates = aggregate_specs(s, d);
+    let mut ops = Vec::new();
+    for o in s.opt_str_list(d, "ops").unwrap_or_else(|| vec!["c".into()]) {
+        match o.as_str() {
+            "c" => ops.push(crate::event::Op::Create),
+            "u" => ops.push(crate::event::Op::Update),
+            "d" => ops.push(crate::event::Op::Delete),
+            "r" => ops.push(crate::event::Op::Read),
+            other => d.error(s.key("ops"), format!("`{other}` is not one of c, u, d, r")),
+        }
+    }
+    let out_of_orderness = ms(s.opt_duration(d, "out_of_orderness")).unwrap_or(0);
+    let allowed_lateness = ms(s.opt_duration(d, "allowed_lateness")).unwrap_or(0);
+    let emit_updates = s.opt_choice(d, "emit", &["final", "update"]).as_deref() == Some("update");
+    let retention = ms(s.opt_duration(d, "retention"));
+    let pass_through = s.opt_bool(d, "pass_through").unwrap_or(true);
+    let max_cached = s.opt_nonzero(d, "max_cached_entries").map_or(DEFAULT_MAX_CACHED, |n| n.get());
+    let dead_letter = crate::sinks::DeadLetterTarget::read(s, d, connector);
+    Some(WindowConfig {
+        name: name?,
+        kind: kind?,
+        time,
+        group_by,
+        aggregates,
+        ops,
+        out_of_orderness,
+        allowed_lateness,
+        retention,
+        emit_updates,
+        pass_through,
+        max_cached,
+        dead_letter,
+    })
 }
 
 /// A connector's transform configuration, shared with its source for the startup check.
@@ -289,6 +413,60 @@ pub trait Transform: Send {
     fn is_stateful(&self) -> bool {
         false
     }
+
+    /// Hand over the events found late since the last call.
+    fn take_late(&mut self, _out: &mut Vec<Late>) {}
+}
+
+/// A late event: the window's name, its dead-letter target, the event and why.
+pub type Late = (String, Option<crate::sinks::DeadLetterTarget>, ChangeEvent, String);
+
+struct WindowStage {
+    cfg: TransformConfig,
+    window: Window,
+    pass_through: bool,
+}
+
+impl Transform for WindowStage {
+    fn process(&mut self, ev: ChangeEvent, out: &mut Vec<ChangeEvent>) -> Result<(), String> {
+        if !self.cfg.applies_to(&ev.table) {
+            out.push(ev);
+            return Ok(());
+        }
+        let mut derived = Vec::new();
+        self.window.process(&ev, &mut derived).map_err(|e| format!("{}: {e}", self.cfg.origin))?;
+        if self.pass_through {
+            out.push(ev);
+        }
+        out.append(&mut derived);
+        Ok(())
+    }
+
+    fn on_heartbeat(&mut self, commit_ms: i64, out: &mut Vec<ChangeEvent>) {
+        if let Err(e) = self.window.heartbeat(commit_ms, out) {
+            tracing::error!(transform = %self.cfg.origin, error = %e, "window state");
+        }
+    }
+
+    fn checkpoint(&mut self, out: &mut Vec<StateDelta>) {
+        self.window.checkpoint(out);
+    }
+
+    fn stored(&mut self) {
+        self.window.stored();
+    }
+
+    fn is_stateful(&self) -> bool {
+        true
+    }
+
+    fn take_late(&mut self, out: &mut Vec<Late>) {
+        let name = self.cfg.derived_table().unwrap_or_default().to_string();
+        let target = self.window.dead_letter().cloned();
+        for (ev, why) in self.window.take_late() {
+            out.push((name.clone(), target.clone(), ev, why));
+        }
+    }
 }
 
 /// A stateless transform from its configuration, scoped to its tables.
@@ -320,7 +498,7 @@ impl Transform for Stateless {
                     return Err(fail(e, &ev));
                 }
             }
-            Spec::Aggregate(_) => unreachable!("a stateful stage"),
+            Spec::Aggregate(_) | Spec::Window(_) => unreachable!("a stateful stage"),
         }
         out.push(ev);
         Ok(())
@@ -373,20 +551,39 @@ impl Chain {
 
     /// The chain of a connector's transforms; stateful ones keep their state in `store`
     /// (`None`: in memory only).
-    pub fn build(specs: &Specs, enc: Encoding, store: Option<StateStore>, connector: Arc<str>) -> Chain {
-        let stages = specs
-            .0
-            .iter()
-            .map(|cfg| match &cfg.spec {
+    pub fn build(
+        specs: &Specs,
+        enc: Encoding,
+        store: Option<StateStore>,
+        connector: Arc<str>,
+    ) -> Result<Chain, String> {
+        let mut stages: Vec<Box<dyn Transform>> = Vec::new();
+        for cfg in specs.0.iter() {
+            stages.push(match &cfg.spec {
                 Spec::Aggregate(a) => Box::new(AggregateStage {
                     agg: Aggregate::new(a.clone(), store.clone(), connector.clone(), &format!("aggregate:{}", a.name)),
                     pass_through: a.pass_through,
                     cfg: cfg.clone(),
-                }) as Box<dyn Transform>,
-                _ => Box::new(Stateless { cfg: cfg.clone(), enc }) as Box<dyn Transform>,
-            })
-            .collect();
-        Chain { stages }
+                }),
+                Spec::Window(w) => {
+                    let window =
+                        Window::new(w.clone(), store.clone(), connector.clone(), &format!("window:{}", w.name))
+                            .map_err(|e| format!("{}: cannot load window state: {e}", cfg.origin))?;
+                    Box::new(WindowStage { cfg: cfg.clone(), window, pass_through: w.pass_through })
+                }
+                _ => Box::new(Stateless { cfg: cfg.clone(), enc }),
+            });
+        }
+        Ok(Chain { stages })
+    }
+
+    /// Events the window stages found late since the last call.
+    pub fn take_late(&mut self) -> Vec<Late> {
+        let mut out = Vec::new();
+        for s in &mut self.stages {
+            s.take_late(&mut out);
+        }
+        out
     }
 
     /// Run a batch through every stage in order.
@@ -436,7 +633,7 @@ mod tests {
     fn read(toml: &str) -> Result<TransformConfig, Vec<String>> {
         let mut d = Diag::new(Path::new("c.toml"));
         let table: toml::Table = toml.parse().unwrap();
-        let t = TransformConfig::read(Path::new("c.toml"), S::new("transform[0]", table), &mut d);
+        let t = TransformConfig::read(Path::new("c.toml"), "c", S::new("transform[0]", table), &mut d);
         if d.is_empty() {
             Ok(t.unwrap())
         } else {
