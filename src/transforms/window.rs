@@ -2,8 +2,9 @@
 //! `slide`) and session (`gap`) — emitted as change events of a derived table keyed by the group
 //! columns and `window_start`.
 //!
-//! Event time is the commit time, or a column. The watermark is the largest event time seen (or
-//! heartbeat time: a quiet database still closes windows) minus `out_of_orderness`. A window closes
+//! Event time is the commit time, or a column. The watermark is the largest event time seen minus
+//! `out_of_orderness`; on a quiet database source heartbeats move event time on by the commit time
+//! elapsed since the latest event, so windows still close. A window closes
 //! when the watermark passes its end plus `allowed_lateness`; an event whose windows have all
 //! closed is late: counted, logged, and written to the dead-letter target when one is configured,
 //! never dropped silently. `emit = "final"` emits a window once, when it closes; `"update"` on
@@ -72,6 +73,10 @@ struct Meta {
     max_time: Option<i64>,
     /// Newest source version seen, for emissions no event caused (heartbeats).
     last: (u64, u64),
+    /// The latest event's time and commit time: on a quiet database, heartbeats advance event
+    /// time by the commit time elapsed since (so column-based event time keeps moving too).
+    #[serde(default)]
+    anchor: Option<(i64, i64)>,
     /// Database and schema of the source table, for emissions no event caused.
     #[serde(default)]
     db: String,
@@ -292,6 +297,7 @@ impl Window {
             return Ok(());
         };
         self.meta.max_time = Some(self.meta.max_time.map_or(t, |m| m.max(t)));
+        self.meta.anchor = Some((self.meta.max_time.expect("set above"), ev.commit_ts_ms));
         let Some(row) = ev.after.as_ref().or(ev.before.as_ref()) else { return Ok(()) };
         let group: Vec<Option<Scalar>> = self.cfg.group_by.iter().map(|c| row.get(c).and_then(Scalar::of)).collect();
         let values = values_of(&self.cfg.aggregates, row);
@@ -401,7 +407,15 @@ impl Window {
 
     /// Event time moved without an event (a source heartbeat).
     pub fn heartbeat(&mut self, ts: i64, out: &mut Vec<ChangeEvent>) -> Result<(), StateError> {
-        self.meta.max_time = Some(self.meta.max_time.map_or(ts, |m| m.max(ts)));
+        let t = match (&self.cfg.time, self.meta.anchor) {
+            (TimeSource::Commit, _) => Some(ts),
+            (TimeSource::Column(_), Some((event, commit))) => Some(event + (ts - commit).max(0)),
+            // No event yet: nothing is open, and no column time to go on.
+            (TimeSource::Column(_), None) => None,
+        };
+        if let Some(t) = t {
+            self.meta.max_time = Some(self.meta.max_time.map_or(t, |m| m.max(t)));
+        }
         self.advance(None, out)
     }
 

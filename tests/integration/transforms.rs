@@ -249,3 +249,162 @@ url = "{}"
     assert!(d.terminate().success());
     env.cleanup().await;
 }
+
+/// `2020-01-01T00:00:10Z` (or with a fraction, or `+00:00`) as milliseconds since the epoch.
+fn epoch_ms(iso: &str) -> i64 {
+    let (date, time) = iso.split_once('T').unwrap_or_else(|| panic!("not a timestamp: {iso}"));
+    let mut d = date.split('-').map(|p| p.parse::<i64>().unwrap());
+    let (y, m, day) = (d.next().unwrap(), d.next().unwrap(), d.next().unwrap());
+    let time = time.trim_end_matches('Z').split('+').next().unwrap();
+    let mut t = time.split(':');
+    let (h, min) = (t.next().unwrap().parse::<i64>().unwrap(), t.next().unwrap().parse::<i64>().unwrap());
+    let secs: f64 = t.next().unwrap().parse().unwrap();
+    let days = tidemark::event::time::days_from_civil(y, m as u32, day as u32);
+    days * 86_400_000 + h * 3_600_000 + min * 60_000 + (secs * 1000.0).round() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_windows_survive_kill9s_and_equal_sql_buckets_and_late_events_are_dead_lettered() {
+    let env = Env::new("twindow").await;
+    env.pg
+        .batch_execute("CREATE TABLE events (id int PRIMARY KEY, status text NOT NULL, amount int NOT NULL, at timestamptz NOT NULL)")
+        .await
+        .unwrap();
+    let late_file = env.dir.join("late.jsonl");
+    let body = format!(
+        r#"[[transform]]
+kind = "window"
+tables = ["public.events"]
+name = "per_status"
+type = "tumbling"
+size = "10s"
+time_column = "at"
+group_by = ["status"]
+out_of_orderness = "2s"
+aggregates = {{ n = "count(*)", total = "sum(amount)", biggest = "max(amount)" }}
+pass_through = false
+dead_letter_path = "{}"
+
+[[sink]]
+kind = "redis"
+url = "{}"
+"#,
+        late_file.display(),
+        redis_url()
+    );
+    env.write_config(&env.postgres_source(r#""public.events""#, &body));
+    let mut d = env.start();
+    d.wait_streaming().await;
+
+    // Event times start in 2020 and advance 250 ms per insert, each up to 1.5 s out of order
+    // (within the 2 s the watermark allows); two kill -9s on the way.
+    let progress = Arc::new(AtomicUsize::new(0));
+    let workload = {
+        let (url, progress) = (env.db_url(), progress.clone());
+        tokio::spawn(async move {
+            let pg = pg_connect(&url).await;
+            let mut rng = fastrand::Rng::with_seed(9);
+            for i in 0..1500i32 {
+                progress.store(i as usize, Ordering::Relaxed);
+                let at_ms = 1_577_836_800_000i64 + i as i64 * 250 - rng.i64(0..1500);
+                let status = ["new", "paid", "shipped"][rng.usize(0..3)];
+                pg.execute(
+                    "INSERT INTO events VALUES ($1, $2, $3, to_timestamp($4::float8 / 1000))",
+                    &[&i, &status, &rng.i32(1..100), &(at_ms as f64)],
+                )
+                .await
+                .unwrap();
+            }
+        })
+    };
+    for at in [500, 1000] {
+        wait_for("the workload to get on", DEADLINE, || async {
+            (progress.load(Ordering::Relaxed) >= at).then_some(())
+        })
+        .await;
+        wait_for("part of the workload applied", DEADLINE, || async {
+            let applied = d.connector().await?["events_applied"].as_u64()?;
+            (applied > 100).then_some(())
+        })
+        .await;
+        d.kill9();
+        d = env.start();
+        d.wait_streaming().await;
+    }
+    workload.await.unwrap();
+
+    // Heartbeats carry today's time, far past 2020: every window closes. Each one in Redis is
+    // final and equals SQL over the same 10 s buckets.
+    let sql = "SELECT status || ':' || (floor(extract(epoch FROM at) * 1000 / 10000) * 10000)::bigint AS k,
+                      count(*) AS n, sum(amount) AS total, max(amount) AS biggest
+                 FROM events GROUP BY 1";
+    let prefix = format!("{}:per_status", env.name);
+    let mut r = redis_conn().await;
+    let start = std::time::Instant::now();
+    loop {
+        let expected = table_rows(&env.pg, sql).await;
+        let mut actual = Rows::new();
+        for (_, row) in redis_hashes(&mut r, &prefix).await {
+            let mut row = row;
+            let k = format!("{}:{}", row["status"], epoch_ms(&row["window_start"]));
+            let complete = row.get("final").map(String::as_str) == Some("true");
+            for c in ["status", "window_start", "window_end", "final"] {
+                row.remove(c);
+            }
+            if complete {
+                row.insert("k".into(), k.clone());
+                actual.insert(k, row);
+            }
+        }
+        if expected == actual {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "closed windows never matched SQL: {}\n{}",
+            diff(&expected, &actual),
+            d.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
+    // An event for a window closed long ago is late: counted, dead-lettered with the reason,
+    // and not added to the closed window.
+    env.pg.execute("INSERT INTO events VALUES (99999, 'paid', 7, '2020-01-01T00:00:01Z')", &[]).await.unwrap();
+    let line = wait_for("the late event in the dead-letter file", DEADLINE, || async {
+        std::fs::read_to_string(&late_file).ok().filter(|t| !t.is_empty())
+    })
+    .await;
+    let letter: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(letter["key"], serde_json::json!({ "id": 99999 }));
+    assert!(letter["error"].as_str().unwrap().starts_with("late"), "{letter}");
+    assert_eq!(letter["sink"], "window per_status");
+    let metrics = d.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("tidemark_late_events_total{")
+            && l.contains("window=\"per_status\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    let first: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(
+            redis_hashes(&mut r, &prefix)
+                .await
+                .keys()
+                .find(|k| k.starts_with("paid:2020-01-01T00:00:00"))
+                .map(|k| format!("{prefix}:{k}"))
+                .unwrap(),
+        )
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let want: i64 = env
+        .pg
+        .query_one("SELECT count(*) FROM events WHERE status = 'paid' AND at >= '2020-01-01T00:00:00Z' AND at < '2020-01-01T00:00:10Z' AND id <> 99999", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(first["n"], want.to_string());
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
