@@ -68,6 +68,16 @@ enum OffsetsAction {
         #[arg(short, long, default_value = "tidemark.toml")]
         config: PathBuf,
     },
+    /// Store another position for a connector (as `offsets show` prints it), keeping its
+    /// operator state: to replay from an earlier point, or to skip ahead. MySQL/MariaDB replays
+    /// from any binlog the server still has; PostgreSQL never goes back past its slot.
+    Set {
+        connector: String,
+        /// The position JSON, e.g. '{"kind":"mysql","file":"mysql-bin.000003","pos":4}'.
+        position: String,
+        #[arg(short, long, default_value = "tidemark.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -212,7 +222,9 @@ fn status(addr: Option<String>, path: &Path) -> anyhow::Result<ExitCode> {
 
 fn offsets(action: OffsetsAction) -> anyhow::Result<ExitCode> {
     let path = match &action {
-        OffsetsAction::Show { config, .. } | OffsetsAction::Reset { config, .. } => config,
+        OffsetsAction::Show { config, .. }
+        | OffsetsAction::Reset { config, .. }
+        | OffsetsAction::Set { config, .. } => config,
     };
     let daemon = match config::load_daemon(path) {
         Ok(d) => d,
@@ -234,6 +246,17 @@ fn offsets(action: OffsetsAction) -> anyhow::Result<ExitCode> {
                     None => println!("{name}\t(no stored position)"),
                 }
             }
+        }
+        OffsetsAction::Set { connector, position, .. } => {
+            let pos: tidemark::sources::Position = match serde_json::from_str(&position) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("not a position ({e}); use the JSON `tidemark offsets show` prints");
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+            };
+            store.set_position(&connector, &pos)?;
+            println!("{connector}: position set to {}; operator state kept", serde_json::to_string(&pos)?);
         }
         OffsetsAction::Reset { connector, .. } => {
             if store.reset(&connector)? {

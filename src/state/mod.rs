@@ -103,6 +103,11 @@ impl StateStore {
         Ok(out)
     }
 
+    /// Store a position alone (operator state untouched): `tidemark offsets set`.
+    pub fn set_position(&self, connector: &str, position: &Position) -> Result<(), StateError> {
+        self.commit(connector, position, &[])
+    }
+
     /// One stored operator entry.
     pub fn entry(&self, connector: &str, operator: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         let txn = self.db.begin_read().map_err(storage)?;

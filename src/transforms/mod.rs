@@ -13,6 +13,7 @@
 pub mod agg;
 pub mod aggregate;
 pub mod columns;
+pub mod dedup;
 pub mod filter;
 pub mod state;
 pub mod window;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use self::agg::AggSpec;
 use self::aggregate::{Aggregate, AggregateConfig};
 use self::columns::{Mask, MaskMethod, Project, Route};
+use self::dedup::{Dedup, DedupConfig};
 use self::filter::FilterExpr;
 use self::window::{TimeSource, Window, WindowConfig, WindowKind};
 use crate::config::{Diag, Secret, Section};
@@ -31,7 +33,7 @@ use crate::state::{StateDelta, StateStore};
 
 /// The transform kinds of the configuration format.
 pub const KINDS: [&str; 7] = ["filter", "project", "mask", "route", "dedup", "aggregate", "window"];
-const AVAILABLE: [&str; 6] = ["filter", "project", "mask", "route", "aggregate", "window"];
+const AVAILABLE: [&str; 7] = ["filter", "project", "mask", "route", "dedup", "aggregate", "window"];
 /// Default number of state entries an operator keeps in memory per state table.
 pub const DEFAULT_MAX_CACHED: usize = 100_000;
 
@@ -43,6 +45,7 @@ pub enum Spec {
     Route(Route),
     Aggregate(AggregateConfig),
     Window(WindowConfig),
+    Dedup(DedupConfig),
 }
 
 /// One `[[transform]]` entry.
@@ -147,6 +150,19 @@ impl TransformConfig {
                     Spec::Aggregate(AggregateConfig { name, group_by, aggregates, pass_through, max_cached })
                 })
             }
+            "dedup" => {
+                allowed.extend(["name", "columns", "ttl", "max_entries"]);
+                let columns = s.opt_str_list(d, "columns");
+                if columns.as_ref().is_some_and(Vec::is_empty) {
+                    d.error(
+                        s.key("columns"),
+                        "needs at least one column (leave it out to use the change itself as the id)",
+                    );
+                }
+                let ttl = s.opt_duration(d, "ttl").unwrap_or(std::time::Duration::from_secs(24 * 3600));
+                let max_entries = s.opt_nonzero(d, "max_entries").map_or(1_000_000, |n| n.get());
+                Some(Spec::Dedup(DedupConfig { columns, ttl: ttl.as_millis() as i64, max_entries }))
+            }
             "window" => {
                 allowed.extend([
                     "name",
@@ -226,6 +242,7 @@ impl TransformConfig {
                 .map(|c| ("group_by", c.clone()))
                 .chain(a.aggregates.iter().filter_map(|x| x.column.clone()).map(|c| ("aggregates", c)))
                 .collect(),
+            Spec::Dedup(x) => x.columns.iter().flatten().map(|c| ("columns", c.clone())).collect(),
             Spec::Window(w) => w
                 .group_by
                 .iter()
@@ -421,6 +438,32 @@ pub trait Transform: Send {
 /// A late event: the window's name, its dead-letter target, the event and why.
 pub type Late = (String, Option<crate::sinks::DeadLetterTarget>, ChangeEvent, String);
 
+struct DedupStage {
+    cfg: TransformConfig,
+    dedup: Dedup,
+}
+
+impl Transform for DedupStage {
+    fn process(&mut self, ev: ChangeEvent, out: &mut Vec<ChangeEvent>) -> Result<(), String> {
+        if !self.cfg.applies_to(&ev.table) || self.dedup.keep(&ev).map_err(|e| format!("{}: {e}", self.cfg.origin))? {
+            out.push(ev);
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, out: &mut Vec<StateDelta>) {
+        self.dedup.checkpoint(out);
+    }
+
+    fn stored(&mut self) {
+        self.dedup.stored();
+    }
+
+    fn is_stateful(&self) -> bool {
+        true
+    }
+}
+
 struct WindowStage {
     cfg: TransformConfig,
     window: Window,
@@ -498,7 +541,7 @@ impl Transform for Stateless {
                     return Err(fail(e, &ev));
                 }
             }
-            Spec::Aggregate(_) | Spec::Window(_) => unreachable!("a stateful stage"),
+            Spec::Aggregate(_) | Spec::Window(_) | Spec::Dedup(_) => unreachable!("a stateful stage"),
         }
         out.push(ev);
         Ok(())
@@ -570,6 +613,13 @@ impl Chain {
                         Window::new(w.clone(), store.clone(), connector.clone(), &format!("window:{}", w.name))
                             .map_err(|e| format!("{}: cannot load window state: {e}", cfg.origin))?;
                     Box::new(WindowStage { cfg: cfg.clone(), window, pass_through: w.pass_through })
+                }
+                Spec::Dedup(x) => {
+                    // Its state is named by position in the chain: a dedup has no derived table.
+                    let index = specs.0.iter().position(|c| std::ptr::eq(c, cfg)).unwrap_or(0);
+                    let dedup = Dedup::new(x.clone(), store.clone(), connector.clone(), &format!("dedup:{index}"))
+                        .map_err(|e| format!("{}: cannot load dedup state: {e}", cfg.origin))?;
+                    Box::new(DedupStage { cfg: cfg.clone(), dedup })
                 }
                 _ => Box::new(Stateless { cfg: cfg.clone(), enc }),
             });
