@@ -49,9 +49,20 @@ impl Clone for FilterExpr {
 /// Which variables the expression reads, so only those are built per event.
 #[derive(Debug, Clone, Copy, Default)]
 struct Uses {
+    op: bool,
+    db: bool,
+    schema: bool,
+    table: bool,
+    ts_ms: bool,
     before: bool,
     after: bool,
     key: bool,
+}
+
+/// The standard CEL environment, built once (building it registers every standard function).
+fn env() -> Arc<cel::Env> {
+    static ENV: std::sync::OnceLock<Arc<cel::Env>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| Arc::new(cel::Env::stdlib())).clone()
 }
 
 const VARIABLES: [&str; 8] = ["op", "db", "schema", "table", "ts_ms", "key", "before", "after"];
@@ -70,6 +81,11 @@ impl FilterExpr {
             ));
         }
         let uses = Uses {
+            op: references.has_variable("op"),
+            db: references.has_variable("db"),
+            schema: references.has_variable("schema"),
+            table: references.has_variable("table"),
+            ts_ms: references.has_variable("ts_ms"),
             before: references.has_variable("before"),
             after: references.has_variable("after"),
             key: references.has_variable("key"),
@@ -81,12 +97,22 @@ impl FilterExpr {
 
     /// Evaluate for one event; `Err` when the result is not a boolean or evaluation fails.
     pub fn matches(&self, ev: &ChangeEvent, enc: &Encoding) -> Result<bool, String> {
-        let mut ctx = Context::default();
-        ctx.add_variable_from_value("op", ev.op.code());
-        ctx.add_variable_from_value("db", ev.table.db.to_string());
-        ctx.add_variable_from_value("schema", ev.table.schema.to_string());
-        ctx.add_variable_from_value("table", ev.table.name.to_string());
-        ctx.add_variable_from_value("ts_ms", ev.commit_ts_ms);
+        let mut ctx = Context::with_env(env());
+        if self.uses.op {
+            ctx.add_variable_from_value("op", ev.op.code());
+        }
+        if self.uses.db {
+            ctx.add_variable_from_value("db", ev.table.db.to_string());
+        }
+        if self.uses.schema {
+            ctx.add_variable_from_value("schema", ev.table.schema.to_string());
+        }
+        if self.uses.table {
+            ctx.add_variable_from_value("table", ev.table.name.to_string());
+        }
+        if self.uses.ts_ms {
+            ctx.add_variable_from_value("ts_ms", ev.commit_ts_ms);
+        }
         let row = |r: Option<&Row>| r.map_or(Cel::Null, |r| row_value(r, enc));
         if self.uses.key {
             ctx.add_variable_from_value("key", row_value(&ev.key, enc));
