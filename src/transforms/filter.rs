@@ -13,7 +13,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use cel::common::ast::{Expr, IdedExpr};
-use cel::objects::{Key, Map as CelMap};
+use cel::common::types::{CelBool, CelDouble, CelInt, CelMap, CelMapKey, CelNull, CelString, CelUInt};
+use cel::common::value::Val;
+use cel::objects::{Key, Map as JsonMap};
 use cel::{Context, Program, Value as Cel};
 use serde_json::Value as Json;
 
@@ -97,31 +99,33 @@ impl FilterExpr {
 
     /// Evaluate for one event; `Err` when the result is not a boolean or evaluation fails.
     pub fn matches(&self, ev: &ChangeEvent, enc: &Encoding) -> Result<bool, String> {
+        // Values borrow from the event; only the variables (and, unless a row is used whole, the
+        // columns) the expression reads are built.
         let mut ctx = Context::with_env(env());
         if self.uses.op {
-            ctx.add_variable_from_value("op", ev.op.code());
+            ctx.add_variable_as_val("op", text(ev.op.code()));
         }
         if self.uses.db {
-            ctx.add_variable_from_value("db", ev.table.db.to_string());
+            ctx.add_variable_as_val("db", text(&ev.table.db));
         }
         if self.uses.schema {
-            ctx.add_variable_from_value("schema", ev.table.schema.to_string());
+            ctx.add_variable_as_val("schema", text(&ev.table.schema));
         }
         if self.uses.table {
-            ctx.add_variable_from_value("table", ev.table.name.to_string());
+            ctx.add_variable_as_val("table", text(&ev.table.name));
         }
         if self.uses.ts_ms {
-            ctx.add_variable_from_value("ts_ms", ev.commit_ts_ms);
+            ctx.add_variable_as_val("ts_ms", Box::new(CelInt::from(ev.commit_ts_ms)));
         }
-        let row = |r: Option<&Row>| r.map_or(Cel::Null, |r| row_value(r, enc));
+        let only = (!self.refs.whole_row).then_some(&self.refs.columns);
         if self.uses.key {
-            ctx.add_variable_from_value("key", row_value(&ev.key, enc));
+            ctx.add_variable_as_val("key", row_val(&ev.key, enc, None));
         }
         if self.uses.before {
-            ctx.add_variable_from_value("before", row(ev.before.as_ref()));
+            ctx.add_variable_as_val("before", ev.before.as_ref().map_or_else(null, |r| row_val(r, enc, only)));
         }
         if self.uses.after {
-            ctx.add_variable_from_value("after", row(ev.after.as_ref()));
+            ctx.add_variable_as_val("after", ev.after.as_ref().map_or_else(null, |r| row_val(r, enc, only)));
         }
         match self.program.execute(&ctx) {
             Ok(Cel::Bool(b)) => Ok(b),
@@ -167,25 +171,40 @@ fn collect_refs(e: &IdedExpr, refs: &mut ColumnRefs) {
     }
 }
 
-fn row_value(row: &Row, enc: &Encoding) -> Cel {
-    let mut map: HashMap<Key, Cel> = HashMap::with_capacity(row.len());
+/// A row as a CEL map borrowing its names and text.
+fn row_val<'v>(row: &'v Row, enc: &Encoding, only: Option<&BTreeSet<String>>) -> Box<dyn Val + 'v> {
+    let mut map = HashMap::with_capacity(only.map_or(row.len(), BTreeSet::len));
     for (name, v) in row.iter() {
-        map.insert(Key::String(Arc::new(name.to_string())), value(v, enc));
+        if only.is_some_and(|only| !only.contains(name)) {
+            continue;
+        }
+        map.insert(CelMapKey::String(CelString::from(name)), value(v, enc));
     }
-    Cel::Map(CelMap { map: Arc::new(map) })
+    Box::new(CelMap::from(map))
 }
 
 /// A column value as CEL sees it: what the Debezium JSON holds.
-fn value(v: &Value, enc: &Encoding) -> Cel {
+fn value<'v>(v: &'v Value, enc: &Encoding) -> Box<dyn Val + 'v> {
     match v {
-        Value::Null => Cel::Null,
-        Value::Bool(b) => Cel::Bool(*b),
-        Value::Int(i) => Cel::Int(*i),
-        Value::UInt(u) => Cel::UInt(*u),
-        Value::Float(f) => Cel::Float(*f),
-        Value::Text(s) => Cel::String(Arc::new(s.clone())),
-        other => json(&enc.to_json(other)),
+        Value::Null => Box::new(CelNull),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
+        Value::Int(i) => Box::new(CelInt::from(*i)),
+        Value::UInt(u) => Box::new(CelUInt::from(*u)),
+        Value::Float(f) => Box::new(CelDouble::from(*f)),
+        Value::Text(s) => Box::new(CelString::from(s.as_str())),
+        other => {
+            let v: Result<Box<dyn Val>, _> = json(&enc.to_json(other)).try_into();
+            v.unwrap_or_else(|_| null())
+        }
     }
+}
+
+fn text(s: &str) -> Box<dyn Val + '_> {
+    Box::new(CelString::from(s))
+}
+
+fn null<'v>() -> Box<dyn Val + 'v> {
+    Box::new(CelNull)
 }
 
 fn json(j: &Json) -> Cel {
@@ -199,7 +218,7 @@ fn json(j: &Json) -> Cel {
         },
         Json::String(s) => Cel::String(Arc::new(s.clone())),
         Json::Array(items) => Cel::List(Arc::new(items.iter().map(json).collect())),
-        Json::Object(m) => Cel::Map(CelMap {
+        Json::Object(m) => Cel::Map(JsonMap {
             map: Arc::new(m.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), json(v))).collect()),
         }),
     }
