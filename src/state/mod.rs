@@ -115,6 +115,18 @@ impl StateStore {
         Ok(table.get((connector, operator, key)).map_err(storage)?.map(|v| v.value().to_vec()))
     }
 
+    /// Whether an operator has any stored entry.
+    pub fn has_entries(&self, connector: &str, operator: &str) -> Result<bool, StateError> {
+        let empty: &[u8] = &[];
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(OPERATORS).map_err(storage)?;
+        let first = table.range((connector, operator, empty)..).map_err(storage)?.next().transpose().map_err(storage)?;
+        Ok(first.is_some_and(|(k, _)| {
+            let (c, op, _) = k.value();
+            c == connector && op == operator
+        }))
+    }
+
     /// The stored entries of an operator whose keys start with `prefix`, in key order.
     pub fn entries(&self, connector: &str, operator: &str, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
         let txn = self.db.begin_read().map_err(storage)?;

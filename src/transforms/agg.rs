@@ -78,7 +78,8 @@ impl Dec {
         if scale > 30 || int.len() + frac.len() > 36 {
             return None;
         }
-        let mant: i128 = format!("{int}{frac}").parse().ok()?;
+        // At most 36 digits: no overflow in an i128.
+        let mant = int.bytes().chain(frac.bytes()).fold(0i128, |m, b| m * 10 + i128::from(b - b'0'));
         Some(Dec { mant: if neg { -mant } else { mant }, scale })
     }
 
@@ -100,17 +101,18 @@ impl Dec {
     }
 
     pub fn text(self) -> String {
-        let digits = self.mant.unsigned_abs().to_string();
+        use std::fmt::Write;
         let scale = self.scale as usize;
-        let padded =
-            if digits.len() <= scale { format!("{}{digits}", "0".repeat(scale + 1 - digits.len())) } else { digits };
-        let (i, f) = padded.split_at(padded.len() - scale);
-        let sign = if self.mant < 0 { "-" } else { "" };
-        if scale == 0 {
-            format!("{sign}{i}")
-        } else {
-            format!("{sign}{i}.{f}")
+        let mut out = String::with_capacity(scale + 8);
+        if self.mant < 0 {
+            out.push('-');
         }
+        // Zero-padded to at least one integer digit: 0.05 is "005" before the point goes in.
+        let _ = write!(out, "{:0width$}", self.mant.unsigned_abs(), width = scale + 1);
+        if scale > 0 {
+            out.insert(out.len() - scale, '.');
+        }
+        out
     }
 }
 
@@ -362,10 +364,15 @@ impl Group {
         }
     }
 
-    /// Append the output columns (`name`, value) of every spec.
-    pub fn output(&self, specs: &[AggSpec], cols: &mut Vec<(std::sync::Arc<str>, Value)>) {
-        for (a, s) in specs.iter().zip(&self.states) {
-            cols.push((std::sync::Arc::from(a.name.as_str()), s.output(a.func)));
+    /// Append the output columns (`names`, one per spec, and values) of every spec.
+    pub fn output(
+        &self,
+        specs: &[AggSpec],
+        names: &[std::sync::Arc<str>],
+        cols: &mut Vec<(std::sync::Arc<str>, Value)>,
+    ) {
+        for ((a, name), s) in specs.iter().zip(names).zip(&self.states) {
+            cols.push((name.clone(), s.output(a.func)));
         }
     }
 }
@@ -390,6 +397,8 @@ mod tests {
         assert_eq!(a.plus(b).text(), "12.375");
         assert_eq!(Dec::parse("0.05").unwrap().text(), "0.05");
         assert_eq!(Dec::parse("-3").unwrap().text(), "-3");
+        assert_eq!(Dec::parse("-.05").unwrap().text(), "-0.05");
+        assert_eq!(Dec { mant: 123456, scale: 2 }.text(), "1234.56");
         assert!(Dec::parse("1.5e3").is_none());
         assert_eq!(Dec::parse("2.0").unwrap().cmp(&Dec::parse("2").unwrap()), std::cmp::Ordering::Equal);
     }

@@ -39,8 +39,35 @@ struct Contribution {
 
 pub struct Aggregate {
     cfg: AggregateConfig,
+    names: Names,
     rows: StateTable<Contribution>,
     groups: StateTable<Group>,
+    /// The derived table of the latest event's database and schema.
+    out_table: Option<Arc<TableRef>>,
+}
+
+/// Output column names, shared by every derived row.
+pub struct Names {
+    pub group_by: Vec<Arc<str>>,
+    pub aggregates: Vec<Arc<str>>,
+}
+
+impl Names {
+    pub fn new(group_by: &[String], aggregates: &[AggSpec]) -> Names {
+        Names {
+            group_by: group_by.iter().map(|c| Arc::from(c.as_str())).collect(),
+            aggregates: aggregates.iter().map(|a| Arc::from(a.name.as_str())).collect(),
+        }
+    }
+
+    /// The group columns with their values.
+    pub fn key(&self, group: &[Option<Scalar>]) -> Vec<(Arc<str>, Value)> {
+        self.group_by
+            .iter()
+            .zip(group)
+            .map(|(c, v)| (c.clone(), v.as_ref().map_or(Value::Null, Scalar::to_value)))
+            .collect()
+    }
 }
 
 /// A stable byte key for a list of values.
@@ -55,71 +82,59 @@ fn row_key(table: &TableRef, key: &Row) -> Vec<u8> {
     k
 }
 
+/// The contribution of a row image, filling columns a partial row lacks from `old`.
+fn contribution(cfg: &AggregateConfig, row: &Row, old: Option<&Contribution>) -> Contribution {
+    let group = cfg
+        .group_by
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match row.get(c) {
+            Some(v) => Scalar::of(v),
+            None => old.and_then(|o| o.group[i].clone()),
+        })
+        .collect();
+    let values = cfg
+        .aggregates
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match (&a.column, a.column.as_deref().and_then(|c| row.get(c))) {
+            (None, _) => None,
+            (Some(_), Some(v)) => Scalar::of(v),
+            (Some(_), None) => old.and_then(|o| o.values[i].clone()),
+        })
+        .collect();
+    Contribution { group, values }
+}
+
+/// A group's derived row: its group columns and aggregates.
+fn output_row(cfg: &AggregateConfig, names: &Names, group: &[Option<Scalar>], g: &Group) -> Row {
+    let mut cols = names.key(group);
+    g.output(&cfg.aggregates, &names.aggregates, &mut cols);
+    Row(cols)
+}
+
 impl Aggregate {
     pub fn new(cfg: AggregateConfig, store: Option<StateStore>, connector: Arc<str>, operator: &str) -> Self {
         let rows = StateTable::new(store.clone(), connector.clone(), format!("{operator}/rows"), cfg.max_cached);
         let groups = StateTable::new(store, connector, format!("{operator}/groups"), cfg.max_cached);
-        Aggregate { cfg, rows, groups }
+        let names = Names::new(&cfg.group_by, &cfg.aggregates);
+        Aggregate { cfg, names, rows, groups, out_table: None }
     }
 
-    /// The contribution of a row image, filling columns a partial row lacks from `old`.
-    fn contribution(&self, row: &Row, old: Option<&Contribution>) -> Contribution {
-        let group = self
-            .cfg
-            .group_by
-            .iter()
-            .enumerate()
-            .map(|(i, c)| match row.get(c) {
-                Some(v) => Scalar::of(v),
-                None => old.and_then(|o| o.group[i].clone()),
-            })
-            .collect();
-        let values = self
-            .cfg
-            .aggregates
-            .iter()
-            .enumerate()
-            .map(|(i, a)| match (&a.column, a.column.as_deref().and_then(|c| row.get(c))) {
-                (None, _) => None,
-                (Some(_), Some(v)) => Scalar::of(v),
-                (Some(_), None) => old.and_then(|o| o.values[i].clone()),
-            })
-            .collect();
-        Contribution { group, values }
-    }
-
-    fn output_row(&self, group: &[Option<Scalar>], g: &Group) -> Row {
-        let mut cols: Vec<(Arc<str>, Value)> = self
-            .cfg
-            .group_by
-            .iter()
-            .zip(group)
-            .map(|(c, v)| (Arc::from(c.as_str()), v.as_ref().map_or(Value::Null, Scalar::to_value)))
-            .collect();
-        g.output(&self.cfg.aggregates, &mut cols);
-        Row(cols)
-    }
-
-    fn group_key_row(&self, group: &[Option<Scalar>]) -> Row {
-        Row(self
-            .cfg
-            .group_by
-            .iter()
-            .zip(group)
-            .map(|(c, v)| (Arc::from(c.as_str()), v.as_ref().map_or(Value::Null, Scalar::to_value)))
-            .collect())
-    }
-
-    /// Add (`sign = 1`) or retract (`-1`) a contribution to its group.
-    fn apply(&mut self, c: &Contribution, sign: i64) -> Result<(), StateError> {
-        let specs = &self.cfg.aggregates;
-        let slot = self.groups.get_mut(&encode_key(&c.group))?;
-        let g = slot.get_or_insert_with(|| Group::new(specs));
-        g.apply(specs, &c.values, sign);
-        if g.rows <= 0 {
-            *slot = None;
+    /// The derived table, in the database and schema of the event that caused the change.
+    fn out_table(&mut self, cause: &TableRef) -> Arc<TableRef> {
+        match &self.out_table {
+            Some(t) if t.db == cause.db && t.schema == cause.schema => t.clone(),
+            _ => {
+                let t = Arc::new(TableRef {
+                    db: cause.db.clone(),
+                    schema: cause.schema.clone(),
+                    name: self.cfg.name.as_str().into(),
+                });
+                self.out_table = Some(t.clone());
+                t
+            }
         }
-        Ok(())
     }
 
     /// Move one source row from its old contribution to its new one; emit each touched group's
@@ -127,26 +142,34 @@ impl Aggregate {
     fn change(
         &mut self,
         rk: &[u8],
+        old: Option<Contribution>,
         new: Option<Contribution>,
         cause: &ChangeEvent,
         out: &mut Vec<ChangeEvent>,
     ) -> Result<(), StateError> {
-        let old = self.rows.get(rk)?.cloned();
-        if old == new {
-            return Ok(());
-        }
-        let mut touched: Vec<(Vec<Option<Scalar>>, Option<Group>)> = Vec::with_capacity(2);
+        // Each touched group: its state key, its columns and its derived row before the change.
+        let mut touched: Vec<(Vec<u8>, &[Option<Scalar>], Option<Row>)> = Vec::with_capacity(2);
+        let specs = &self.cfg.aggregates;
         for (c, sign) in [(&old, -1), (&new, 1)] {
             let Some(c) = c else { continue };
-            if !touched.iter().any(|(g, _)| *g == c.group) {
-                let before = self.groups.get(&encode_key(&c.group))?.cloned();
-                touched.push((c.group.clone(), before));
+            let at = match touched.iter().position(|(_, g, _)| *g == c.group.as_slice()) {
+                Some(at) => at,
+                None => {
+                    let key = encode_key(&c.group);
+                    let before = self.groups.get(&key)?.map(|g| output_row(&self.cfg, &self.names, &c.group, g));
+                    touched.push((key, &c.group, before));
+                    touched.len() - 1
+                }
+            };
+            let slot = self.groups.get_mut(&touched[at].0)?;
+            let g = slot.get_or_insert_with(|| Group::new(specs));
+            g.apply(specs, &c.values, sign);
+            if g.rows <= 0 {
+                *slot = None;
             }
-            self.apply(c, sign)?;
         }
-        *self.rows.get_mut(rk)? = new;
-        for (group, before) in touched {
-            let after = self.groups.get(&encode_key(&group))?.cloned();
+        for (key, group, before) in touched {
+            let after = self.groups.get(&key)?.map(|g| output_row(&self.cfg, &self.names, group, g));
             let op = match (&before, &after) {
                 (None, Some(_)) => Op::Create,
                 (Some(b), Some(a)) if b != a => Op::Update,
@@ -155,14 +178,10 @@ impl Aggregate {
             };
             out.push(ChangeEvent {
                 op,
-                table: Arc::new(TableRef {
-                    db: cause.table.db.clone(),
-                    schema: cause.table.schema.clone(),
-                    name: self.cfg.name.as_str().into(),
-                }),
-                key: self.group_key_row(&group),
-                before: before.as_ref().map(|g| self.output_row(&group, g)),
-                after: after.as_ref().map(|g| self.output_row(&group, g)),
+                table: self.out_table(&cause.table),
+                key: Row(self.names.key(group)),
+                before,
+                after,
                 partial: false,
                 version: cause.version,
                 commit_ts_ms: cause.commit_ts_ms,
@@ -170,6 +189,7 @@ impl Aggregate {
                 source: cause.source.clone(),
             });
         }
+        *self.rows.get_mut(rk)? = new;
         Ok(())
     }
 
@@ -178,15 +198,22 @@ impl Aggregate {
             Op::Truncate => {
                 let prefix = format!("{}.{}\0", ev.table.schema, ev.table.name).into_bytes();
                 for rk in self.rows.keys_with_prefix(&prefix)? {
-                    self.change(&rk, None, ev, out)?;
+                    let old = self.rows.get(&rk)?.cloned();
+                    self.change(&rk, old, None, ev, out)?;
                 }
             }
-            Op::Delete => self.change(&row_key(&ev.table, &ev.key), None, ev, out)?,
             _ => {
                 let rk = row_key(&ev.table, &ev.key);
-                let old = self.rows.get(&rk)?.cloned();
-                let new = ev.after.as_ref().map(|a| self.contribution(a, old.as_ref()));
-                self.change(&rk, new, ev, out)?;
+                let old = self.rows.get(&rk)?;
+                let new = match (ev.op, &ev.after) {
+                    (Op::Delete, _) | (_, None) => None,
+                    (_, Some(a)) => Some(contribution(&self.cfg, a, old)),
+                };
+                if old == new.as_ref() {
+                    return Ok(());
+                }
+                let old = self.rows.get_mut(&rk)?.take();
+                self.change(&rk, old, new, ev, out)?;
             }
         }
         Ok(())

@@ -35,13 +35,19 @@ pub struct StateTable<V> {
     connector: Arc<str>,
     operator: String,
     entries: HashMap<Vec<u8>, Entry<V>>,
+    /// How many entries are `Clean` (only those can be evicted).
+    clean: usize,
     max_cached: usize,
+    /// Every entry is in memory: the store held none for this operator when it started and
+    /// nothing has been evicted since, so a miss needs no read.
+    complete: bool,
 }
 
 impl<V: Serialize + DeserializeOwned> StateTable<V> {
     /// `store: None` keeps everything in memory (unit tests, benchmarks without a store).
     pub fn new(store: Option<StateStore>, connector: Arc<str>, operator: String, max_cached: usize) -> Self {
-        StateTable { store, connector, operator, entries: HashMap::new(), max_cached: max_cached.max(16) }
+        let complete = store.as_ref().is_none_or(|s| !s.has_entries(&connector, &operator).unwrap_or(true));
+        StateTable { store, connector, operator, entries: HashMap::new(), clean: 0, max_cached: max_cached.max(16), complete }
     }
 
     fn load(&mut self, key: &[u8]) -> Result<(), StateError> {
@@ -50,6 +56,7 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
         }
         let value =
             match &self.store {
+                Some(_) if self.complete => None,
                 Some(store) => match store.entry(&self.connector, &self.operator, key)? {
                     Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
                         StateError::Storage(format!("operator {} entry unreadable: {e}", self.operator))
@@ -60,6 +67,7 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
             };
         self.evict();
         self.entries.insert(key.to_vec(), Entry { value, mark: Mark::Clean });
+        self.clean += 1;
         Ok(())
     }
 
@@ -73,8 +81,19 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
     pub fn get_mut(&mut self, key: &[u8]) -> Result<&mut Option<V>, StateError> {
         self.load(key)?;
         let e = self.entries.get_mut(key).expect("loaded above");
+        if e.mark == Mark::Clean {
+            self.clean -= 1;
+        }
         e.mark = Mark::Dirty;
         Ok(&mut e.value)
+    }
+
+    /// Replace an entry without reading it (it will be written with the next checkpoint).
+    pub fn put(&mut self, key: &[u8], value: Option<V>) {
+        let previous = self.entries.insert(key.to_vec(), Entry { value, mark: Mark::Dirty });
+        if previous.is_some_and(|e| e.mark == Mark::Clean) {
+            self.clean -= 1;
+        }
     }
 
     /// Every entry whose key starts with `prefix`: the stored ones overlaid with the ones in
@@ -100,12 +119,13 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
         Ok(keys)
     }
 
-    /// Drop clean entries when over the limit (changed ones stay until they are durable).
+    /// Drop clean entries when more than `max_cached` are (changed ones stay until they are
+    /// durable): down to half, so the scan is paid once per `max_cached / 2` loads.
     fn evict(&mut self) {
-        if self.entries.len() < self.max_cached {
+        if self.clean < self.max_cached {
             return;
         }
-        let mut excess = self.entries.len() - self.max_cached / 2;
+        let mut excess = self.clean - self.max_cached / 2;
         self.entries.retain(|_, e| {
             if excess > 0 && e.mark == Mark::Clean {
                 excess -= 1;
@@ -114,6 +134,8 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
                 true
             }
         });
+        self.clean = self.max_cached / 2 + excess;
+        self.complete = false;
     }
 
     /// What changed since the last checkpoint, serialized, for the next one.
@@ -131,13 +153,17 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
 
     /// The last checkpoint is durable.
     pub fn stored(&mut self) {
+        let mut clean = 0;
         self.entries.retain(|_, e| {
             if e.mark == Mark::Flushing {
                 e.mark = Mark::Clean;
             }
             // A deleted entry that is durable needs no memory.
-            !(e.mark == Mark::Clean && e.value.is_none())
+            let keep = !(e.mark == Mark::Clean && e.value.is_none());
+            clean += usize::from(keep && e.mark == Mark::Clean);
+            keep
         });
+        self.clean = clean;
         self.evict();
     }
 

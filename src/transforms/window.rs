@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::agg::{values_of, AggSpec, Group, Scalar};
-use super::aggregate::encode_key;
+use super::aggregate::{encode_key, Names};
 use super::state::StateTable;
 use crate::event::{ChangeEvent, Op, Row, TableRef, Value, Version};
 use crate::sinks::DeadLetterTarget;
@@ -122,6 +122,9 @@ const META: &[u8] = b"m";
 
 pub struct Window {
     cfg: WindowConfig,
+    names: Names,
+    /// `window_start`, `window_end`, `final`.
+    columns: [Arc<str>; 3],
     table: Arc<TableRef>,
     windows: StateTable<WindowState>,
     retained: StateTable<Retained>,
@@ -163,6 +166,8 @@ impl Window {
         }
         let table = Arc::new(TableRef { db: "".into(), schema: "".into(), name: cfg.name.as_str().into() });
         Ok(Window {
+            names: Names::new(&cfg.group_by, &cfg.aggregates),
+            columns: ["window_start", "window_end", "final"].map(Arc::from),
             cfg,
             table,
             windows,
@@ -231,20 +236,15 @@ impl Window {
         version: Version,
         cause: Option<&ChangeEvent>,
     ) -> ChangeEvent {
-        let mut key: Vec<(Arc<str>, Value)> = self
-            .cfg
-            .group_by
-            .iter()
-            .zip(&w.group)
-            .map(|(c, v)| (Arc::from(c.as_str()), v.as_ref().map_or(Value::Null, Scalar::to_value)))
-            .collect();
+        let mut key = self.names.key(&w.group);
         let ts = |ms: i64| Value::TimestampTz { micros: ms * 1000, precision: 3 };
-        key.push((Arc::from("window_start"), ts(w.start)));
+        let [start, end, final_col] = &self.columns;
+        key.push((start.clone(), ts(w.start)));
         let after = (op != Op::Delete).then(|| {
             let mut cols = key.clone();
-            cols.push((Arc::from("window_end"), ts(w.end)));
-            w.agg.output(&self.cfg.aggregates, &mut cols);
-            cols.push((Arc::from("final"), Value::Bool(final_)));
+            cols.push((end.clone(), ts(w.end)));
+            w.agg.output(&self.cfg.aggregates, &self.names.aggregates, &mut cols);
+            cols.push((final_col.clone(), Value::Bool(final_)));
             Row(cols)
         });
         let (db, schema, source, commit) = match cause {
@@ -314,6 +314,10 @@ impl Window {
                 let key = window_key(end, start, &gkey);
                 let specs = &self.cfg.aggregates;
                 let slot = self.windows.get_mut(&key)?;
+                if slot.is_none() {
+                    // A new window (every open one is in `open`, also those read back at start).
+                    self.open.insert(key.clone());
+                }
                 let w = slot.get_or_insert_with(|| WindowState {
                     group: group.clone(),
                     start,
@@ -322,7 +326,6 @@ impl Window {
                     emitted: false,
                 });
                 w.agg.apply(specs, &values, 1);
-                self.open.insert(key.clone());
                 if self.cfg.emit_updates {
                     let w = self.windows.get_mut(&key)?.as_mut().expect("just set");
                     let op = if w.emitted { Op::Update } else { Op::Create };
@@ -421,7 +424,6 @@ impl Window {
 
     /// Close the windows the watermark has passed; delete retained ones past their retention.
     fn advance(&mut self, cause: Option<&ChangeEvent>, out: &mut Vec<ChangeEvent>) -> Result<(), StateError> {
-        *self.meta_table.get_mut(META)? = Some(self.meta.clone());
         let Some(wm) = self.watermark() else { return Ok(()) };
         while let Some(key) = self.open.first().cloned() {
             let end = from_ord_bytes(&key[1..9]);
@@ -463,11 +465,12 @@ impl Window {
             let w = WindowState { group: r.group, start: r.start, end: r.end, agg: Group::new(&[]), emitted: true };
             out.push(self.derived(Op::Delete, &w, true, version, cause));
         }
-        *self.meta_table.get_mut(META)? = Some(self.meta.clone());
         Ok(())
     }
 
     pub fn checkpoint(&mut self, out: &mut Vec<StateDelta>) {
+        // The watermark and versions go with every checkpoint (they change with every event).
+        self.meta_table.put(META, Some(self.meta.clone()));
         self.windows.checkpoint(out);
         self.retained.checkpoint(out);
         self.meta_table.checkpoint(out);
