@@ -11,17 +11,36 @@
 //! the daemon runs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadOnlyTable, ReadableTable, TableDefinition};
 
 use crate::sources::Position;
 
 /// connector -> JSON of its [`Position`].
 const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions");
-/// (connector, operator id, entry key) -> entry bytes: operator state, one entry per group, row,
-/// window or id, so a checkpoint writes only what changed and state need not fit in memory.
-const OPERATORS: TableDefinition<(&str, &str, &[u8]), &[u8]> = TableDefinition::new("operator_entries");
+/// [`entry_key`] (connector, operator id, entry key) -> entry bytes: operator state, one entry per
+/// group, row, window or id, so a checkpoint writes only what changed and state need not fit in
+/// memory. The key is one byte string (length-prefixed names, then the entry key): it compares
+/// with one `memcmp` and a prefix selects a connector or an operator.
+const OPERATORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("operator_state");
+
+/// The stored key of an operator entry; `entry_key(c, o, b"")` is the prefix of all of `o`'s.
+fn entry_key(connector: &str, operator: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + connector.len() + operator.len() + key.len());
+    for name in [connector, operator] {
+        k.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        k.extend_from_slice(name.as_bytes());
+    }
+    k.extend_from_slice(key);
+    k
+}
+
+fn connector_prefix(connector: &str) -> Vec<u8> {
+    let mut k = (connector.len() as u16).to_be_bytes().to_vec();
+    k.extend_from_slice(connector.as_bytes());
+    k
+}
 /// (connector, table) -> schema history entry (sources that need it to decode old positions).
 const SCHEMAS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("schema_history");
 
@@ -55,6 +74,10 @@ pub struct StateDelta {
 #[derive(Clone)]
 pub struct StateStore {
     db: Arc<Database>,
+    /// A read snapshot of the operator entries, reused by reads until the next write (paging
+    /// state in would otherwise begin a transaction per entry). Begun and dropped under the lock,
+    /// after a write has committed, so it never predates a commit that finished before a read.
+    reader: Arc<Mutex<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>>>,
 }
 
 impl StateStore {
@@ -77,7 +100,22 @@ impl StateStore {
             txn.open_table(SCHEMAS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
-        Ok(StateStore { db: Arc::new(db) })
+        Ok(StateStore { db: Arc::new(db), reader: Arc::default() })
+    }
+
+    /// Run `f` on the shared read snapshot of the operator entries.
+    fn read<T>(&self, f: impl FnOnce(&ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, StateError>) -> Result<T, StateError> {
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.is_none() {
+            let txn = self.db.begin_read().map_err(storage)?;
+            *reader = Some(txn.open_table(OPERATORS).map_err(storage)?);
+        }
+        f(reader.as_ref().expect("opened above"))
+    }
+
+    /// After a write to the operator entries: later reads see it.
+    fn written(&self) {
+        *self.reader.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub fn position(&self, connector: &str) -> Result<Option<Position>, StateError> {
@@ -110,37 +148,40 @@ impl StateStore {
 
     /// One stored operator entry.
     pub fn entry(&self, connector: &str, operator: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(OPERATORS).map_err(storage)?;
-        Ok(table.get((connector, operator, key)).map_err(storage)?.map(|v| v.value().to_vec()))
+        let key = entry_key(connector, operator, key);
+        self.read(|t| Ok(t.get(key.as_slice()).map_err(storage)?.map(|v| v.value().to_vec())))
     }
 
     /// Whether an operator has any stored entry.
     pub fn has_entries(&self, connector: &str, operator: &str) -> Result<bool, StateError> {
-        let empty: &[u8] = &[];
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(OPERATORS).map_err(storage)?;
-        let first = table.range((connector, operator, empty)..).map_err(storage)?.next().transpose().map_err(storage)?;
-        Ok(first.is_some_and(|(k, _)| {
-            let (c, op, _) = k.value();
-            c == connector && op == operator
-        }))
+        Ok(!self.entries_limited(connector, operator, b"", 1)?.is_empty())
     }
 
     /// The stored entries of an operator whose keys start with `prefix`, in key order.
     pub fn entries(&self, connector: &str, operator: &str, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(OPERATORS).map_err(storage)?;
-        let mut out = Vec::new();
-        for item in table.range((connector, operator, prefix)..).map_err(storage)? {
-            let (k, v) = item.map_err(storage)?;
-            let (c, op, key) = k.value();
-            if c != connector || op != operator || !key.starts_with(prefix) {
-                break;
+        self.entries_limited(connector, operator, prefix, usize::MAX)
+    }
+
+    fn entries_limited(
+        &self,
+        connector: &str,
+        operator: &str,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StateError> {
+        let start = entry_key(connector, operator, prefix);
+        let skip = start.len() - prefix.len();
+        self.read(|t| {
+            let mut out = Vec::new();
+            for item in t.range(start.as_slice()..).map_err(storage)? {
+                let (k, v) = item.map_err(storage)?;
+                if out.len() >= limit || !k.value().starts_with(&start) {
+                    break;
+                }
+                out.push((k.value()[skip..].to_vec(), v.value().to_vec()));
             }
-            out.push((key.to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Store `position` and the operator entries that changed up to it in one transaction: after
@@ -154,15 +195,18 @@ impl StateStore {
             let mut ops = txn.open_table(OPERATORS).map_err(storage)?;
             for d in deltas {
                 for (key, value) in &d.entries {
+                    let key = entry_key(connector, &d.operator, key);
                     match value {
-                        Some(v) => ops.insert((connector, d.operator.as_str(), key.as_slice()), v.as_slice()),
-                        None => ops.remove((connector, d.operator.as_str(), key.as_slice())),
+                        Some(v) => ops.insert(key.as_slice(), v.as_slice()).map(drop),
+                        None => ops.remove(key.as_slice()).map(drop),
                     }
                     .map_err(storage)?;
                 }
             }
         }
-        txn.commit().map_err(storage)
+        txn.commit().map_err(storage)?;
+        self.written();
+        Ok(())
     }
 
     pub fn schema(&self, connector: &str, table: &str) -> Result<Option<Vec<u8>>, StateError> {
@@ -190,18 +234,8 @@ impl StateStore {
             existed = positions.remove(connector).map_err(storage)?.is_some();
             {
                 let mut t = txn.open_table(OPERATORS).map_err(storage)?;
-                let keys: Vec<(String, Vec<u8>)> = t
-                    .range((connector, "", &[][..])..)
-                    .map_err(storage)?
-                    .map_while(|item| {
-                        let (k, _) = item.ok()?;
-                        let (c, op, key) = k.value();
-                        (c == connector).then(|| (op.to_string(), key.to_vec()))
-                    })
-                    .collect();
-                for (op, key) in keys {
-                    t.remove((connector, op.as_str(), key.as_slice())).map_err(storage)?;
-                }
+                let prefix = connector_prefix(connector);
+                t.retain_in(prefix.as_slice().., |k, _| !k.starts_with(&prefix)).map_err(storage)?;
             }
             for def in [SCHEMAS] {
                 let mut t = txn.open_table(def).map_err(storage)?;
@@ -220,6 +254,7 @@ impl StateStore {
             }
         }
         txn.commit().map_err(storage)?;
+        self.written();
         Ok(existed)
     }
 }

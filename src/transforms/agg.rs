@@ -108,7 +108,11 @@ impl Dec {
             out.push('-');
         }
         // Zero-padded to at least one integer digit: 0.05 is "005" before the point goes in.
-        let _ = write!(out, "{:0width$}", self.mant.unsigned_abs(), width = scale + 1);
+        let abs = self.mant.unsigned_abs();
+        let _ = match u64::try_from(abs) {
+            Ok(small) => write!(out, "{small:0width$}", width = scale + 1),
+            Err(_) => write!(out, "{abs:0width$}", width = scale + 1),
+        };
         if scale > 0 {
             out.insert(out.len() - scale, '.');
         }

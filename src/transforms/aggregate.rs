@@ -60,13 +60,13 @@ impl Names {
         }
     }
 
-    /// The group columns with their values.
-    pub fn key(&self, group: &[Option<Scalar>]) -> Vec<(Arc<str>, Value)> {
-        self.group_by
-            .iter()
-            .zip(group)
-            .map(|(c, v)| (c.clone(), v.as_ref().map_or(Value::Null, Scalar::to_value)))
-            .collect()
+    /// The group columns with their values, with room for `more` columns.
+    pub fn key(&self, group: &[Option<Scalar>], more: usize) -> Vec<(Arc<str>, Value)> {
+        let mut cols = Vec::with_capacity(self.group_by.len() + more);
+        cols.extend(
+            self.group_by.iter().zip(group).map(|(c, v)| (c.clone(), v.as_ref().map_or(Value::Null, Scalar::to_value))),
+        );
+        cols
     }
 }
 
@@ -108,7 +108,7 @@ fn contribution(cfg: &AggregateConfig, row: &Row, old: Option<&Contribution>) ->
 
 /// A group's derived row: its group columns and aggregates.
 fn output_row(cfg: &AggregateConfig, names: &Names, group: &[Option<Scalar>], g: &Group) -> Row {
-    let mut cols = names.key(group);
+    let mut cols = names.key(group, names.aggregates.len());
     g.output(&cfg.aggregates, &names.aggregates, &mut cols);
     Row(cols)
 }
@@ -179,7 +179,7 @@ impl Aggregate {
             out.push(ChangeEvent {
                 op,
                 table: self.out_table(&cause.table),
-                key: Row(self.names.key(group)),
+                key: Row(self.names.key(group, 0)),
                 before,
                 after,
                 partial: false,

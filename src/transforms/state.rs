@@ -147,6 +147,8 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
             delta.entries.push((k.clone(), bytes));
         }
         if !delta.entries.is_empty() {
+            // In key order: the store's B-tree takes sorted inserts page by page.
+            delta.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             out.push(delta);
         }
     }

@@ -236,12 +236,13 @@ impl Window {
         version: Version,
         cause: Option<&ChangeEvent>,
     ) -> ChangeEvent {
-        let mut key = self.names.key(&w.group);
+        let mut key = self.names.key(&w.group, 1);
         let ts = |ms: i64| Value::TimestampTz { micros: ms * 1000, precision: 3 };
         let [start, end, final_col] = &self.columns;
         key.push((start.clone(), ts(w.start)));
         let after = (op != Op::Delete).then(|| {
-            let mut cols = key.clone();
+            let mut cols = Vec::with_capacity(key.len() + self.names.aggregates.len() + 2);
+            cols.extend(key.iter().cloned());
             cols.push((end.clone(), ts(w.end)));
             w.agg.output(&self.cfg.aggregates, &self.names.aggregates, &mut cols);
             cols.push((final_col.clone(), Value::Bool(final_)));
