@@ -211,6 +211,55 @@ impl Scalar {
     }
 }
 
+/// A stable byte key for a list of values (group columns, a row's key): a tag per value, then
+/// its bytes; equal lists give equal keys.
+pub fn encode_key(parts: &[Option<Scalar>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.len() * 17);
+    for p in parts {
+        encode_scalar(p.as_ref(), &mut out);
+    }
+    out
+}
+
+fn encode_scalar(v: Option<&Scalar>, out: &mut Vec<u8>) {
+    match v {
+        None => out.push(0),
+        Some(Scalar::Bool(b)) => out.extend([1, u8::from(*b)]),
+        Some(Scalar::Num(d)) => {
+            out.push(2);
+            out.extend(d.mant.to_be_bytes());
+            out.extend(d.scale.to_be_bytes());
+        }
+        Some(Scalar::Float(f)) => {
+            out.push(3);
+            out.extend(f.to_bits().to_be_bytes());
+        }
+        Some(Scalar::Text(t)) => {
+            out.push(4);
+            out.extend((t.len() as u64).to_be_bytes());
+            out.extend(t.as_bytes());
+        }
+    }
+}
+
+/// The key of a source row: its table and key values.
+pub fn row_key(table: &crate::event::TableRef, key: &crate::event::Row) -> Vec<u8> {
+    let mut k = Vec::with_capacity(table.schema.len() + table.name.len() + 2 + key.len() * 17);
+    k.extend(table.schema.as_bytes());
+    k.push(b'.');
+    k.extend(table.name.as_bytes());
+    k.push(0);
+    for (_, v) in key.iter() {
+        encode_scalar(Scalar::of(v).as_ref(), &mut k);
+    }
+    k
+}
+
+/// The prefix of [`row_key`] for every row of a table.
+pub fn table_prefix(table: &crate::event::TableRef) -> Vec<u8> {
+    format!("{}.{}\0", table.schema, table.name).into_bytes()
+}
+
 /// A multiset of values, stored as sorted pairs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts(pub BTreeMap<Scalar, u64>);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::agg::{AggSpec, Group, Scalar};
+use super::agg::{encode_key, row_key, table_prefix, AggSpec, Group, Scalar};
 use super::state::StateTable;
 use crate::event::{ChangeEvent, Op, Row, TableRef, Value};
 use crate::state::{StateDelta, StateError, StateStore};
@@ -70,17 +70,6 @@ impl Names {
     }
 }
 
-/// A stable byte key for a list of values.
-pub fn encode_key(parts: &[Option<Scalar>]) -> Vec<u8> {
-    serde_json::to_vec(parts).expect("scalars serialize")
-}
-
-fn row_key(table: &TableRef, key: &Row) -> Vec<u8> {
-    let mut k = format!("{}.{}\0", table.schema, table.name).into_bytes();
-    let values: Vec<Option<Scalar>> = key.iter().map(|(_, v)| Scalar::of(v)).collect();
-    k.extend(encode_key(&values));
-    k
-}
 
 /// The contribution of a row image, filling columns a partial row lacks from `old`.
 fn contribution(cfg: &AggregateConfig, row: &Row, old: Option<&Contribution>) -> Contribution {
@@ -147,56 +136,65 @@ impl Aggregate {
         cause: &ChangeEvent,
         out: &mut Vec<ChangeEvent>,
     ) -> Result<(), StateError> {
-        // Each touched group: its state key, its columns and its derived row before the change.
-        let mut touched: Vec<(Vec<u8>, &[Option<Scalar>], Option<Row>)> = Vec::with_capacity(2);
-        let specs = &self.cfg.aggregates;
-        for (c, sign) in [(&old, -1), (&new, 1)] {
-            let Some(c) = c else { continue };
-            let at = match touched.iter().position(|(_, g, _)| *g == c.group.as_slice()) {
-                Some(at) => at,
-                None => {
-                    let key = encode_key(&c.group);
-                    let before = self.groups.get(&key)?.map(|g| output_row(&self.cfg, &self.names, &c.group, g));
-                    touched.push((key, &c.group, before));
-                    touched.len() - 1
+        match (&old, &new) {
+            (Some(o), Some(n)) if o.group == n.group => self.touch(&o.group, &[(o, -1), (n, 1)], cause, out)?,
+            _ => {
+                if let Some(o) = &old {
+                    self.touch(&o.group, &[(o, -1)], cause, out)?;
                 }
-            };
-            let slot = self.groups.get_mut(&touched[at].0)?;
-            let g = slot.get_or_insert_with(|| Group::new(specs));
-            g.apply(specs, &c.values, sign);
-            if g.rows <= 0 {
-                *slot = None;
+                if let Some(n) = &new {
+                    self.touch(&n.group, &[(n, 1)], cause, out)?;
+                }
             }
         }
-        for (key, group, before) in touched {
-            let after = self.groups.get(&key)?.map(|g| output_row(&self.cfg, &self.names, group, g));
-            let op = match (&before, &after) {
-                (None, Some(_)) => Op::Create,
-                (Some(b), Some(a)) if b != a => Op::Update,
-                (Some(_), None) => Op::Delete,
-                _ => continue,
-            };
-            out.push(ChangeEvent {
-                op,
-                table: self.out_table(&cause.table),
-                key: Row(self.names.key(group, 0)),
-                before,
-                after,
-                partial: false,
-                version: cause.version,
-                commit_ts_ms: cause.commit_ts_ms,
-                snapshot: cause.snapshot,
-                source: cause.source.clone(),
-            });
-        }
         *self.rows.get_mut(rk)? = new;
+        Ok(())
+    }
+
+    /// Add (`1`) or retract (`-1`) contributions to one group and emit its change, if any.
+    fn touch(
+        &mut self,
+        group: &[Option<Scalar>],
+        changes: &[(&Contribution, i64)],
+        cause: &ChangeEvent,
+        out: &mut Vec<ChangeEvent>,
+    ) -> Result<(), StateError> {
+        let specs = &self.cfg.aggregates;
+        let slot = self.groups.get_mut(&encode_key(group))?;
+        let before = slot.as_ref().map(|g| output_row(&self.cfg, &self.names, group, g));
+        let g = slot.get_or_insert_with(|| Group::new(specs));
+        for (c, sign) in changes {
+            g.apply(specs, &c.values, *sign);
+        }
+        if g.rows <= 0 {
+            *slot = None;
+        }
+        let after = slot.as_ref().map(|g| output_row(&self.cfg, &self.names, group, g));
+        let op = match (&before, &after) {
+            (None, Some(_)) => Op::Create,
+            (Some(b), Some(a)) if b != a => Op::Update,
+            (Some(_), None) => Op::Delete,
+            _ => return Ok(()),
+        };
+        out.push(ChangeEvent {
+            op,
+            table: self.out_table(&cause.table),
+            key: Row(self.names.key(group, 0)),
+            before,
+            after,
+            partial: false,
+            version: cause.version,
+            commit_ts_ms: cause.commit_ts_ms,
+            snapshot: cause.snapshot,
+            source: cause.source.clone(),
+        });
         Ok(())
     }
 
     pub fn process(&mut self, ev: &ChangeEvent, out: &mut Vec<ChangeEvent>) -> Result<(), StateError> {
         match ev.op {
             Op::Truncate => {
-                let prefix = format!("{}.{}\0", ev.table.schema, ev.table.name).into_bytes();
+                let prefix = table_prefix(&ev.table);
                 for rk in self.rows.keys_with_prefix(&prefix)? {
                     let old = self.rows.get(&rk)?.cloned();
                     self.change(&rk, old, None, ev, out)?;

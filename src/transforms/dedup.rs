@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::agg::Scalar;
-use super::aggregate::encode_key;
+use super::agg::{encode_key, row_key, table_prefix};
 use super::state::StateTable;
 use crate::event::{ChangeEvent, Op};
 use crate::state::{StateDelta, StateError, StateStore};
@@ -59,13 +59,12 @@ impl Dedup {
     }
 
     fn id(&self, ev: &ChangeEvent) -> Option<Vec<u8>> {
-        let mut id = format!("{}.{}\0", ev.table.schema, ev.table.name).into_bytes();
         match &self.cfg.columns {
             None => {
-                let key: Vec<Option<Scalar>> = ev.key.iter().map(|(_, v)| Scalar::of(v)).collect();
-                id.extend(encode_key(&key));
+                let mut id = row_key(&ev.table, &ev.key);
                 id.extend(ev.version.hi.to_be_bytes());
                 id.extend(ev.version.lo.to_be_bytes());
+                Some(id)
             }
             Some(cols) => {
                 let row = ev.after.as_ref().or(ev.before.as_ref())?;
@@ -73,10 +72,11 @@ impl Dedup {
                 if values.iter().all(Option::is_none) {
                     return None;
                 }
+                let mut id = table_prefix(&ev.table);
                 id.extend(encode_key(&values));
+                Some(id)
             }
         }
-        Some(id)
     }
 
     /// Whether to keep the event (its id was not seen within `ttl`); remembers it.

@@ -34,7 +34,7 @@ pub struct StateTable<V> {
     store: Option<StateStore>,
     connector: Arc<str>,
     operator: String,
-    entries: HashMap<Vec<u8>, Entry<V>>,
+    entries: HashMap<Vec<u8>, Entry<V>, foldhash::fast::RandomState>,
     /// How many entries are `Clean` (only those can be evicted).
     clean: usize,
     max_cached: usize,
@@ -47,7 +47,7 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
     /// `store: None` keeps everything in memory (unit tests, benchmarks without a store).
     pub fn new(store: Option<StateStore>, connector: Arc<str>, operator: String, max_cached: usize) -> Self {
         let complete = store.as_ref().is_none_or(|s| !s.has_entries(&connector, &operator).unwrap_or(true));
-        StateTable { store, connector, operator, entries: HashMap::new(), clean: 0, max_cached: max_cached.max(16), complete }
+        StateTable { store, connector, operator, entries: HashMap::default(), clean: 0, max_cached: max_cached.max(16), complete }
     }
 
     fn load(&mut self, key: &[u8]) -> Result<(), StateError> {

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::agg::{values_of, AggSpec, Group, Scalar};
-use super::aggregate::{encode_key, Names};
+use super::agg::{encode_key, values_of, AggSpec, Group, Scalar};
+use super::aggregate::Names;
 use super::state::StateTable;
 use crate::event::{ChangeEvent, Op, Row, TableRef, Value, Version};
 use crate::sinks::DeadLetterTarget;
