@@ -36,7 +36,13 @@ fn events() -> Vec<ChangeEvent> {
                 (names[0].clone(), Value::Int(id)),
                 (names[1].clone(), Value::Int(rng.i64(0..10_000))),
                 (names[2].clone(), Value::Text(statuses[rng.usize(0..4)].into())),
-                (names[3].clone(), Value::Numeric { text: format!("{}.{:02}", rng.u32(1..1000), rng.u8(0..100)).into(), scale: Some(2) }),
+                (
+                    names[3].clone(),
+                    Value::Numeric {
+                        text: format!("{}.{:02}", rng.u32(1..1000), rng.u8(0..100)).into(),
+                        scale: Some(2),
+                    },
+                ),
                 (names[4].clone(), Value::Text("internal".into())),
                 (names[5].clone(), Value::Int(i as i64)),
             ]);
@@ -113,7 +119,9 @@ fn run(chain: &mut Chain, events: Vec<ChangeEvent>, store: Option<(&StateStore, 
         if let Some((store, connector)) = store {
             if batch_no % BATCHES_PER_CHECKPOINT == 0 {
                 let deltas = chain.checkpoint();
-                store.commit(connector, &Position::Postgres(PgPosition::streaming(batch_no as u64)), &deltas).expect("commit");
+                store
+                    .commit(connector, &Position::Postgres(PgPosition::streaming(batch_no as u64)), &deltas)
+                    .expect("commit");
                 chain.stored();
             }
         }
@@ -130,7 +138,14 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.sample_size(10);
     let mut fresh = 0u32;
-    for (name, toml, stateful) in [("passthrough", "", false), ("stateless", STATELESS, false), ("stateful", STATEFUL, true)] {
+    // The same chain with the state cache raised above the working set: no paging.
+    let cached = STATEFUL.replace("kind = \"aggregate\"", "kind = \"aggregate\"\nmax_cached_entries = 1000000");
+    for (name, toml, stateful) in [
+        ("passthrough", "", false),
+        ("stateless", STATELESS, false),
+        ("stateful", STATEFUL, true),
+        ("stateful_all_cached", cached.as_str(), true),
+    ] {
         let specs = if toml.is_empty() { Specs::default() } else { specs(toml) };
         group.bench_function(name, |b| {
             b.iter_batched(
@@ -154,6 +169,3 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -14,7 +14,8 @@
 #   (i) commit-to-acknowledged latency at a steady BENCH_ES_RATE (2,000) changes/s, from tidemark's
 #       tidemark_commit_to_ack_seconds histogram
 # and the ratio h/g, medians of BENCH_RUNS alternating runs.
-# Then for MariaDB (BENCH_MYSQL=0 skips it):
+# Then the transform chain alone (BENCH_TRANSFORMS=0 skips it), and for MariaDB (BENCH_MYSQL=0
+# skips it):
 #   (a') mysqlbinlog --read-from-remote-server --raw reading a fixed backlog  (the source ceiling)
 #   (b') tidemark draining the same backlog into Redis
 #   (a'') mysqlbinlog decoding the same backlog's rows to /dev/null      (a decoding reader, for context)
@@ -262,6 +263,17 @@ printf '| (g) curl _bulk, 1,000 docs per request, 2 in flight | %.0f docs/s (med
 printf '| (h) tidemark → Elasticsearch | %.0f rows/s (median of: %s; %s docs; peak RSS %s MiB) |\n' "$H_RATE" "$(fmt_list "${H[@]}")" "$ES_DOCS" "$ES_RSS"
 printf '| (i) commit → acknowledged by Elasticsearch at %s/s | %s |\n' "$ES_RATE" "$ES_LAT"
 printf '| h / g | %.2f |\n' "$(echo "$H_RATE / $G_RATE" | bc -l)"
+fi
+
+# The transform chain alone, on one core (criterion, benches/transforms.rs; BENCH_TRANSFORMS=0
+# skips it): passthrough (the ceiling: moving the events), stateless (filter + project), stateful
+# (+ aggregate + tumbling window, state in the store; and with the state cache above the working set).
+if [ "${BENCH_TRANSFORMS:-1}" = "1" ]; then
+  log "transform chain (criterion, about 6 minutes)"
+  cargo bench --quiet --bench transforms 2>/dev/null \
+    | awk '/^chain\//{name=$1; done=0} /thrpt:/ && !done {print name, $4, $5; done=1}' > "$work/chain.txt"
+  printf '\n| transform chain, 1M events | events/s |\n|---|---|\n'
+  awk '{printf "| %s | %s %s |\n", $1, $2, $3}' "$work/chain.txt"
 fi
 
 [ "${BENCH_MYSQL:-1}" = "1" ] || exit 0

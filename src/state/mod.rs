@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, ReadOnlyTable, ReadableTable, TableDefinition};
+use redb::{Database, ReadOnlyTable, ReadableTable, TableDefinition, TableHandle};
 
 use crate::sources::Position;
 
@@ -24,6 +24,9 @@ const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions"
 /// memory. The key is one byte string (length-prefixed names, then the entry key): it compares
 /// with one `memcmp` and a prefix selects a connector or an operator.
 const OPERATORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("operator_state");
+
+/// The operator state table of earlier development builds (tuple keys, JSON-encoded entry keys).
+const LEGACY_OPERATORS: TableDefinition<(&str, &str, &[u8]), &[u8]> = TableDefinition::new("operator_entries");
 
 /// The stored key of an operator entry; `entry_key(c, o, b"")` is the prefix of all of `o`'s.
 fn entry_key(connector: &str, operator: &str, key: &[u8]) -> Vec<u8> {
@@ -95,16 +98,34 @@ impl StateStore {
         })?;
         let txn = db.begin_write().map_err(storage)?;
         {
-            txn.open_table(POSITIONS).map_err(storage)?;
+            let mut positions = txn.open_table(POSITIONS).map_err(storage)?;
             txn.open_table(OPERATORS).map_err(storage)?;
             txn.open_table(SCHEMAS).map_err(storage)?;
+            // Operator state in the layout of earlier development builds cannot be read: its
+            // connectors start over (snapshot again) rather than count on from empty state.
+            if txn.list_tables().map_err(storage)?.any(|t| t.name() == LEGACY_OPERATORS.name()) {
+                let legacy = txn.open_table(LEGACY_OPERATORS).map_err(storage)?;
+                let mut connectors = std::collections::BTreeSet::new();
+                for item in legacy.iter().map_err(storage)? {
+                    connectors.insert(item.map_err(storage)?.0.value().0.to_string());
+                }
+                drop(legacy);
+                for c in &connectors {
+                    tracing::warn!(connector = %c, "operator state from an earlier tidemark build cannot be read: the connector's position is reset, so it snapshots again");
+                    positions.remove(c.as_str()).map_err(storage)?;
+                }
+                txn.delete_table(LEGACY_OPERATORS).map_err(storage)?;
+            }
         }
         txn.commit().map_err(storage)?;
         Ok(StateStore { db: Arc::new(db), reader: Arc::default() })
     }
 
     /// Run `f` on the shared read snapshot of the operator entries.
-    fn read<T>(&self, f: impl FnOnce(&ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, StateError>) -> Result<T, StateError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
         let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         if reader.is_none() {
             let txn = self.db.begin_read().map_err(storage)?;
@@ -294,6 +315,34 @@ mod tests {
         assert_eq!(store.position("a").unwrap(), None);
         assert!(store.entries("a", "agg", b"").unwrap().is_empty());
         assert_eq!(store.entries("b", "agg", b"g").unwrap().len(), 2);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn operator_state_of_an_earlier_layout_resets_its_connectors() {
+        let dir = tmp();
+        std::fs::create_dir_all(&dir).unwrap();
+        let pos = Position::Postgres(PgPosition::streaming(0x2000));
+        {
+            let db = Database::create(dir.join(STATE_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut positions = txn.open_table(POSITIONS).unwrap();
+                for c in ["old", "plain"] {
+                    positions.insert(c, serde_json::to_vec(&pos).unwrap().as_slice()).unwrap();
+                }
+                let mut legacy = txn.open_table(LEGACY_OPERATORS).unwrap();
+                legacy.insert(("old", "aggregate:x/groups", &b"[\"a\"]"[..]), &b"{}"[..]).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = StateStore::open(&dir).unwrap();
+        // The connector with unreadable state starts over; the one without keeps its position.
+        assert_eq!(store.position("old").unwrap(), None);
+        assert_eq!(store.position("plain").unwrap(), Some(pos));
+        drop(store);
+        let store = StateStore::open(&dir).unwrap();
+        assert_eq!(store.position("plain").unwrap(), Some(Position::Postgres(PgPosition::streaming(0x2000))));
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -70,7 +70,6 @@ impl Names {
     }
 }
 
-
 /// The contribution of a row image, filling columns a partial row lacks from `old`.
 fn contribution(cfg: &AggregateConfig, row: &Row, old: Option<&Contribution>) -> Contribution {
     let group = cfg

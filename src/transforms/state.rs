@@ -47,7 +47,15 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
     /// `store: None` keeps everything in memory (unit tests, benchmarks without a store).
     pub fn new(store: Option<StateStore>, connector: Arc<str>, operator: String, max_cached: usize) -> Self {
         let complete = store.as_ref().is_none_or(|s| !s.has_entries(&connector, &operator).unwrap_or(true));
-        StateTable { store, connector, operator, entries: HashMap::default(), clean: 0, max_cached: max_cached.max(16), complete }
+        StateTable {
+            store,
+            connector,
+            operator,
+            entries: HashMap::default(),
+            clean: 0,
+            max_cached: max_cached.max(16),
+            complete,
+        }
     }
 
     fn load(&mut self, key: &[u8]) -> Result<(), StateError> {
