@@ -80,8 +80,10 @@ pub struct StateStore {
     /// A read snapshot of the operator entries, reused by reads until the next write (paging
     /// state in would otherwise begin a transaction per entry). Begun and dropped under the lock,
     /// after a write has committed, so it never predates a commit that finished before a read.
-    reader: Arc<Mutex<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>>>,
+    reader: Arc<Mutex<Option<EntriesSnapshot>>>,
 }
+
+type EntriesSnapshot = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 impl StateStore {
     /// Open (creating if needed) `data_dir/state.redb`.
@@ -122,10 +124,7 @@ impl StateStore {
     }
 
     /// Run `f` on the shared read snapshot of the operator entries.
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, StateError>,
-    ) -> Result<T, StateError> {
+    fn read<T>(&self, f: impl FnOnce(&EntriesSnapshot) -> Result<T, StateError>) -> Result<T, StateError> {
         let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         if reader.is_none() {
             let txn = self.db.begin_read().map_err(storage)?;
