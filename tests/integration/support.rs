@@ -359,7 +359,8 @@ pub async fn table_rows(pg: &Client, sql: &str) -> Rows {
 fn short(row: &BTreeMap<String, String>) -> String {
     let cut = |v: &String| {
         if v.len() > 80 {
-            format!("{}…({} bytes)", &v[..v.floor_char_boundary(80)], v.len())
+            let end = (0..=80).rev().find(|&i| v.is_char_boundary(i)).unwrap_or(0);
+            format!("{}…({} bytes)", &v[..end], v.len())
         } else {
             v.clone()
         }
