@@ -476,13 +476,8 @@ impl Transform for WindowStage {
             out.push(ev);
             return Ok(());
         }
-        let mut derived = Vec::new();
-        self.window.process(&ev, &mut derived).map_err(|e| format!("{}: {e}", self.cfg.origin))?;
-        if self.pass_through {
-            out.push(ev);
-        }
-        out.append(&mut derived);
-        Ok(())
+        let (window, origin) = (&mut self.window, &self.cfg.origin);
+        derive(ev, self.pass_through, out, |ev, out| window.process(ev, out).map_err(|e| format!("{origin}: {e}")))
     }
 
     fn on_heartbeat(&mut self, commit_ms: i64, out: &mut Vec<ChangeEvent>) {
@@ -548,6 +543,22 @@ impl Transform for Stateless {
     }
 }
 
+/// Run a stateful operator on `ev`, appending what it derives; `ev` itself goes first when it
+/// passes through.
+fn derive(
+    ev: ChangeEvent,
+    pass_through: bool,
+    out: &mut Vec<ChangeEvent>,
+    operator: impl FnOnce(&ChangeEvent, &mut Vec<ChangeEvent>) -> Result<(), String>,
+) -> Result<(), String> {
+    let at = out.len();
+    operator(&ev, out)?;
+    if pass_through {
+        out.insert(at, ev);
+    }
+    Ok(())
+}
+
 struct AggregateStage {
     cfg: TransformConfig,
     agg: Aggregate,
@@ -560,13 +571,8 @@ impl Transform for AggregateStage {
             out.push(ev);
             return Ok(());
         }
-        let mut derived = Vec::new();
-        self.agg.process(&ev, &mut derived).map_err(|e| format!("{}: {e}", self.cfg.origin))?;
-        if self.pass_through {
-            out.push(ev);
-        }
-        out.append(&mut derived);
-        Ok(())
+        let (agg, origin) = (&mut self.agg, &self.cfg.origin);
+        derive(ev, self.pass_through, out, |ev, out| agg.process(ev, out).map_err(|e| format!("{origin}: {e}")))
     }
 
     fn checkpoint(&mut self, out: &mut Vec<StateDelta>) {
@@ -585,11 +591,14 @@ impl Transform for AggregateStage {
 #[derive(Default)]
 pub struct Chain {
     stages: Vec<Box<dyn Transform>>,
+    /// An emptied batch buffer, reused by the next stage: a batch's buffer is large, and
+    /// allocating one per stage and batch costs more than the stateless stages themselves.
+    spare: Vec<ChangeEvent>,
 }
 
 impl Chain {
     pub fn new(stages: Vec<Box<dyn Transform>>) -> Self {
-        Chain { stages }
+        Chain { stages, spare: Vec::new() }
     }
 
     /// The chain of a connector's transforms; stateful ones keep their state in `store`
@@ -624,7 +633,7 @@ impl Chain {
                 _ => Box::new(Stateless { cfg: cfg.clone(), enc }),
             });
         }
-        Ok(Chain { stages })
+        Ok(Chain { stages, spare: Vec::new() })
     }
 
     /// Events the window stages found late since the last call.
@@ -643,14 +652,15 @@ impl Chain {
         heartbeat_ms: Option<i64>,
     ) -> Result<Vec<ChangeEvent>, String> {
         for stage in &mut self.stages {
-            let mut out = Vec::with_capacity(events.len());
-            for ev in events {
+            let mut out = std::mem::take(&mut self.spare);
+            out.reserve(events.len());
+            for ev in events.drain(..) {
                 stage.process(ev, &mut out)?;
             }
             if let Some(ts) = heartbeat_ms {
                 stage.on_heartbeat(ts, &mut out);
             }
-            events = out;
+            self.spare = std::mem::replace(&mut events, out);
         }
         Ok(events)
     }
