@@ -472,12 +472,8 @@ struct WindowStage {
 
 impl Transform for WindowStage {
     fn process(&mut self, ev: ChangeEvent, out: &mut Vec<ChangeEvent>) -> Result<(), String> {
-        if !self.cfg.applies_to(&ev.table) {
-            out.push(ev);
-            return Ok(());
-        }
-        let (window, origin) = (&mut self.window, &self.cfg.origin);
-        derive(ev, self.pass_through, out, |ev, out| window.process(ev, out).map_err(|e| format!("{origin}: {e}")))
+        let window = &mut self.window;
+        derive(&self.cfg, ev, self.pass_through, out, |ev, out| window.process(ev, out))
     }
 
     fn on_heartbeat(&mut self, commit_ms: i64, out: &mut Vec<ChangeEvent>) {
@@ -543,16 +539,21 @@ impl Transform for Stateless {
     }
 }
 
-/// Run a stateful operator on `ev`, appending what it derives; `ev` itself goes first when it
-/// passes through.
+/// Run a stateful operator on `ev` when `cfg` applies to its table, appending what it derives;
+/// `ev` itself goes first when it passes through (or the operator does not apply).
 fn derive(
+    cfg: &TransformConfig,
     ev: ChangeEvent,
     pass_through: bool,
     out: &mut Vec<ChangeEvent>,
-    operator: impl FnOnce(&ChangeEvent, &mut Vec<ChangeEvent>) -> Result<(), String>,
+    operator: impl FnOnce(&ChangeEvent, &mut Vec<ChangeEvent>) -> Result<(), crate::state::StateError>,
 ) -> Result<(), String> {
+    if !cfg.applies_to(&ev.table) {
+        out.push(ev);
+        return Ok(());
+    }
     let at = out.len();
-    operator(&ev, out)?;
+    operator(&ev, out).map_err(|e| format!("{}: {e}", cfg.origin))?;
     if pass_through {
         out.insert(at, ev);
     }
@@ -567,12 +568,8 @@ struct AggregateStage {
 
 impl Transform for AggregateStage {
     fn process(&mut self, ev: ChangeEvent, out: &mut Vec<ChangeEvent>) -> Result<(), String> {
-        if !self.cfg.applies_to(&ev.table) {
-            out.push(ev);
-            return Ok(());
-        }
-        let (agg, origin) = (&mut self.agg, &self.cfg.origin);
-        derive(ev, self.pass_through, out, |ev, out| agg.process(ev, out).map_err(|e| format!("{origin}: {e}")))
+        let agg = &mut self.agg;
+        derive(&self.cfg, ev, self.pass_through, out, |ev, out| agg.process(ev, out))
     }
 
     fn checkpoint(&mut self, out: &mut Vec<StateDelta>) {

@@ -197,36 +197,7 @@ async fn kill9_mid_stream_loses_nothing_and_never_goes_back() {
         })
     };
 
-    let workload = {
-        let url = env.db_url();
-        tokio::spawn(async move {
-            let pg = pg_connect(&url).await;
-            let mut rng = fastrand::Rng::with_seed(7);
-            let mut next_id = 301;
-            for step in 0..3000 {
-                match rng.u8(0..10) {
-                    0..=5 => {
-                        let id = rng.i32(1..next_id);
-                        pg.execute("UPDATE accounts SET v = v + 1 WHERE id = $1", &[&id]).await.unwrap();
-                    }
-                    6 | 7 => {
-                        let id = rng.i32(1..next_id);
-                        pg.execute("DELETE FROM accounts WHERE id = $1", &[&id]).await.unwrap();
-                    }
-                    _ => {
-                        pg.execute("INSERT INTO accounts VALUES ($1, $2, 'new')", &[&next_id, &(step as i64)])
-                            .await
-                            .unwrap();
-                        next_id += 1;
-                    }
-                }
-                if step % 100 == 0 {
-                    // A multi-row transaction now and then.
-                    pg.batch_execute("BEGIN; UPDATE accounts SET v = v + 1 WHERE id % 13 = 0; DELETE FROM accounts WHERE id % 97 = 0 AND v > 3; COMMIT;").await.unwrap();
-                }
-            }
-        })
-    };
+    let workload = tokio::spawn(accounts_workload(env.db_url(), 3000, 7));
 
     // Kill -9 once the daemon has applied part of the stream, then start it again at once.
     wait_for("part of the workload applied", DEADLINE, || async {

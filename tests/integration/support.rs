@@ -492,3 +492,35 @@ impl Proxy {
         String::from_utf8_lossy(&self.sent.lock().unwrap()).into_owned()
     }
 }
+
+/// A random mix of updates, deletes and inserts on `accounts` (ids 1..=300 to start with), and
+/// now and then a multi-row transaction: the workload of the kill -9 tests.
+pub async fn accounts_workload(url: String, steps: usize, seed: u64) {
+    let pg = pg_connect(&url).await;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut next_id = 301;
+    for step in 0..steps {
+        match rng.u8(0..10) {
+            0..=5 => {
+                let id = rng.i32(1..next_id);
+                pg.execute("UPDATE accounts SET v = v + 1 WHERE id = $1", &[&id]).await.unwrap();
+            }
+            6 | 7 => {
+                let id = rng.i32(1..next_id);
+                pg.execute("DELETE FROM accounts WHERE id = $1", &[&id]).await.unwrap();
+            }
+            _ => {
+                pg.execute("INSERT INTO accounts VALUES ($1, $2, 'new')", &[&next_id, &(step as i64)]).await.unwrap();
+                next_id += 1;
+            }
+        }
+        if step % 100 == 0 {
+            pg.batch_execute(
+                "BEGIN; UPDATE accounts SET v = v + 1 WHERE id % 13 = 0; \
+                 DELETE FROM accounts WHERE id % 97 = 0 AND v > 3; COMMIT;",
+            )
+            .await
+            .unwrap();
+        }
+    }
+}

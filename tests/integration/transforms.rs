@@ -167,6 +167,26 @@ async fn orders_workload(url: String, steps: usize, seed: u64, done: Arc<AtomicU
     }
 }
 
+/// `kill -9` the daemon once the workload has made each of `steps` steps and the daemon has
+/// applied part of it; restart it each time.
+async fn kill9_as_the_workload_runs(env: &Env, mut d: Daemon, progress: &AtomicUsize, steps: [usize; 2]) -> Daemon {
+    for at in steps {
+        wait_for("the workload to get on", DEADLINE, || async {
+            (progress.load(Ordering::Relaxed) >= at).then_some(())
+        })
+        .await;
+        wait_for("part of the workload applied", DEADLINE, || async {
+            let applied = d.connector().await?["events_applied"].as_u64()?;
+            (applied > 100).then_some(())
+        })
+        .await;
+        d.kill9();
+        d = env.start();
+        d.wait_streaming().await;
+    }
+    d
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_survive_two_kill9s_and_equal_sql_group_by() {
     let env = Env::new("taggkill").await;
@@ -198,20 +218,7 @@ url = "{}"
     let progress = Arc::new(AtomicUsize::new(0));
     let workload = tokio::spawn(orders_workload(env.db_url(), 3000, 42, progress.clone()));
     // Two kill -9s while the workload runs, each once the daemon has applied part of it.
-    for at in [1000, 2000] {
-        wait_for("the workload to get on", DEADLINE, || async {
-            (progress.load(Ordering::Relaxed) >= at).then_some(())
-        })
-        .await;
-        wait_for("part of the workload applied", DEADLINE, || async {
-            let applied = d.connector().await?["events_applied"].as_u64()?;
-            (applied > 100).then_some(())
-        })
-        .await;
-        d.kill9();
-        d = env.start();
-        d.wait_streaming().await;
-    }
+    let mut d = kill9_as_the_workload_runs(&env, d, &progress, [1000, 2000]).await;
     workload.await.unwrap();
 
     let sql = "SELECT customer, count(*) AS orders, sum(total)::text AS total, max(total)::text AS biggest,
@@ -317,20 +324,7 @@ url = "{}"
             }
         })
     };
-    for at in [500, 1000] {
-        wait_for("the workload to get on", DEADLINE, || async {
-            (progress.load(Ordering::Relaxed) >= at).then_some(())
-        })
-        .await;
-        wait_for("part of the workload applied", DEADLINE, || async {
-            let applied = d.connector().await?["events_applied"].as_u64()?;
-            (applied > 100).then_some(())
-        })
-        .await;
-        d.kill9();
-        d = env.start();
-        d.wait_streaming().await;
-    }
+    let mut d = kill9_as_the_workload_runs(&env, d, &progress, [500, 1000]).await;
     workload.await.unwrap();
 
     // Heartbeats carry today's time, far past 2020: every window closes. Each one in Redis is
