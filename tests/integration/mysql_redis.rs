@@ -1,6 +1,6 @@
 //! MariaDB → Redis, end to end, on the real servers.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -455,37 +455,7 @@ async fn kill9_mid_stream_resumes_from_the_stored_gtid() {
     env.wait_equal("acc", sql, &d).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let stop = stop.clone();
-        let prefix = format!("{}:acc", env.name);
-        tokio::spawn(async move {
-            let mut r = redis_conn().await;
-            let (mut seen, mut gone, mut bad) = (HashMap::<String, i64>::new(), HashSet::<String>::new(), Vec::new());
-            while !stop.load(Ordering::Relaxed) {
-                for id in (1..=300).step_by(5) {
-                    let key = format!("{prefix}:{id}");
-                    let v: Option<i64> = redis::cmd("HGET").arg(&key).arg("v").query_async(&mut r).await.unwrap();
-                    match v {
-                        Some(v) => {
-                            if gone.contains(&key) {
-                                bad.push(format!("{key} resurrected"));
-                            }
-                            let prev = seen.entry(key.clone()).or_insert(v);
-                            if v < *prev {
-                                bad.push(format!("{key} went back from {prev} to {v}"));
-                            }
-                            *prev = (*prev).max(v);
-                        }
-                        None => {
-                            gone.insert(key);
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            bad
-        })
-    };
+    let watcher = tokio::spawn(watch_accounts(format!("{}:acc", env.name), stop.clone()));
     let workload = {
         let url = format!("{}/{}", mysql_url(), env.name);
         tokio::spawn(async move {

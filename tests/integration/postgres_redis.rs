@@ -1,9 +1,8 @@
 //! PostgreSQL → Redis, end to end, on the real servers.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -163,39 +162,7 @@ async fn kill9_mid_stream_loses_nothing_and_never_goes_back() {
     // Watch Redis while the workload runs: a row's `v` only grows, and a row deleted for good
     // (ids are never reused) never comes back.
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let stop = stop.clone();
-        let prefix = prefix.clone();
-        tokio::spawn(async move {
-            let mut r = redis_conn().await;
-            let mut seen: HashMap<String, i64> = HashMap::new();
-            let mut gone: HashSet<String> = HashSet::new();
-            let mut violations = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                for id in (1..=300).step_by(5) {
-                    let key = format!("{prefix}:{id}");
-                    let v: Option<i64> = redis::cmd("HGET").arg(&key).arg("v").query_async(&mut r).await.unwrap();
-                    match v {
-                        Some(v) => {
-                            if gone.contains(&key) {
-                                violations.push(format!("{key} resurrected with v={v}"));
-                            }
-                            let prev = seen.entry(key.clone()).or_insert(v);
-                            if v < *prev {
-                                violations.push(format!("{key} went back from {prev} to {v}"));
-                            }
-                            *prev = (*prev).max(v);
-                        }
-                        None => {
-                            gone.insert(key);
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            violations
-        })
-    };
+    let watcher = tokio::spawn(watch_accounts(prefix.clone(), stop.clone()));
 
     let workload = tokio::spawn(accounts_workload(env.db_url(), 3000, 7));
 

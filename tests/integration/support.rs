@@ -5,11 +5,12 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -523,4 +524,37 @@ pub async fn accounts_workload(url: String, steps: usize, seed: u64) {
             .unwrap();
         }
     }
+}
+
+/// Watch every fifth `accounts` row in Redis (`PREFIX:ID` hashes) until `stop`: a row's `v` only
+/// grows, and a row deleted for good (ids are never reused) never comes back. Returns what broke
+/// those rules.
+pub async fn watch_accounts(prefix: String, stop: Arc<AtomicBool>) -> Vec<String> {
+    let mut r = redis_conn().await;
+    let mut seen: HashMap<String, i64> = HashMap::new();
+    let mut gone: HashSet<String> = HashSet::new();
+    let mut violations = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        for id in (1..=300).step_by(5) {
+            let key = format!("{prefix}:{id}");
+            let v: Option<i64> = redis::cmd("HGET").arg(&key).arg("v").query_async(&mut r).await.unwrap();
+            match v {
+                Some(v) => {
+                    if gone.contains(&key) {
+                        violations.push(format!("{key} resurrected with v={v}"));
+                    }
+                    let prev = seen.entry(key.clone()).or_insert(v);
+                    if v < *prev {
+                        violations.push(format!("{key} went back from {prev} to {v}"));
+                    }
+                    *prev = (*prev).max(v);
+                }
+                None => {
+                    gone.insert(key);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    violations
 }
