@@ -58,13 +58,45 @@ impl AggSpec {
 }
 
 /// An exact decimal: `mant / 10^scale`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The 128-bit mantissa is kept as two 64-bit halves: aligned to 8 bytes rather than 16, a
+/// [`Scalar`] takes 32 bytes instead of 48, and multisets of them take fewer cache lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dec {
-    pub mant: i128,
+    hi: i64,
+    lo: u64,
     pub scale: u32,
 }
 
+/// How a decimal is stored.
+#[derive(Serialize, Deserialize)]
+struct StoredDec {
+    mant: i128,
+    scale: u32,
+}
+
+impl Serialize for Dec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        StoredDec { mant: self.mant(), scale: self.scale }.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = StoredDec::deserialize(d)?;
+        Ok(Dec::new(s.mant, s.scale))
+    }
+}
+
 impl Dec {
+    pub const fn new(mant: i128, scale: u32) -> Dec {
+        Dec { hi: (mant >> 64) as i64, lo: mant as u64, scale }
+    }
+
+    pub const fn mant(self) -> i128 {
+        ((self.hi as i128) << 64) | self.lo as i128
+    }
+
     pub fn parse(text: &str) -> Option<Dec> {
         let (neg, digits) = match text.strip_prefix('-') {
             Some(d) => (true, d),
@@ -80,43 +112,78 @@ impl Dec {
         }
         // At most 36 digits: no overflow in an i128.
         let mant = int.bytes().chain(frac.bytes()).fold(0i128, |m, b| m * 10 + i128::from(b - b'0'));
-        Some(Dec { mant: if neg { -mant } else { mant }, scale })
+        Some(Dec::new(if neg { -mant } else { mant }, scale))
     }
 
     fn rescale(self, scale: u32) -> Dec {
-        Dec { mant: self.mant * 10i128.pow(scale - self.scale), scale }
+        Dec::new(self.mant() * 10i128.pow(scale - self.scale), scale)
     }
 
     pub fn plus(self, o: Dec) -> Dec {
+        if self.scale == o.scale {
+            return Dec::new(self.mant() + o.mant(), self.scale);
+        }
         let s = self.scale.max(o.scale);
-        Dec { mant: self.rescale(s).mant + o.rescale(s).mant, scale: s }
+        Dec::new(self.rescale(s).mant() + o.rescale(s).mant(), s)
     }
 
     pub fn negated(self) -> Dec {
-        Dec { mant: -self.mant, scale: self.scale }
+        Dec::new(-self.mant(), self.scale)
     }
 
     pub fn to_f64(self) -> f64 {
-        self.mant as f64 / 10f64.powi(self.scale as i32)
+        self.mant() as f64 / 10f64.powi(self.scale as i32)
     }
 
     pub fn text(self) -> String {
-        use std::fmt::Write;
-        let scale = self.scale as usize;
-        let mut out = String::with_capacity(scale + 8);
-        if self.mant < 0 {
-            out.push('-');
-        }
-        // Zero-padded to at least one integer digit: 0.05 is "005" before the point goes in.
-        let abs = self.mant.unsigned_abs();
-        let _ = match u64::try_from(abs) {
-            Ok(small) => write!(out, "{small:0width$}", width = scale + 1),
-            Err(_) => write!(out, "{abs:0width$}", width = scale + 1),
-        };
-        if scale > 0 {
-            out.insert(out.len() - scale, '.');
-        }
+        let mut out = String::with_capacity(self.scale as usize + 8);
+        let _ = self.write(&mut out);
         out
+    }
+
+    /// The text, formatted on the stack: one allocation, of the right size.
+    fn boxed_text(self) -> Box<str> {
+        let mut buf = StackText { buf: [0; 48], len: 0 };
+        match self.write(&mut buf) {
+            Ok(()) => std::str::from_utf8(&buf.buf[..buf.len]).expect("ASCII digits").into(),
+            Err(_) => self.text().into(),
+        }
+    }
+
+    fn write(self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        if self.mant() < 0 {
+            out.write_char('-')?;
+        }
+        let (abs, scale) = (self.mant().unsigned_abs(), self.scale as usize);
+        if scale == 0 {
+            return write!(out, "{abs}");
+        }
+        // u64 arithmetic when it fits: 128-bit division is a library call.
+        match (u64::try_from(abs), scale <= 19) {
+            (Ok(small), true) => {
+                let p = 10u64.pow(self.scale);
+                write!(out, "{}.{:0scale$}", small / p, small % p)
+            }
+            _ => {
+                let p = 10u128.pow(self.scale);
+                write!(out, "{}.{:0scale$}", abs / p, abs % p)
+            }
+        }
+    }
+}
+
+/// A short text on the stack (a decimal's digits); writing past its end fails.
+struct StackText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -128,8 +195,11 @@ impl PartialOrd for Dec {
 
 impl Ord for Dec {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        if self.scale == o.scale {
+            return self.mant().cmp(&o.mant());
+        }
         let s = self.scale.max(o.scale);
-        self.rescale(s).mant.cmp(&o.rescale(s).mant)
+        self.rescale(s).mant().cmp(&o.rescale(s).mant())
     }
 }
 
@@ -180,16 +250,16 @@ impl Scalar {
         Some(match v {
             Value::Null => return None,
             Value::Bool(b) => Scalar::Bool(*b),
-            Value::Int(i) => Scalar::Num(Dec { mant: *i as i128, scale: 0 }),
-            Value::UInt(u) => Scalar::Num(Dec { mant: *u as i128, scale: 0 }),
+            Value::Int(i) => Scalar::Num(Dec::new(*i as i128, 0)),
+            Value::UInt(u) => Scalar::Num(Dec::new(*u as i128, 0)),
             Value::Float(f) => Scalar::Float(*f),
             Value::Numeric { text, .. } => match Dec::parse(text) {
                 Some(d) => Scalar::Num(d),
                 None => Scalar::Float(text.parse().unwrap_or(f64::NAN)),
             },
-            Value::Date(d) => Scalar::Num(Dec { mant: *d as i128, scale: 0 }),
+            Value::Date(d) => Scalar::Num(Dec::new(*d as i128, 0)),
             Value::Timestamp { micros, .. } | Value::TimestampTz { micros, .. } | Value::Time { micros, .. } => {
-                Scalar::Num(Dec { mant: *micros as i128, scale: 0 })
+                Scalar::Num(Dec::new(*micros as i128, 0))
             }
             Value::Text(s) | Value::Json(s) => Scalar::Text(s.clone()),
             other => {
@@ -203,8 +273,8 @@ impl Scalar {
     pub fn to_value(&self) -> Value {
         match self {
             Scalar::Bool(b) => Value::Bool(*b),
-            Scalar::Num(d) if d.scale == 0 && i64::try_from(d.mant).is_ok() => Value::Int(d.mant as i64),
-            Scalar::Num(d) => Value::Numeric { text: d.text().into(), scale: Some(d.scale as u16) },
+            Scalar::Num(d) if d.scale == 0 && i64::try_from(d.mant()).is_ok() => Value::Int(d.mant() as i64),
+            Scalar::Num(d) => Value::Numeric { text: d.boxed_text(), scale: Some(d.scale as u16) },
             Scalar::Float(f) => Value::Float(*f),
             Scalar::Text(s) => Value::Text(s.clone()),
         }
@@ -215,10 +285,16 @@ impl Scalar {
 /// its bytes; equal lists give equal keys.
 pub fn encode_key(parts: &[Option<Scalar>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.len() * 17);
-    for p in parts {
-        encode_scalar(p.as_ref(), &mut out);
-    }
+    encode_key_into(parts, &mut out);
     out
+}
+
+/// [`encode_key`] into a reused buffer.
+pub fn encode_key_into(parts: &[Option<Scalar>], out: &mut Vec<u8>) {
+    out.clear();
+    for p in parts {
+        encode_scalar(p.as_ref(), out);
+    }
 }
 
 fn encode_scalar(v: Option<&Scalar>, out: &mut Vec<u8>) {
@@ -227,7 +303,7 @@ fn encode_scalar(v: Option<&Scalar>, out: &mut Vec<u8>) {
         Some(Scalar::Bool(b)) => out.extend([1, u8::from(*b)]),
         Some(Scalar::Num(d)) => {
             out.push(2);
-            out.extend(d.mant.to_be_bytes());
+            out.extend(d.mant().to_be_bytes());
             out.extend(d.scale.to_be_bytes());
         }
         Some(Scalar::Float(f)) => {
@@ -245,14 +321,20 @@ fn encode_scalar(v: Option<&Scalar>, out: &mut Vec<u8>) {
 /// The key of a source row: its table and key values.
 pub fn row_key(table: &crate::event::TableRef, key: &crate::event::Row) -> Vec<u8> {
     let mut k = Vec::with_capacity(table.schema.len() + table.name.len() + 2 + key.len() * 17);
+    row_key_into(table, key, &mut k);
+    k
+}
+
+/// [`row_key`] into a reused buffer.
+pub fn row_key_into(table: &crate::event::TableRef, key: &crate::event::Row, k: &mut Vec<u8>) {
+    k.clear();
     k.extend(table.schema.as_bytes());
     k.push(b'.');
     k.extend(table.name.as_bytes());
     k.push(0);
     for (_, v) in key.iter() {
-        encode_scalar(Scalar::of(v).as_ref(), &mut k);
+        encode_scalar(Scalar::of(v).as_ref(), k);
     }
-    k
 }
 
 /// The prefix of [`row_key`] for every row of a table.
@@ -260,32 +342,118 @@ pub fn table_prefix(table: &crate::event::TableRef) -> Vec<u8> {
     format!("{}.{}\0", table.schema, table.name).into_bytes()
 }
 
-/// A multiset of values, stored as sorted pairs.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Counts(pub BTreeMap<Scalar, u64>);
+/// A multiset of values (value → how many rows hold it), in value order.
+///
+/// Small ones — most groups — are a sorted vector: a binary search over one contiguous block
+/// touches a few cache lines where a tree's nodes are scattered. Past [`Counts::SMALL`] distinct
+/// values it becomes a B-tree, so an insert stays O(log n).
+#[derive(Debug, Clone)]
+pub enum Counts {
+    Sorted(Vec<(Scalar, u64)>),
+    Tree(BTreeMap<Scalar, u64>),
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts::Sorted(Vec::new())
+    }
+}
+
+impl PartialEq for Counts {
+    fn eq(&self, o: &Self) -> bool {
+        self.len() == o.len() && self.iter().eq(o.iter())
+    }
+}
 
 impl Serialize for Counts {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter())
+        s.collect_seq(self.iter())
     }
 }
 
 impl<'de> Deserialize<'de> for Counts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let pairs: Vec<(Scalar, u64)> = Vec::deserialize(d)?;
-        Ok(Counts(pairs.into_iter().collect()))
+        let mut pairs: Vec<(Scalar, u64)> = Vec::deserialize(d)?;
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        pairs.dedup_by(|a, b| {
+            let same = a.0 == b.0;
+            if same {
+                b.1 += a.1;
+            }
+            same
+        });
+        Ok(if pairs.len() > Counts::SMALL { Counts::Tree(pairs.into_iter().collect()) } else { Counts::Sorted(pairs) })
     }
 }
 
 impl Counts {
-    fn add(&mut self, v: Scalar, sign: i64) {
-        if sign > 0 {
-            *self.0.entry(v).or_insert(0) += 1;
-        } else if let Some(n) = self.0.get_mut(&v) {
-            *n -= 1;
-            if *n == 0 {
-                self.0.remove(&v);
+    /// Distinct values a sorted vector holds before it becomes a tree.
+    const SMALL: usize = 64;
+
+    /// Add `n` rows holding `v` (`n < 0` takes them back).
+    fn add(&mut self, v: &Scalar, n: i64) {
+        match self {
+            Counts::Sorted(pairs) => match pairs.binary_search_by(|(k, _)| k.cmp(v)) {
+                Ok(at) => {
+                    let c = (pairs[at].1 as i64).saturating_add(n);
+                    if c <= 0 {
+                        pairs.remove(at);
+                    } else {
+                        pairs[at].1 = c as u64;
+                    }
+                }
+                Err(at) if n > 0 => {
+                    pairs.insert(at, (v.clone(), n as u64));
+                    if pairs.len() > Counts::SMALL {
+                        *self = Counts::Tree(std::mem::take(pairs).into_iter().collect());
+                    }
+                }
+                Err(_) => {}
+            },
+            Counts::Tree(tree) => {
+                if n > 0 {
+                    *tree.entry(v.clone()).or_insert(0) += n as u64;
+                } else if let Some(c) = tree.get_mut(v) {
+                    let left = (*c as i64).saturating_add(n);
+                    if left <= 0 {
+                        tree.remove(v);
+                    } else {
+                        *c = left as u64;
+                    }
+                }
             }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Counts::Sorted(p) => p.len(),
+            Counts::Tree(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> Box<dyn DoubleEndedIterator<Item = (&Scalar, &u64)> + '_> {
+        match self {
+            Counts::Sorted(p) => Box::new(p.iter().map(|(k, n)| (k, n))),
+            Counts::Tree(t) => Box::new(t.iter()),
+        }
+    }
+
+    pub fn first(&self) -> Option<&Scalar> {
+        match self {
+            Counts::Sorted(p) => p.first().map(|(k, _)| k),
+            Counts::Tree(t) => t.keys().next(),
+        }
+    }
+
+    pub fn last(&self) -> Option<&Scalar> {
+        match self {
+            Counts::Sorted(p) => p.last().map(|(k, _)| k),
+            Counts::Tree(t) => t.keys().next_back(),
         }
     }
 }
@@ -335,14 +503,14 @@ impl AggState {
                 }
                 Some(Scalar::Bool(b)) => {
                     *n += sign;
-                    let d = Dec { mant: i128::from(*b) * sign as i128, scale: 0 };
+                    let d = Dec::new(i128::from(*b) * sign as i128, 0);
                     *dec = Some(dec.map_or(d, |s| s.plus(d)));
                 }
                 _ => {}
             },
             (AggState::Multi(c), _) => {
                 if let Some(v) = v {
-                    c.add(v.clone(), sign)
+                    c.add(v, sign)
                 }
             }
         }
@@ -361,8 +529,8 @@ impl AggState {
                 }
             }
             (AggState::Multi(a), AggState::Multi(b)) => {
-                for (v, n) in &b.0 {
-                    *a.0.entry(v.clone()).or_insert(0) += n;
+                for (v, n) in b.iter() {
+                    a.add(v, *n as i64);
                 }
             }
             _ => {}
@@ -377,15 +545,15 @@ impl AggState {
                 if *floats > 0 {
                     Value::Float(dec.map_or(0.0, Dec::to_f64) + float)
                 } else {
-                    Scalar::Num(dec.unwrap_or(Dec { mant: 0, scale: 0 })).to_value()
+                    Scalar::Num(dec.unwrap_or(Dec::new(0, 0))).to_value()
                 }
             }
             (AggState::Sum { n, dec, float, .. }, _) => {
                 Value::Float((dec.map_or(0.0, Dec::to_f64) + float) / *n as f64)
             }
-            (AggState::Multi(c), Func::Min) => c.0.keys().next().map_or(Value::Null, Scalar::to_value),
-            (AggState::Multi(c), Func::Max) => c.0.keys().next_back().map_or(Value::Null, Scalar::to_value),
-            (AggState::Multi(c), _) => Value::Int(c.0.len() as i64),
+            (AggState::Multi(c), Func::Min) => c.first().map_or(Value::Null, Scalar::to_value),
+            (AggState::Multi(c), Func::Max) => c.last().map_or(Value::Null, Scalar::to_value),
+            (AggState::Multi(c), _) => Value::Int(c.len() as i64),
         }
     }
 }
@@ -451,7 +619,14 @@ mod tests {
         assert_eq!(Dec::parse("0.05").unwrap().text(), "0.05");
         assert_eq!(Dec::parse("-3").unwrap().text(), "-3");
         assert_eq!(Dec::parse("-.05").unwrap().text(), "-0.05");
-        assert_eq!(Dec { mant: 123456, scale: 2 }.text(), "1234.56");
+        assert_eq!(Dec::new(123456, 2).text(), "1234.56");
+        assert_eq!(&*Dec::new(-7, 3).boxed_text(), "-0.007");
+        let huge = Dec::new(-(10i128.pow(36)) - 5, 30);
+        assert_eq!(&*huge.boxed_text(), "-1000000.000000000000000000000000000005");
+        assert_eq!(huge.text(), &*huge.boxed_text());
+        // Stored as before the mantissa was split in halves.
+        assert_eq!(serde_json::to_string(&huge).unwrap(), format!("{{\"mant\":{},\"scale\":30}}", huge.mant()));
+        assert_eq!(serde_json::from_str::<Dec>(&serde_json::to_string(&huge).unwrap()).unwrap(), huge);
         assert!(Dec::parse("1.5e3").is_none());
         assert_eq!(Dec::parse("2.0").unwrap().cmp(&Dec::parse("2").unwrap()), std::cmp::Ordering::Equal);
     }
@@ -472,6 +647,38 @@ mod tests {
         assert_eq!(min.output(Func::Min), num("5.00").to_value());
         max.apply(Func::Max, Some(&num("9.25")), -1);
         assert_eq!(max.output(Func::Max), num("5.00").to_value());
+    }
+
+    #[test]
+    fn a_multiset_past_its_small_form_keeps_every_count() {
+        let mut max = AggState::new(Func::Max);
+        let mut distinct = AggState::new(Func::CountDistinct);
+        // Each value twice, in an order that is neither ascending nor descending.
+        let values: Vec<i64> = (0..200).map(|i| (i * 37) % 200).chain(0..200).collect();
+        for v in &values {
+            max.apply(Func::Max, Some(&Scalar::Num(Dec::new(*v as i128, 0))), 1);
+            distinct.apply(Func::CountDistinct, Some(&Scalar::Num(Dec::new(*v as i128, 0))), 1);
+        }
+        assert!(matches!(&max, AggState::Multi(Counts::Tree(_))), "200 distinct values make a tree");
+        assert_eq!(distinct.output(Func::CountDistinct), Value::Int(200));
+        let stored: AggState = serde_json::from_slice(&serde_json::to_vec(&max).unwrap()).unwrap();
+        assert_eq!(stored, max);
+        // Take 199 back once: it is still held by one row; twice: 198 is the max.
+        let top = Scalar::Num(Dec::new(199, 0));
+        max.apply(Func::Max, Some(&top), -1);
+        assert_eq!(max.output(Func::Max), Value::Int(199));
+        max.apply(Func::Max, Some(&top), -1);
+        assert_eq!(max.output(Func::Max), Value::Int(198));
+        // The small form: the same through a sorted vector.
+        let mut small = AggState::new(Func::Min);
+        for v in [5, 3, 9, 3] {
+            small.apply(Func::Min, Some(&Scalar::Num(Dec::new(v, 0))), 1);
+        }
+        assert!(matches!(&small, AggState::Multi(Counts::Sorted(p)) if p.len() == 3));
+        small.apply(Func::Min, Some(&Scalar::Num(Dec::new(3, 0))), -1);
+        assert_eq!(small.output(Func::Min), Value::Int(3));
+        small.apply(Func::Min, Some(&Scalar::Num(Dec::new(3, 0))), -1);
+        assert_eq!(small.output(Func::Min), Value::Int(5));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::agg::{encode_key, row_key, table_prefix, AggSpec, Group, Scalar};
+use super::agg::{encode_key_into, row_key_into, table_prefix, AggSpec, Group, Scalar};
 use super::state::StateTable;
 use crate::event::{ChangeEvent, Op, Row, TableRef, Value};
 use crate::state::{StateDelta, StateError, StateStore};
@@ -30,20 +30,82 @@ pub struct AggregateConfig {
     pub max_cached: usize,
 }
 
-/// What one source row feeds into its group.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What one source row feeds into its group: the group columns' values, then one value per
+/// aggregate (one allocation for both).
+#[derive(Debug, Clone, PartialEq)]
 struct Contribution {
-    group: Vec<Option<Scalar>>,
-    values: Vec<Option<Scalar>>,
+    cols: Box<[Option<Scalar>]>,
+    /// Where the aggregates' values begin.
+    split: usize,
+}
+
+impl Contribution {
+    fn group(&self) -> &[Option<Scalar>] {
+        &self.cols[..self.split]
+    }
+
+    fn values(&self) -> &[Option<Scalar>] {
+        &self.cols[self.split..]
+    }
+}
+
+/// How a contribution is stored.
+#[derive(Serialize, Deserialize)]
+struct StoredContribution<G, V> {
+    group: G,
+    values: V,
+}
+
+impl Serialize for Contribution {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        StoredContribution { group: self.group(), values: self.values() }.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Contribution {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let c = StoredContribution::<Vec<Option<Scalar>>, Vec<Option<Scalar>>>::deserialize(d)?;
+        let split = c.group.len();
+        Ok(Contribution { cols: c.group.into_iter().chain(c.values).collect(), split })
+    }
+}
+
+/// A group's running aggregates, with the row last emitted for it (in memory only): the next
+/// change's `before`, without computing it again from the aggregates.
+#[derive(Debug)]
+struct GroupEntry {
+    agg: Group,
+    emitted: Option<Row>,
+}
+
+impl Serialize for GroupEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.agg.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for GroupEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(GroupEntry { agg: Group::deserialize(d)?, emitted: None })
+    }
 }
 
 pub struct Aggregate {
+    rows: StateTable<Contribution>,
+    groups: Groups,
+    /// Reused for each event's row key.
+    key: Vec<u8>,
+}
+
+/// The groups and what a change to one emits.
+struct Groups {
     cfg: AggregateConfig,
     names: Names,
-    rows: StateTable<Contribution>,
-    groups: StateTable<Group>,
+    table: StateTable<GroupEntry>,
     /// The derived table of the latest event's database and schema.
     out_table: Option<Arc<TableRef>>,
+    /// Reused for each group key.
+    key: Vec<u8>,
 }
 
 /// Output column names, shared by every derived row.
@@ -72,43 +134,67 @@ impl Names {
 
 /// The contribution of a row image, filling columns a partial row lacks from `old`.
 fn contribution(cfg: &AggregateConfig, row: &Row, old: Option<&Contribution>) -> Contribution {
-    let group = cfg
-        .group_by
-        .iter()
+    let earlier = |i: usize| old.and_then(|o| o.cols[i].clone());
+    let group = cfg.group_by.iter().map(|c| row.get(c));
+    let values = cfg.aggregates.iter().map(|a| a.column.as_deref().map(|c| row.get(c)));
+    let cols = group
         .enumerate()
-        .map(|(i, c)| match row.get(c) {
+        .map(|(i, v)| match v {
             Some(v) => Scalar::of(v),
-            None => old.and_then(|o| o.group[i].clone()),
+            None => earlier(i),
         })
+        .chain(values.enumerate().map(|(i, v)| match v {
+            None => None,
+            Some(Some(v)) => Scalar::of(v),
+            Some(None) => earlier(cfg.group_by.len() + i),
+        }))
         .collect();
-    let values = cfg
-        .aggregates
-        .iter()
-        .enumerate()
-        .map(|(i, a)| match (&a.column, a.column.as_deref().and_then(|c| row.get(c))) {
-            (None, _) => None,
-            (Some(_), Some(v)) => Scalar::of(v),
-            (Some(_), None) => old.and_then(|o| o.values[i].clone()),
-        })
-        .collect();
-    Contribution { group, values }
-}
-
-/// A group's derived row: its group columns and aggregates.
-fn output_row(cfg: &AggregateConfig, names: &Names, group: &[Option<Scalar>], g: &Group) -> Row {
-    let mut cols = names.key(group, names.aggregates.len());
-    g.output(&cfg.aggregates, &names.aggregates, &mut cols);
-    Row(cols)
+    Contribution { cols, split: cfg.group_by.len() }
 }
 
 impl Aggregate {
     pub fn new(cfg: AggregateConfig, store: Option<StateStore>, connector: Arc<str>, operator: &str) -> Self {
         let rows = StateTable::new(store.clone(), connector.clone(), format!("{operator}/rows"), cfg.max_cached);
-        let groups = StateTable::new(store, connector, format!("{operator}/groups"), cfg.max_cached);
+        let table = StateTable::new(store, connector, format!("{operator}/groups"), cfg.max_cached);
         let names = Names::new(&cfg.group_by, &cfg.aggregates);
-        Aggregate { cfg, names, rows, groups, out_table: None }
+        Aggregate { rows, groups: Groups { cfg, names, table, out_table: None, key: Vec::new() }, key: Vec::new() }
     }
 
+    pub fn process(&mut self, ev: &ChangeEvent, out: &mut Vec<ChangeEvent>) -> Result<(), StateError> {
+        if ev.op == Op::Truncate {
+            for rk in self.rows.keys_with_prefix(&table_prefix(&ev.table))? {
+                let slot = self.rows.get_mut(&rk)?;
+                self.groups.moved(slot.take(), None, ev, out)?;
+            }
+            return Ok(());
+        }
+        row_key_into(&ev.table, &ev.key, &mut self.key);
+        // One lookup: the slot is marked changed even when the row turns out not to be (a
+        // replayed event), which only rewrites the same value at the next checkpoint.
+        let slot = self.rows.get_mut(&self.key)?;
+        let new = match (ev.op, &ev.after) {
+            (Op::Delete, _) | (_, None) => None,
+            (_, Some(a)) => Some(contribution(&self.groups.cfg, a, slot.as_ref())),
+        };
+        if *slot == new {
+            return Ok(());
+        }
+        let old = std::mem::replace(slot, new);
+        self.groups.moved(old, slot.as_ref(), ev, out)
+    }
+
+    pub fn checkpoint(&mut self, out: &mut Vec<StateDelta>) {
+        self.rows.checkpoint(out);
+        self.groups.table.checkpoint(out);
+    }
+
+    pub fn stored(&mut self) {
+        self.rows.stored();
+        self.groups.table.stored();
+    }
+}
+
+impl Groups {
     /// The derived table, in the database and schema of the event that caused the change.
     fn out_table(&mut self, cause: &TableRef) -> Arc<TableRef> {
         match &self.out_table {
@@ -127,27 +213,25 @@ impl Aggregate {
 
     /// Move one source row from its old contribution to its new one; emit each touched group's
     /// change once, from its state before to its state after.
-    fn change(
+    fn moved(
         &mut self,
-        rk: &[u8],
         old: Option<Contribution>,
-        new: Option<Contribution>,
+        new: Option<&Contribution>,
         cause: &ChangeEvent,
         out: &mut Vec<ChangeEvent>,
     ) -> Result<(), StateError> {
-        match (&old, &new) {
-            (Some(o), Some(n)) if o.group == n.group => self.touch(&o.group, &[(o, -1), (n, 1)], cause, out)?,
+        match (&old, new) {
+            (Some(o), Some(n)) if o.group() == n.group() => self.touch(o.group(), &[(o, -1), (n, 1)], cause, out),
             _ => {
                 if let Some(o) = &old {
-                    self.touch(&o.group, &[(o, -1)], cause, out)?;
+                    self.touch(o.group(), &[(o, -1)], cause, out)?;
                 }
-                if let Some(n) = &new {
-                    self.touch(&n.group, &[(n, 1)], cause, out)?;
+                match new {
+                    Some(n) => self.touch(n.group(), &[(n, 1)], cause, out),
+                    None => Ok(()),
                 }
             }
         }
-        *self.rows.get_mut(rk)? = new;
-        Ok(())
     }
 
     /// Add (`1`) or retract (`-1`) contributions to one group and emit its change, if any.
@@ -158,17 +242,28 @@ impl Aggregate {
         cause: &ChangeEvent,
         out: &mut Vec<ChangeEvent>,
     ) -> Result<(), StateError> {
-        let specs = &self.cfg.aggregates;
-        let slot = self.groups.get_mut(&encode_key(group))?;
-        let before = slot.as_ref().map(|g| output_row(&self.cfg, &self.names, group, g));
-        let g = slot.get_or_insert_with(|| Group::new(specs));
+        let (cfg, names) = (&self.cfg, &self.names);
+        encode_key_into(group, &mut self.key);
+        let slot = self.table.get_mut(&self.key)?;
+        let existed = slot.is_some();
+        let entry = slot.get_or_insert_with(|| GroupEntry { agg: Group::new(&cfg.aggregates), emitted: None });
+        // What was emitted last (computed again for a group read back from the store).
+        let before = match entry.emitted.take() {
+            Some(row) => Some(row),
+            None if existed => Some(output_row(cfg, names, group, &entry.agg)),
+            None => None,
+        };
         for (c, sign) in changes {
-            g.apply(specs, &c.values, *sign);
+            entry.agg.apply(&cfg.aggregates, c.values(), *sign);
         }
-        if g.rows <= 0 {
+        let after = if entry.agg.rows > 0 {
+            let row = output_row(cfg, names, group, &entry.agg);
+            entry.emitted = Some(row.clone());
+            Some(row)
+        } else {
             *slot = None;
-        }
-        let after = slot.as_ref().map(|g| output_row(&self.cfg, &self.names, group, g));
+            None
+        };
         let op = match (&before, &after) {
             (None, Some(_)) => Op::Create,
             (Some(b), Some(a)) if b != a => Op::Update,
@@ -189,42 +284,13 @@ impl Aggregate {
         });
         Ok(())
     }
+}
 
-    pub fn process(&mut self, ev: &ChangeEvent, out: &mut Vec<ChangeEvent>) -> Result<(), StateError> {
-        match ev.op {
-            Op::Truncate => {
-                let prefix = table_prefix(&ev.table);
-                for rk in self.rows.keys_with_prefix(&prefix)? {
-                    let old = self.rows.get(&rk)?.cloned();
-                    self.change(&rk, old, None, ev, out)?;
-                }
-            }
-            _ => {
-                let rk = row_key(&ev.table, &ev.key);
-                let old = self.rows.get(&rk)?;
-                let new = match (ev.op, &ev.after) {
-                    (Op::Delete, _) | (_, None) => None,
-                    (_, Some(a)) => Some(contribution(&self.cfg, a, old)),
-                };
-                if old == new.as_ref() {
-                    return Ok(());
-                }
-                let old = self.rows.get_mut(&rk)?.take();
-                self.change(&rk, old, new, ev, out)?;
-            }
-        }
-        Ok(())
-    }
-
-    pub fn checkpoint(&mut self, out: &mut Vec<StateDelta>) {
-        self.rows.checkpoint(out);
-        self.groups.checkpoint(out);
-    }
-
-    pub fn stored(&mut self) {
-        self.rows.stored();
-        self.groups.stored();
-    }
+/// A group's derived row: its group columns and aggregates.
+fn output_row(cfg: &AggregateConfig, names: &Names, group: &[Option<Scalar>], g: &Group) -> Row {
+    let mut cols = names.key(group, names.aggregates.len());
+    g.output(&cfg.aggregates, &names.aggregates, &mut cols);
+    Row(cols)
 }
 
 #[cfg(test)]

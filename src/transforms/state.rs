@@ -7,8 +7,12 @@
 //! it be evicted. Memory therefore holds at most `max_cached` clean entries plus what changed
 //! within one checkpoint interval.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,11 +34,64 @@ struct Entry<V> {
     mark: Mark,
 }
 
+/// An entry's key: up to [`Key::INLINE`] bytes held in place — a lookup compares it without
+/// following a pointer to another cache line — and on the heap beyond.
+#[derive(Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; Key::INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    /// Row keys of one integer column, group keys of a few columns.
+    const INLINE: usize = 38;
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..*len as usize],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+impl From<&[u8]> for Key {
+    fn from(k: &[u8]) -> Key {
+        if k.len() <= Key::INLINE {
+            let mut bytes = [0; Key::INLINE];
+            bytes[..k.len()].copy_from_slice(k);
+            Key::Inline { len: k.len() as u8, bytes }
+        } else {
+            Key::Heap(k.into())
+        }
+    }
+}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+// Hashed and compared as its bytes, so the table is searched with a `&[u8]`.
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.as_slice().hash(h)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, o: &Key) -> bool {
+        self.as_slice() == o.as_slice()
+    }
+}
+
+impl Eq for Key {}
+
 pub struct StateTable<V> {
     store: Option<StateStore>,
     connector: Arc<str>,
     operator: String,
-    entries: HashMap<Vec<u8>, Entry<V>, foldhash::fast::RandomState>,
+    entries: HashMap<Key, Entry<V>, foldhash::fast::RandomState>,
     /// How many entries are `Clean` (only those can be evicted).
     clean: usize,
     max_cached: usize,
@@ -58,47 +115,50 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
         }
     }
 
-    fn load(&mut self, key: &[u8]) -> Result<(), StateError> {
-        if self.entries.contains_key(key) {
-            return Ok(());
-        }
-        let value =
-            match &self.store {
-                Some(_) if self.complete => None,
-                Some(store) => match store.entry(&self.connector, &self.operator, key)? {
-                    Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
-                        StateError::Storage(format!("operator {} entry unreadable: {e}", self.operator))
-                    })?),
-                    None => None,
-                },
-                None => None,
-            };
+    /// The entry of `key`, read from the store on a miss (one hash lookup when it is in memory),
+    /// marked changed when `change`.
+    fn slot(&mut self, key: &[u8], change: bool) -> Result<&mut Entry<V>, StateError> {
+        // Room first: the entry about to be used may be evicted here, and is then read again.
         self.evict();
-        self.entries.insert(key.to_vec(), Entry { value, mark: Mark::Clean });
-        self.clean += 1;
-        Ok(())
+        let e = match self.entries.entry_ref(key) {
+            EntryRef::Occupied(e) => e.into_mut(),
+            EntryRef::Vacant(slot) => {
+                let value = match &self.store {
+                    Some(_) if self.complete => None,
+                    Some(store) => match store.entry(&self.connector, &self.operator, key)? {
+                        Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+                            StateError::Storage(format!("operator {} entry unreadable: {e}", self.operator))
+                        })?),
+                        None => None,
+                    },
+                    None => None,
+                };
+                self.clean += 1;
+                slot.insert_with_key(Key::from(key), Entry { value, mark: Mark::Clean })
+            }
+        };
+        if change && e.mark == Mark::Clean {
+            self.clean -= 1;
+        }
+        if change {
+            e.mark = Mark::Dirty;
+        }
+        Ok(e)
     }
 
     /// The entry, to read.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<&V>, StateError> {
-        self.load(key)?;
-        Ok(self.entries.get(key).and_then(|e| e.value.as_ref()))
+        Ok(self.slot(key, false)?.value.as_ref())
     }
 
     /// The entry, to change (it will be written with the next checkpoint).
     pub fn get_mut(&mut self, key: &[u8]) -> Result<&mut Option<V>, StateError> {
-        self.load(key)?;
-        let e = self.entries.get_mut(key).expect("loaded above");
-        if e.mark == Mark::Clean {
-            self.clean -= 1;
-        }
-        e.mark = Mark::Dirty;
-        Ok(&mut e.value)
+        Ok(&mut self.slot(key, true)?.value)
     }
 
     /// Replace an entry without reading it (it will be written with the next checkpoint).
     pub fn put(&mut self, key: &[u8], value: Option<V>) {
-        let previous = self.entries.insert(key.to_vec(), Entry { value, mark: Mark::Dirty });
+        let previous = self.entries.insert(Key::from(key), Entry { value, mark: Mark::Dirty });
         if previous.is_some_and(|e| e.mark == Mark::Clean) {
             self.clean -= 1;
         }
@@ -114,9 +174,10 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
             None => Vec::new(),
         };
         for (k, e) in &self.entries {
+            let k = k.as_slice();
             if k.starts_with(prefix) {
-                match (&e.value, keys.binary_search(k)) {
-                    (Some(_), Err(at)) => keys.insert(at, k.clone()),
+                match (&e.value, keys.binary_search_by(|probe| probe.as_slice().cmp(k))) {
+                    (Some(_), Err(at)) => keys.insert(at, k.to_vec()),
                     (None, Ok(at)) => {
                         keys.remove(at);
                     }
@@ -152,7 +213,7 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
         for (k, e) in self.entries.iter_mut().filter(|(_, e)| e.mark == Mark::Dirty) {
             e.mark = Mark::Flushing;
             let bytes = e.value.as_ref().map(|v| serde_json::to_vec(v).expect("operator state serializes"));
-            delta.entries.push((k.clone(), bytes));
+            delta.entries.push((k.as_slice().to_vec(), bytes));
         }
         if !delta.entries.is_empty() {
             // In key order: the store's B-tree takes sorted inserts page by page.
