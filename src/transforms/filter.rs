@@ -34,6 +34,75 @@ pub struct FilterExpr {
     pub source: String,
     pub refs: ColumnRefs,
     uses: Uses,
+    /// The expression is one comparison of a column with a literal.
+    compare: Option<Compare>,
+}
+
+/// `after.COL <op> literal` or `before.COL <op> literal` (either way round): the most common
+/// filter, evaluated without the interpreter when the column holds a string or an integer and
+/// the literal is of the same type. Any other case — a NULL, another type, a missing row —
+/// goes to CEL, so the answer is always CEL's.
+#[derive(Debug, Clone)]
+struct Compare {
+    after: bool,
+    column: String,
+    literal: Literal,
+    /// Which orderings of column against literal make it true.
+    holds: fn(std::cmp::Ordering) -> bool,
+}
+
+#[derive(Debug, Clone)]
+enum Literal {
+    Text(String),
+    Int(i64),
+}
+
+impl Compare {
+    fn of(e: &IdedExpr) -> Option<Compare> {
+        use std::cmp::Ordering;
+        let Expr::Call(call) = &e.expr else { return None };
+        let [a, b] = call.args.as_slice() else { return None };
+        let (select, literal, flipped) = match (&a.expr, &b.expr) {
+            (Expr::Select(s), Expr::Literal(l)) => (s, l, false),
+            (Expr::Literal(l), Expr::Select(s)) => (s, l, true),
+            _ => return None,
+        };
+        let after = match &select.operand.expr {
+            Expr::Ident(row) if row == "after" => true,
+            Expr::Ident(row) if row == "before" => false,
+            _ => return None,
+        };
+        if call.target.is_some() || select.test {
+            return None;
+        }
+        let literal = match literal {
+            cel::common::ast::LiteralValue::String(t) => Literal::Text(t.inner().to_string()),
+            cel::common::ast::LiteralValue::Int(i) => Literal::Int(*i.inner()),
+            _ => return None,
+        };
+        // With the literal on the left, `lit < col` holds when col > lit.
+        let holds: fn(Ordering) -> bool = match (call.func_name.as_str(), flipped) {
+            ("_==_", _) => Ordering::is_eq,
+            ("_!=_", _) => Ordering::is_ne,
+            ("_<_", false) | ("_>_", true) => Ordering::is_lt,
+            ("_<=_", false) | ("_>=_", true) => Ordering::is_le,
+            ("_>_", false) | ("_<_", true) => Ordering::is_gt,
+            ("_>=_", false) | ("_<=_", true) => Ordering::is_ge,
+            _ => return None,
+        };
+        Some(Compare { after, column: select.field.clone(), literal, holds })
+    }
+
+    /// The answer, when this event is a case it covers.
+    fn eval(&self, ev: &ChangeEvent) -> Option<bool> {
+        let row = if self.after { ev.after.as_ref() } else { ev.before.as_ref() }?;
+        let ord = match (row.get(&self.column)?, &self.literal) {
+            (Value::Text(v), Literal::Text(l)) => v.as_str().cmp(l.as_str()),
+            (Value::Int(v), Literal::Int(l)) => v.cmp(l),
+            _ => return None,
+        };
+        Some((self.holds)(ord))
+    }
 }
 
 impl std::fmt::Debug for FilterExpr {
@@ -94,11 +163,20 @@ impl FilterExpr {
         };
         let mut refs = ColumnRefs::default();
         collect_refs(program.expression(), &mut refs);
-        Ok(FilterExpr { program, source: source.to_string(), refs, uses })
+        let compare = Compare::of(program.expression());
+        Ok(FilterExpr { program, source: source.to_string(), refs, uses, compare })
     }
 
     /// Evaluate for one event; `Err` when the result is not a boolean or evaluation fails.
     pub fn matches(&self, ev: &ChangeEvent, enc: &Encoding) -> Result<bool, String> {
+        match self.compare.as_ref().and_then(|c| c.eval(ev)) {
+            Some(answer) => Ok(answer),
+            None => self.interpret(ev, enc),
+        }
+    }
+
+    /// Evaluate with the CEL interpreter.
+    fn interpret(&self, ev: &ChangeEvent, enc: &Encoding) -> Result<bool, String> {
         // Values borrow from the event; only the variables (and, unless a row is used whole, the
         // columns) the expression reads are built.
         let mut ctx = Context::with_env(env());
@@ -261,6 +339,42 @@ mod tests {
         let f = FilterExpr::compile("double(after.price) >= 9.5").unwrap();
         let priced = ev(Op::Create, vec![("price", Value::Numeric { text: "9.50".into(), scale: Some(2) })]);
         assert!(f.matches(&priced, &enc).unwrap());
+    }
+
+    #[test]
+    fn a_comparison_with_a_literal_answers_as_cel_does() {
+        let enc = Encoding::default();
+        let rows = [
+            vec![("status", Value::Text("paid".into())), ("n", Value::Int(5))],
+            vec![("status", Value::Text("new".into())), ("n", Value::Int(-3))],
+            vec![("status", Value::Text("pay".into())), ("n", Value::Int(10))],
+            vec![("status", Value::Null), ("n", Value::Null)],
+            vec![("status", Value::Int(1)), ("n", Value::Text("5".into()))],
+            vec![("status", Value::Text("é".into())), ("n", Value::UInt(5))],
+        ];
+        let mut fast = 0;
+        for op in ["==", "!=", "<", "<=", ">", ">="] {
+            for (left, right) in
+                [("after.status", "'paid'"), ("'paid'", "after.status"), ("after.n", "5"), ("5", "after.n")]
+            {
+                let source = format!("{left} {op} {right}");
+                let f = FilterExpr::compile(&source).unwrap();
+                assert!(f.compare.is_some(), "{source}");
+                for row in &rows {
+                    let e = ev(Op::Create, row.clone());
+                    fast += usize::from(f.compare.as_ref().unwrap().eval(&e).is_some());
+                    let (a, b) = (f.matches(&e, &enc), f.interpret(&e, &enc));
+                    assert_eq!(a, b, "{source} on {row:?}");
+                }
+            }
+        }
+        assert!(fast >= 6 * 4 * 3, "the string and integer rows took the fast path: {fast}");
+        // A delete has no `after`: CEL answers (here, an error), not the fast path.
+        let f = FilterExpr::compile("after.status != 'test'").unwrap();
+        assert!(f.matches(&ev(Op::Delete, vec![]), &enc).is_err());
+        for other in ["after.status != 'a' && op == 'c'", "after.total > 1.5", "key.id == 1", "has(after.x)"] {
+            assert!(FilterExpr::compile(other).unwrap().compare.is_none(), "{other}");
+        }
     }
 
     #[test]
