@@ -66,11 +66,59 @@ fn storage(e: impl std::fmt::Display) -> StateError {
 /// A stored operator entry: key and value bytes.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
-/// What changed in one operator's entries since the last checkpoint (`None`: deleted).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What changed in one operator's entries since the last checkpoint: each key, in key order,
+/// with its value's bytes (`None`: deleted). The values may be serialized only when the delta is
+/// stored, so that work happens on the thread storing it, off the data path.
 pub struct StateDelta {
     pub operator: String,
-    pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    entries: Box<dyn Fn(&mut Put<'_>) + Send + Sync>,
+}
+
+/// Takes one entry: its key and its value's bytes (`None`: deleted).
+type Put<'a> = dyn FnMut(&[u8], Option<&[u8]>) + 'a;
+
+impl StateDelta {
+    /// Entries already serialized.
+    pub fn new(operator: String, entries: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> StateDelta {
+        StateDelta {
+            operator,
+            entries: Box::new(move |put| entries.iter().for_each(|(k, v)| put(k, v.as_deref()))),
+        }
+    }
+
+    /// Entries serialized as JSON when stored.
+    pub fn deferred<V: serde::Serialize + Send + Sync + 'static>(
+        operator: String,
+        entries: Vec<(Vec<u8>, Option<V>)>,
+    ) -> StateDelta {
+        StateDelta {
+            operator,
+            entries: Box::new(move |put| {
+                let mut bytes = Vec::new();
+                for (k, v) in &entries {
+                    match v {
+                        Some(v) => {
+                            bytes.clear();
+                            serde_json::to_writer(&mut bytes, v).expect("operator state serializes");
+                            put(k, Some(&bytes));
+                        }
+                        None => put(k, None),
+                    }
+                }
+            }),
+        }
+    }
+
+    /// Each entry, with its value's bytes.
+    pub fn for_each(&self, mut put: impl FnMut(&[u8], Option<&[u8]>)) {
+        (self.entries)(&mut put)
+    }
+}
+
+impl std::fmt::Debug for StateDelta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateDelta").field("operator", &self.operator).finish_non_exhaustive()
+    }
 }
 
 /// Cheap to clone; every clone shares the one open database.
@@ -213,15 +261,22 @@ impl StateStore {
             let mut positions = txn.open_table(POSITIONS).map_err(storage)?;
             positions.insert(connector, bytes.as_slice()).map_err(storage)?;
             let mut ops = txn.open_table(OPERATORS).map_err(storage)?;
+            let mut failed = None;
             for d in deltas {
-                for (key, value) in &d.entries {
-                    let key = entry_key(connector, &d.operator, key);
-                    match value {
-                        Some(v) => ops.insert(key.as_slice(), v.as_slice()).map(drop),
-                        None => ops.remove(key.as_slice()).map(drop),
+                d.for_each(|key, value| {
+                    if failed.is_some() {
+                        return;
                     }
-                    .map_err(storage)?;
-                }
+                    let key = entry_key(connector, &d.operator, key);
+                    let done = match value {
+                        Some(v) => ops.insert(key.as_slice(), v).map(drop),
+                        None => ops.remove(key.as_slice()).map(drop),
+                    };
+                    failed = done.err();
+                });
+            }
+            if let Some(e) = failed {
+                return Err(storage(e));
             }
         }
         txn.commit().map_err(storage)?;
@@ -296,13 +351,12 @@ mod tests {
         let store = StateStore::open(&dir).unwrap();
         assert_eq!(store.position("a").unwrap(), None);
         let pos = Position::Postgres(PgPosition::streaming(0x1000));
-        let delta = |v: &[u8]| StateDelta {
-            operator: "agg".into(),
-            entries: vec![(b"g1".to_vec(), Some(v.to_vec())), (b"g2".to_vec(), Some(b"x".to_vec()))],
+        let delta = |v: &[u8]| {
+            StateDelta::new("agg".into(), vec![(b"g1".to_vec(), Some(v.to_vec())), (b"g2".to_vec(), Some(b"x".to_vec()))])
         };
         store.commit("a", &pos, &[delta(b"s1")]).unwrap();
         store.commit("b", &pos, &[delta(b"other")]).unwrap();
-        let removal = StateDelta { operator: "agg".into(), entries: vec![(b"g2".to_vec(), None)] };
+        let removal = StateDelta::new("agg".into(), vec![(b"g2".to_vec(), None)]);
         store.commit("a", &pos, &[removal]).unwrap();
         drop(store);
 

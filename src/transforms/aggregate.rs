@@ -78,6 +78,13 @@ struct GroupEntry {
     emitted: Option<Row>,
 }
 
+/// A copy of the aggregates, for a checkpoint (the emitted row is not stored).
+impl Clone for GroupEntry {
+    fn clone(&self) -> Self {
+        GroupEntry { agg: self.agg.clone(), emitted: None }
+    }
+}
+
 impl Serialize for GroupEntry {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.agg.serialize(s)

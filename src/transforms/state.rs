@@ -100,7 +100,7 @@ pub struct StateTable<V> {
     complete: bool,
 }
 
-impl<V: Serialize + DeserializeOwned> StateTable<V> {
+impl<V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> StateTable<V> {
     /// `store: None` keeps everything in memory (unit tests, benchmarks without a store).
     pub fn new(store: Option<StateStore>, connector: Arc<str>, operator: String, max_cached: usize) -> Self {
         let complete = store.as_ref().is_none_or(|s| !s.has_entries(&connector, &operator).unwrap_or(true));
@@ -207,18 +207,18 @@ impl<V: Serialize + DeserializeOwned> StateTable<V> {
         self.complete = false;
     }
 
-    /// What changed since the last checkpoint, serialized, for the next one.
+    /// What changed since the last checkpoint, for the next one: copies of the changed entries,
+    /// serialized by the thread that stores them.
     pub fn checkpoint(&mut self, out: &mut Vec<StateDelta>) {
-        let mut delta = StateDelta { operator: self.operator.clone(), entries: Vec::new() };
+        let mut entries = Vec::new();
         for (k, e) in self.entries.iter_mut().filter(|(_, e)| e.mark == Mark::Dirty) {
             e.mark = Mark::Flushing;
-            let bytes = e.value.as_ref().map(|v| serde_json::to_vec(v).expect("operator state serializes"));
-            delta.entries.push((k.as_slice().to_vec(), bytes));
+            entries.push((k.as_slice().to_vec(), e.value.clone()));
         }
-        if !delta.entries.is_empty() {
+        if !entries.is_empty() {
             // In key order: the store's B-tree takes sorted inserts page by page.
-            delta.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            out.push(delta);
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            out.push(StateDelta::deferred(self.operator.clone(), entries));
         }
     }
 
