@@ -599,6 +599,51 @@ impl AggState {
     }
 }
 
+/// What an aggregate outputs, without formatting it: equal exactly when the output values are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Null,
+    Int(i64),
+    /// The bits of a float.
+    Float(u64),
+    Num(Dec),
+    Value(Scalar),
+}
+
+impl AggState {
+    /// [`AggState::output`], comparable and cheap (no text for decimals).
+    pub fn output_key(&self, func: Func) -> Output {
+        let float = |f: f64| Output::Float(f.to_bits());
+        match (self, func) {
+            (AggState::Count(n), _) => Output::Int(*n),
+            (AggState::Sum { n: 0, .. }, _) => Output::Null,
+            (AggState::Sum { dec, float: f, floats, .. }, Func::Sum) => {
+                if *floats > 0 {
+                    float(dec.map_or(0.0, Dec::to_f64) + f)
+                } else {
+                    Output::Num(dec.unwrap_or(Dec::new(0, 0)))
+                }
+            }
+            (AggState::Sum { n, dec, float: f, .. }, _) => float((dec.map_or(0.0, Dec::to_f64) + f) / *n as f64),
+            (AggState::Multi(c), Func::Min | Func::Max) => match c {
+                Counts::Nums { scale, pairs } => {
+                    let pick = if func == Func::Min { pairs.first() } else { pairs.last() };
+                    pick.map_or(Output::Null, |(m, _)| Output::Num(Dec::new(*m as i128, *scale)))
+                }
+                Counts::Sorted(p) => {
+                    let pick = if func == Func::Min { p.first() } else { p.last() };
+                    pick.map_or(Output::Null, |(v, _)| Output::Value(v.clone()))
+                }
+                Counts::Tree(t) => {
+                    let pick = if func == Func::Min { t.keys().next() } else { t.keys().next_back() };
+                    pick.map_or(Output::Null, |v| Output::Value(v.clone()))
+                }
+            },
+            (AggState::Multi(c), _) => Output::Int(c.len() as i64),
+        }
+    }
+}
+
 /// The running aggregates of one group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
@@ -624,6 +669,12 @@ impl Group {
         for (a, b) in self.states.iter_mut().zip(&other.states) {
             a.merge(b);
         }
+    }
+
+    /// The outputs of every spec, comparable (into `out`, cleared first).
+    pub fn output_keys(&self, specs: &[AggSpec], out: &mut Vec<Output>) {
+        out.clear();
+        out.extend(specs.iter().zip(&self.states).map(|(a, s)| s.output_key(a.func)));
     }
 
     /// Append the output columns (`names`, one per spec, and values) of every spec.

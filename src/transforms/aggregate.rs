@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::agg::{encode_key_into, row_key_into, table_prefix, AggSpec, Group, Scalar};
+use super::agg::{encode_key_into, row_key_into, table_prefix, AggSpec, Group, Output, Scalar};
 use super::state::StateTable;
 use crate::event::{ChangeEvent, Op, Row, TableRef, Value};
 use crate::state::{StateDelta, StateError, StateStore};
@@ -28,6 +28,10 @@ pub struct AggregateConfig {
     pub pass_through: bool,
     /// Entries kept in memory per state table (the rest are paged through the store).
     pub max_cached: usize,
+    /// Updates carry the group's previous row as `before`, deletes its last row (like a
+    /// PostgreSQL table with `REPLICA IDENTITY FULL`). Off (the default), updates carry no
+    /// `before` and deletes the group columns only (like the default identity).
+    pub before_images: bool,
 }
 
 /// What one source row feeds into its group: the group columns' values, then one value per
@@ -70,8 +74,8 @@ impl<'de> Deserialize<'de> for Contribution {
     }
 }
 
-/// A group's running aggregates, with the row last emitted for it (in memory only): the next
-/// change's `before`, without computing it again from the aggregates.
+/// A group's running aggregates, with the row last emitted for it when before images are on
+/// (in memory only): the next change's `before`, without computing it again.
 #[derive(Debug)]
 struct GroupEntry {
     agg: Group,
@@ -113,6 +117,8 @@ struct Groups {
     out_table: Option<Arc<TableRef>>,
     /// Reused for each group key.
     key: Vec<u8>,
+    /// Reused for a group's outputs before a change, and after it.
+    outputs: (Vec<Output>, Vec<Output>),
 }
 
 /// Output column names, shared by every derived row.
@@ -164,7 +170,7 @@ impl Aggregate {
         let rows = StateTable::new(store.clone(), connector.clone(), format!("{operator}/rows"), cfg.max_cached);
         let table = StateTable::new(store, connector, format!("{operator}/groups"), cfg.max_cached);
         let names = Names::new(&cfg.group_by, &cfg.aggregates);
-        Aggregate { rows, groups: Groups { cfg, names, table, out_table: None, key: Vec::new() }, key: Vec::new() }
+        Aggregate { rows, groups: Groups { cfg, names, table, out_table: None, key: Vec::new(), outputs: Default::default() }, key: Vec::new() }
     }
 
     pub fn process(&mut self, ev: &ChangeEvent, out: &mut Vec<ChangeEvent>) -> Result<(), StateError> {
@@ -254,29 +260,55 @@ impl Groups {
         let slot = self.table.get_mut(&self.key)?;
         let existed = slot.is_some();
         let entry = slot.get_or_insert_with(|| GroupEntry { agg: Group::new(&cfg.aggregates), emitted: None });
-        // What was emitted last (computed again for a group read back from the store).
-        let before = match entry.emitted.take() {
-            Some(row) => Some(row),
-            None if existed => Some(output_row(cfg, names, group, &entry.agg)),
-            None => None,
-        };
+        let (prior, now) = &mut self.outputs;
+        let mut before = None;
+        if cfg.before_images {
+            // What was emitted last (computed again for a group read back from the store).
+            before = match entry.emitted.take() {
+                Some(row) => Some(row),
+                None if existed => Some(output_row(cfg, names, group, &entry.agg)),
+                None => None,
+            };
+        } else if existed {
+            entry.agg.output_keys(&cfg.aggregates, prior);
+        }
         for (c, sign) in changes {
             entry.agg.apply(&cfg.aggregates, c.values(), *sign);
         }
-        let after = if entry.agg.rows > 0 {
-            let row = output_row(cfg, names, group, &entry.agg);
-            entry.emitted = Some(row.clone());
-            Some(row)
-        } else {
+        let op = match (existed, entry.agg.rows > 0) {
+            (false, true) => Op::Create,
+            (true, false) => Op::Delete,
+            (true, true) if cfg.before_images => Op::Update,
+            (true, true) => {
+                entry.agg.output_keys(&cfg.aggregates, now);
+                if prior == now {
+                    return Ok(());
+                }
+                Op::Update
+            }
+            (false, false) => {
+                *slot = None;
+                return Ok(());
+            }
+        };
+        let after = if op == Op::Delete {
             *slot = None;
             None
+        } else {
+            let row = output_row(cfg, names, group, &entry.agg);
+            if cfg.before_images {
+                if before.as_ref() == Some(&row) {
+                    entry.emitted = before;
+                    return Ok(());
+                }
+                entry.emitted = Some(row.clone());
+            }
+            Some(row)
         };
-        let op = match (&before, &after) {
-            (None, Some(_)) => Op::Create,
-            (Some(b), Some(a)) if b != a => Op::Update,
-            (Some(_), None) => Op::Delete,
-            _ => return Ok(()),
-        };
+        if op == Op::Delete && !cfg.before_images {
+            // The deleted row's key, as a table with the default replica identity sends it.
+            before = Some(Row(names.key(group, 0)));
+        }
         out.push(ChangeEvent {
             op,
             table: self.out_table(&cause.table),
@@ -317,6 +349,7 @@ mod tests {
             ],
             pass_through: true,
             max_cached: 1000,
+            before_images: false,
         }
     }
 
@@ -380,6 +413,49 @@ mod tests {
         assert_eq!((out[0].0, out[0].1.as_str(), out[0].2.is_none()), (Op::Delete, "ann", true));
         // A replayed, unchanged row changes nothing.
         assert!(run(&mut a, ev(Op::Update, 2, "bob", 30, 5)).is_empty());
+    }
+
+    #[test]
+    fn before_images_are_full_rows_when_asked_and_keys_otherwise() {
+        let full = AggregateConfig { before_images: true, ..cfg() };
+        let mut a = Aggregate::new(full, None, "c".into(), "agg");
+        let mut b = Aggregate::new(cfg(), None, "c".into(), "agg");
+        let mut both = |e: ChangeEvent| {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            a.process(&e, &mut x).unwrap();
+            b.process(&e, &mut y).unwrap();
+            let strip = |d: &ChangeEvent| (d.op, d.key.clone(), d.after.clone(), d.version);
+            assert_eq!(x.iter().map(strip).collect::<Vec<_>>(), y.iter().map(strip).collect::<Vec<_>>());
+            (x, y)
+        };
+        both(ev(Op::Create, 1, "ann", 10, 1));
+        let (full, bare) = both(ev(Op::Create, 2, "ann", 30, 2));
+        assert_eq!(get(&full[0].before, "revenue"), Value::Int(10), "the row emitted before");
+        assert_eq!(bare[0].before, None);
+        both(ev(Op::Delete, 2, "", 0, 3));
+        let (full, bare) = both(ev(Op::Delete, 1, "", 0, 4));
+        assert_eq!(full[0].op, Op::Delete);
+        assert_eq!(get(&full[0].before, "revenue"), Value::Int(10), "the group's last row");
+        assert_eq!(bare[0].before, Some(bare[0].key.clone()), "the group columns, as a default replica identity");
+    }
+
+    #[test]
+    fn a_change_that_leaves_every_output_equal_emits_nothing() {
+        for before_images in [false, true] {
+            let spec = |n, t| AggSpec::parse(n, t).unwrap();
+            let only_extremes = AggregateConfig {
+                aggregates: vec![spec("n", "count(*)"), spec("biggest", "max(total)")],
+                before_images,
+                ..cfg()
+            };
+            let mut a = Aggregate::new(only_extremes, None, "c".into(), "agg");
+            run(&mut a, ev(Op::Create, 1, "ann", 10, 1));
+            run(&mut a, ev(Op::Create, 2, "ann", 50, 2));
+            // Row 1 changes, but neither the count nor the max does.
+            assert!(run(&mut a, ev(Op::Update, 1, "ann", 20, 3)).is_empty(), "before_images = {before_images}");
+            let out = run(&mut a, ev(Op::Update, 2, "ann", 5, 4));
+            assert_eq!((out[0].0, get(&out[0].2, "biggest")), (Op::Update, Value::Int(20)));
+        }
     }
 
     #[test]

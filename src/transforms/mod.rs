@@ -137,7 +137,7 @@ impl TransformConfig {
                 Some(Spec::Route(Route { table, key }))
             }
             "aggregate" => {
-                allowed.extend(["name", "group_by", "aggregates", "pass_through", "max_cached_entries"]);
+                allowed.extend(["name", "group_by", "aggregates", "pass_through", "max_cached_entries", "before_images"]);
                 let name = derived_name(&mut s, d);
                 let group_by = s.opt_str_list(d, "group_by").unwrap_or_default();
                 if group_by.is_empty() {
@@ -146,8 +146,16 @@ impl TransformConfig {
                 let aggregates = aggregate_specs(&mut s, d);
                 let pass_through = s.opt_bool(d, "pass_through").unwrap_or(true);
                 let max_cached = s.opt_nonzero(d, "max_cached_entries").map_or(DEFAULT_MAX_CACHED, |n| n.get());
+                let before_images = s.opt_bool(d, "before_images").unwrap_or(false);
                 name.map(|name| {
-                    Spec::Aggregate(AggregateConfig { name, group_by, aggregates, pass_through, max_cached })
+                    Spec::Aggregate(AggregateConfig {
+                        name,
+                        group_by,
+                        aggregates,
+                        pass_through,
+                        max_cached,
+                        before_images,
+                    })
                 })
             }
             "dedup" => {
