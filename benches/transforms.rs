@@ -8,6 +8,8 @@
 //!   1M events/s) the changed state is handed to a checkpoint with a position, which a second
 //!   thread commits while the chain goes on, as the pipeline does (one checkpoint in flight at a
 //!   time; the next is taken after it is durable).
+//! - `stateful_all_cached`: the same with every state entry in memory (no paging).
+//! - `stateful_before_images`: the same with `before_images = true` on the aggregate.
 //!
 //!   cargo bench --bench transforms
 
@@ -157,11 +159,14 @@ fn bench(c: &mut Criterion) {
     let mut fresh = 0u32;
     // The same chain with the state cache raised above the working set: no paging.
     let cached = STATEFUL.replace("kind = \"aggregate\"", "kind = \"aggregate\"\nmax_cached_entries = 1000000");
+    // The same chain with the aggregate's before images on.
+    let before = STATEFUL.replace("kind = \"aggregate\"", "kind = \"aggregate\"\nbefore_images = true");
     for (name, toml, stateful) in [
         ("passthrough", "", false),
         ("stateless", STATELESS, false),
         ("stateful", STATEFUL, true),
         ("stateful_all_cached", cached.as_str(), true),
+        ("stateful_before_images", before.as_str(), true),
     ] {
         let specs = if toml.is_empty() { Specs::default() } else { specs(toml) };
         group.bench_function(name, |b| {
