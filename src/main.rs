@@ -11,6 +11,7 @@ use tidemark::state::StateStore;
 
 /// mimalloc rather than the system allocator: the stateful transforms allocate and free many small
 /// values per event, and glibc's malloc spends more time on them than the transforms themselves.
+/// Built without transparent huge pages (feature `no_thp`), which doubled the resident memory.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
