@@ -267,9 +267,10 @@ fi
 
 # The transform chain alone, on one core (criterion, benches/transforms.rs; BENCH_TRANSFORMS=0
 # skips it): passthrough (the ceiling: moving the events), stateless (filter + project), stateful
-# (+ aggregate + tumbling window, state in the store; and with the state cache above the working set).
+# (+ aggregate + tumbling window, state in the store; with the state cache above the working set;
+# with the aggregate's before images on).
 if [ "${BENCH_TRANSFORMS:-1}" = "1" ]; then
-  log "transform chain (criterion, about 6 minutes)"
+  log "transform chain (criterion, a few minutes)"
   cargo bench --quiet --bench transforms 2>/dev/null \
     | awk '/^chain\//{name=$1; done=0} /thrpt:/ && !done {print name, $4, $5; done=1}' > "$work/chain.txt"
   printf '\n| transform chain, 1M events | events/s |\n|---|---|\n'
