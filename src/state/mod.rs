@@ -80,10 +80,7 @@ type Put<'a> = dyn FnMut(&[u8], Option<&[u8]>) + 'a;
 impl StateDelta {
     /// Entries already serialized.
     pub fn new(operator: String, entries: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> StateDelta {
-        StateDelta {
-            operator,
-            entries: Box::new(move |put| entries.iter().for_each(|(k, v)| put(k, v.as_deref()))),
-        }
+        StateDelta { operator, entries: Box::new(move |put| entries.iter().for_each(|(k, v)| put(k, v.as_deref()))) }
     }
 
     /// Entries serialized as JSON when stored.
@@ -352,7 +349,10 @@ mod tests {
         assert_eq!(store.position("a").unwrap(), None);
         let pos = Position::Postgres(PgPosition::streaming(0x1000));
         let delta = |v: &[u8]| {
-            StateDelta::new("agg".into(), vec![(b"g1".to_vec(), Some(v.to_vec())), (b"g2".to_vec(), Some(b"x".to_vec()))])
+            StateDelta::new(
+                "agg".into(),
+                vec![(b"g1".to_vec(), Some(v.to_vec())), (b"g2".to_vec(), Some(b"x".to_vec()))],
+            )
         };
         store.commit("a", &pos, &[delta(b"s1")]).unwrap();
         store.commit("b", &pos, &[delta(b"other")]).unwrap();

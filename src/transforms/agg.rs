@@ -488,8 +488,9 @@ impl Counts {
     fn extreme(&self, last: bool) -> Value {
         let pick = |len: usize| if last { len.checked_sub(1) } else { (len > 0).then_some(0) };
         match self {
-            Counts::Nums { scale, pairs } => pick(pairs.len())
-                .map_or(Value::Null, |i| Scalar::Num(Dec::new(pairs[i].0 as i128, *scale)).to_value()),
+            Counts::Nums { scale, pairs } => {
+                pick(pairs.len()).map_or(Value::Null, |i| Scalar::Num(Dec::new(pairs[i].0 as i128, *scale)).to_value())
+            }
             Counts::Sorted(p) => pick(p.len()).map_or(Value::Null, |i| p[i].0.to_value()),
             Counts::Tree(t) => {
                 let k = if last { t.keys().next_back() } else { t.keys().next() };

@@ -170,7 +170,11 @@ impl Aggregate {
         let rows = StateTable::new(store.clone(), connector.clone(), format!("{operator}/rows"), cfg.max_cached);
         let table = StateTable::new(store, connector, format!("{operator}/groups"), cfg.max_cached);
         let names = Names::new(&cfg.group_by, &cfg.aggregates);
-        Aggregate { rows, groups: Groups { cfg, names, table, out_table: None, key: Vec::new(), outputs: Default::default() }, key: Vec::new() }
+        Aggregate {
+            rows,
+            groups: Groups { cfg, names, table, out_table: None, key: Vec::new(), outputs: Default::default() },
+            key: Vec::new(),
+        }
     }
 
     pub fn process(&mut self, ev: &ChangeEvent, out: &mut Vec<ChangeEvent>) -> Result<(), StateError> {

@@ -137,7 +137,14 @@ impl TransformConfig {
                 Some(Spec::Route(Route { table, key }))
             }
             "aggregate" => {
-                allowed.extend(["name", "group_by", "aggregates", "pass_through", "max_cached_entries", "before_images"]);
+                allowed.extend([
+                    "name",
+                    "group_by",
+                    "aggregates",
+                    "pass_through",
+                    "max_cached_entries",
+                    "before_images",
+                ]);
                 let name = derived_name(&mut s, d);
                 let group_by = s.opt_str_list(d, "group_by").unwrap_or_default();
                 if group_by.is_empty() {
