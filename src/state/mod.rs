@@ -79,6 +79,7 @@ type Put<'a> = dyn FnMut(&[u8], Option<&[u8]>) + 'a;
 
 impl StateDelta {
     /// Entries already serialized.
+    #[cfg(test)]
     pub fn new(operator: String, entries: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> StateDelta {
         StateDelta { operator, entries: Box::new(move |put| entries.iter().for_each(|(k, v)| put(k, v.as_deref()))) }
     }

@@ -484,17 +484,17 @@ impl Counts {
         }
     }
 
-    /// The smallest value, or the largest (`last`), as a column value.
-    fn extreme(&self, last: bool) -> Value {
+    /// The smallest value, or the largest (`last`).
+    fn extreme(&self, last: bool) -> Output {
         let pick = |len: usize| if last { len.checked_sub(1) } else { (len > 0).then_some(0) };
         match self {
             Counts::Nums { scale, pairs } => {
-                pick(pairs.len()).map_or(Value::Null, |i| Scalar::Num(Dec::new(pairs[i].0 as i128, *scale)).to_value())
+                pick(pairs.len()).map_or(Output::Null, |i| Output::Num(Dec::new(pairs[i].0 as i128, *scale)))
             }
-            Counts::Sorted(p) => pick(p.len()).map_or(Value::Null, |i| p[i].0.to_value()),
+            Counts::Sorted(p) => pick(p.len()).map_or(Output::Null, |i| Output::Value(p[i].0.clone())),
             Counts::Tree(t) => {
                 let k = if last { t.keys().next_back() } else { t.keys().next() };
-                k.map_or(Value::Null, Scalar::to_value)
+                k.map_or(Output::Null, |v| Output::Value(v.clone()))
             }
         }
     }
@@ -579,23 +579,15 @@ impl AggState {
         }
     }
 
+    /// The output column's value.
     pub fn output(&self, func: Func) -> Value {
-        match (self, func) {
-            (AggState::Count(n), _) => Value::Int(*n),
-            (AggState::Sum { n: 0, .. }, _) => Value::Null,
-            (AggState::Sum { dec, float, floats, .. }, Func::Sum) => {
-                if *floats > 0 {
-                    Value::Float(dec.map_or(0.0, Dec::to_f64) + float)
-                } else {
-                    Scalar::Num(dec.unwrap_or(Dec::new(0, 0))).to_value()
-                }
-            }
-            (AggState::Sum { n, dec, float, .. }, _) => {
-                Value::Float((dec.map_or(0.0, Dec::to_f64) + float) / *n as f64)
-            }
-            (AggState::Multi(c), Func::Min) => c.extreme(false),
-            (AggState::Multi(c), Func::Max) => c.extreme(true),
-            (AggState::Multi(c), _) => Value::Int(c.len() as i64),
+        match self.output_key(func) {
+            Output::Null => Value::Null,
+            Output::Int(n) => Value::Int(n),
+            Output::Float(bits) => Value::Float(f64::from_bits(bits)),
+            Output::Num(d) => Scalar::Num(d).to_value(),
+            Output::Value(Scalar::Text(t)) => Value::Text(t),
+            Output::Value(v) => v.to_value(),
         }
     }
 }
@@ -612,7 +604,7 @@ pub enum Output {
 }
 
 impl AggState {
-    /// [`AggState::output`], comparable and cheap (no text for decimals).
+    /// What [`AggState::output`] gives, comparable and cheap (no text for decimals).
     pub fn output_key(&self, func: Func) -> Output {
         let float = |f: f64| Output::Float(f.to_bits());
         match (self, func) {
@@ -626,20 +618,8 @@ impl AggState {
                 }
             }
             (AggState::Sum { n, dec, float: f, .. }, _) => float((dec.map_or(0.0, Dec::to_f64) + f) / *n as f64),
-            (AggState::Multi(c), Func::Min | Func::Max) => match c {
-                Counts::Nums { scale, pairs } => {
-                    let pick = if func == Func::Min { pairs.first() } else { pairs.last() };
-                    pick.map_or(Output::Null, |(m, _)| Output::Num(Dec::new(*m as i128, *scale)))
-                }
-                Counts::Sorted(p) => {
-                    let pick = if func == Func::Min { p.first() } else { p.last() };
-                    pick.map_or(Output::Null, |(v, _)| Output::Value(v.clone()))
-                }
-                Counts::Tree(t) => {
-                    let pick = if func == Func::Min { t.keys().next() } else { t.keys().next_back() };
-                    pick.map_or(Output::Null, |v| Output::Value(v.clone()))
-                }
-            },
+            (AggState::Multi(c), Func::Min) => c.extreme(false),
+            (AggState::Multi(c), Func::Max) => c.extreme(true),
             (AggState::Multi(c), _) => Output::Int(c.len() as i64),
         }
     }
