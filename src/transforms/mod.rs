@@ -724,6 +724,9 @@ mod tests {
         assert!(e[0].contains("transform[0].key"), "{e:?}");
         let e = read("kind = \"project\"\nkeep = [\"a\"]\nextra = 1").unwrap_err();
         assert!(e[0].contains("transform[0].extra") && e[0].contains("unknown key"), "{e:?}");
+        let e = read("kind = \"aggregate\"\nname = \"a\"\ngroup_by = [\"c\"]\naggregates = { n = \"count(*)\" }\nbefore_images = \"yes\"")
+            .unwrap_err();
+        assert!(e.len() == 1 && e[0].contains("c.toml") && e[0].contains("transform[0].before_images"), "{e:?}");
         let e = read("kind = \"shuffle\"").unwrap_err();
         assert!(e[0].contains("unknown transform kind"), "{e:?}");
     }
