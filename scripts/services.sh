@@ -10,6 +10,7 @@
 #   MariaDB     127.0.0.1:3306  binlog on: ROW, FULL row image, FULL row metadata
 #   MariaDB     127.0.0.1:3307  a second instance at binlog_format=MIXED, MINIMAL metadata (for `check`)
 #   MariaDB     127.0.0.1:3308  a third at ROW format with MINIMAL metadata (the fallback without names)
+#   MySQL       127.0.0.1:3309  MySQL (from Debian unstable, unpacked under /opt/tidemark/mysql), GTID mode on
 #   Redis       127.0.0.1:6379  single node
 #   Redis       127.0.0.1:7000-7002  a three-primary Redis Cluster
 #   OpenSearch API  127.0.0.1:9200  osmem-server (pinned, from PyPI, in a virtual environment): an
@@ -214,6 +215,78 @@ extra_up() { mariadb --no-defaults -uroot -h 127.0.0.1 -P "$1" --protocol=TCP -e
 extra_mariadb 3307 2 MIXED MINIMAL
 extra_mariadb 3308 3 ROW MINIMAL
 
+# ---------------------------------------------------------------- MySQL
+# MySQL (Oracle's, not MariaDB) on 3309, for the MySQL-only paths: GTID-set resumption, the
+# FLUSH TABLES WITH READ LOCK snapshot, binary JSON, SHOW BINARY LOG STATUS. Debian 12 ships no
+# MySQL server, so the newest one in Debian's unstable suite is unpacked (not installed) into a
+# private prefix with the libraries it was built against, and run through that prefix's own
+# dynamic loader; the machine's packages are not touched. The binlog protocol and format are
+# MySQL 8's.
+MYSQL_PREFIX=${TIDEMARK_MYSQL_PREFIX:-/opt/tidemark/mysql}
+MYSQL_DIR=/var/lib/tidemark-mysql-3309
+mysql_up() { mariadb --no-defaults -uroot -h 127.0.0.1 -P 3309 --protocol=TCP -e "select 1" >/dev/null 2>&1; }
+if [ ! -x "$MYSQL_PREFIX/bin/mysqld" ]; then
+  log "unpacking MySQL from Debian unstable into $MYSQL_PREFIX"
+  tmp=$(mktemp -d)
+  curl -fsS -o "$tmp/Packages.xz" http://deb.debian.org/debian/dists/sid/main/binary-amd64/Packages.xz \
+    || die "cannot fetch Debian unstable's package index"
+  python3 "$(dirname "$0")/debian_closure.py" "$tmp/Packages.xz" mysql-server-core mysql-client-core > "$tmp/list"
+  $SUDO mkdir -p "$MYSQL_PREFIX/root" "$MYSQL_PREFIX/bin"
+  while read -r file sha name version; do
+    curl -fsS -o "$tmp/pkg.deb" "http://deb.debian.org/debian/$file" || die "cannot fetch $file"
+    echo "$sha  $tmp/pkg.deb" | sha256sum -c --quiet - || die "checksum mismatch for $file"
+    $SUDO dpkg-deb -x "$tmp/pkg.deb" "$MYSQL_PREFIX/root"
+    [ "$name" != mysql-server-core ] || log "MySQL $version"
+  done < "$tmp/list"
+  rm -rf "$tmp"
+  for tool in sbin/mysqld bin/mysqlbinlog bin/mysql bin/mysqladmin; do
+    $SUDO tee "$MYSQL_PREFIX/bin/$(basename $tool)" >/dev/null <<WRAP
+#!/bin/sh
+lib=$MYSQL_PREFIX/root/usr/lib/x86_64-linux-gnu
+exec "\$lib/ld-linux-x86-64.so.2" --library-path "\$lib" "$MYSQL_PREFIX/root/usr/$tool" "\$@"
+WRAP
+    $SUDO chmod +x "$MYSQL_PREFIX/bin/$(basename $tool)"
+  done
+fi
+if ! mysql_up; then
+  $SUDO mkdir -p "$MYSQL_DIR"
+  $SUDO tee "$MYSQL_DIR/my.cnf" >/dev/null <<CNF
+[mysqld]
+user=root
+basedir=$MYSQL_PREFIX/root/usr
+datadir=$MYSQL_DIR/data
+lc-messages-dir=$MYSQL_PREFIX/root/usr/share/mysql
+socket=$MYSQL_DIR/mysqld.sock
+pid-file=$MYSQL_DIR/mysqld.pid
+log-error=$MYSQL_DIR/error.log
+secure-file-priv=
+port=3309
+bind-address=127.0.0.1
+mysqlx=OFF
+skip-name-resolve
+performance_schema=OFF
+innodb_buffer_pool_size=128M
+server_id=9
+log_bin=binlog
+binlog_format=ROW
+binlog_row_image=FULL
+binlog_row_metadata=FULL
+gtid_mode=ON
+enforce_gtid_consistency=ON
+CNF
+  if [ ! -d "$MYSQL_DIR/data/mysql" ]; then
+    log "initializing MySQL on 3309"
+    $SUDO "$MYSQL_PREFIX/bin/mysqld" --defaults-file="$MYSQL_DIR/my.cnf" --initialize-insecure \
+      || die "MySQL did not initialize; see $MYSQL_DIR/error.log"
+  fi
+  log "starting MySQL on 3309"
+  $SUDO setsid "$MYSQL_PREFIX/bin/mysqld" --defaults-file="$MYSQL_DIR/my.cnf" >/dev/null 2>&1 < /dev/null &
+  wait_for "MySQL 3309 socket" mariadb --no-defaults -S "$MYSQL_DIR/mysqld.sock" -uroot -e "select 1"
+  mariadb --no-defaults -S "$MYSQL_DIR/mysqld.sock" -uroot -e \
+    "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; CREATE DATABASE IF NOT EXISTS test;"
+  wait_for "MySQL 3309" mysql_up
+fi
+
 # ---------------------------------------------------------------- Redis
 redis_up() { redis-cli -h 127.0.0.1 -p "$1" ping | grep -q PONG; }
 if ! redis_up 6379; then
@@ -272,4 +345,4 @@ if ! es_up; then
   wait_for "osmem-server (Elasticsearch API) on 9200" es_up
 fi
 
-log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), 3307 (MIXED) and 3308 (MINIMAL metadata), Redis 6379, Redis Cluster 7000-7002, Elasticsearch API 9200"
+log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), 3307 (MIXED) and 3308 (MINIMAL metadata), MySQL 3309 (GTID), Redis 6379, Redis Cluster 7000-7002, Elasticsearch API 9200"
