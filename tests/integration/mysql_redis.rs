@@ -1,4 +1,5 @@
-//! MariaDB → Redis, end to end, on the real servers.
+//! MariaDB and MySQL → Redis, end to end, on the real servers. The flows that differ between
+//! the two (GTID resumption, the snapshot's locking, binary JSON) run against both.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,6 +13,11 @@ use crate::support::*;
 
 pub fn mysql_url() -> String {
     std::env::var("TIDEMARK_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// Oracle's MySQL (GTID mode on), from scripts/services.sh.
+pub fn mysql8_url() -> String {
+    std::env::var("TIDEMARK_TEST_MYSQL8").unwrap_or_else(|_| "mysql://root@127.0.0.1:3309".into())
 }
 
 pub fn mysql_minimal_url() -> String {
@@ -29,7 +35,7 @@ pub static BINLOGS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(())
 pub async fn my_connect(url: &str) -> mysql_async::Conn {
     mysql_async::Conn::from_url(url)
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to MariaDB at {url}: {e} (run scripts/services.sh)"))
+        .unwrap_or_else(|e| panic!("cannot connect to MariaDB/MySQL at {url}: {e} (run scripts/services.sh)"))
 }
 
 /// A test database on MariaDB, a working directory and a connector name.
@@ -39,6 +45,8 @@ pub struct MyEnv {
     pub dir: PathBuf,
     pub my: mysql_async::Conn,
     pub http_port: u16,
+    /// Oracle's MySQL rather than MariaDB.
+    pub mysql: bool,
 }
 
 impl MyEnv {
@@ -52,10 +60,16 @@ impl MyEnv {
         admin.query_drop(format!("CREATE DATABASE `{name}`")).await.unwrap();
         let mut my = my_connect(&format!("{url}/{name}")).await;
         my.query_drop("SET SESSION time_zone = '+00:00'").await.unwrap();
+        let version: String = my.query_first("SELECT VERSION()").await.unwrap().unwrap();
+        let mysql = !version.to_lowercase().contains("mariadb");
+        if mysql {
+            // `seq_1_to_N` (see `portable`) recurses N times.
+            my.query_drop("SET SESSION cte_max_recursion_depth = 1000000").await.unwrap();
+        }
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it").join(&name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("connectors")).unwrap();
-        MyEnv { url: url.to_string(), name, dir, my, http_port: free_port() }
+        MyEnv { url: url.to_string(), name, dir, my, http_port: free_port(), mysql }
     }
 
     pub fn write_config(&self, tables: &str, extra: &str) {
@@ -87,7 +101,18 @@ impl MyEnv {
     }
 
     pub async fn exec(&mut self, sql: &str) {
-        self.my.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let sql = if self.mysql { portable(sql) } else { sql.to_string() };
+        self.my.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// How the server's GTIDs begin: MariaDB's domain 0 and server 1, or MySQL's server UUID.
+    pub async fn gtid_prefix(&mut self) -> String {
+        if self.mysql {
+            let uuid: String = self.my.query_first("SELECT @@server_uuid").await.unwrap().unwrap();
+            format!("{uuid}:")
+        } else {
+            "0-1-".to_string()
+        }
     }
 
     /// The rows of `sql` as text (NULLs left out), keyed by the first column.
@@ -148,10 +173,35 @@ impl MyEnv {
     }
 }
 
+/// MariaDB's sequence tables (`seq_1_to_N`) as a recursive CTE, for MySQL.
+fn portable(sql: &str) -> String {
+    let mut out = String::new();
+    let mut rest = sql;
+    while let Some(at) = rest.find("seq_1_to_") {
+        out.push_str(&rest[..at]);
+        let digits: String = rest[at + 9..].chars().take_while(char::is_ascii_digit).collect();
+        out.push_str(&format!(
+            "(WITH RECURSIVE s (seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM s WHERE seq < {digits}) SELECT seq FROM s) AS seq_1_to_{digits}"
+        ));
+        rest = &rest[at + 9 + digits.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_and_transactions_across_two_tables_reach_redis() {
+    snapshot_and_transactions(&mysql_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_transactions_across_two_tables_reach_redis_on_mysql() {
+    snapshot_and_transactions(&mysql8_url()).await;
+}
+
+async fn snapshot_and_transactions(url: &str) {
     let _shared = BINLOGS.read().await;
-    let mut env = MyEnv::new("myflow").await;
+    let mut env = MyEnv::new_at(url, "myflow").await;
     env.exec(
         "CREATE TABLE customers (id int PRIMARY KEY, name varchar(50) NOT NULL, balance decimal(10,2));
          CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int, total decimal(12,2), status varchar(20));
@@ -189,11 +239,13 @@ async fn snapshot_and_transactions_across_two_tables_reach_redis() {
 
     let c = wait_for("caught up", DEADLINE, || async {
         let c = d.connector().await?;
-        (c["lag_ms"] == 0 && c["healthy"] == true).then_some(c)
+        // Caught up, and the first checkpoint stored.
+        (c["lag_ms"] == 0 && c["healthy"] == true && c["position"]["gtid"].is_string()).then_some(c)
     })
     .await;
     assert_eq!(c["position"]["kind"], "mysql", "{c}");
-    assert!(c["position"]["gtid"].as_str().is_some_and(|g| g.starts_with("0-1-")), "{c}");
+    let prefix = env.gtid_prefix().await;
+    assert!(c["position"]["gtid"].as_str().is_some_and(|g| g.starts_with(&prefix)), "{prefix}: {c}");
     assert!(c["lag_bytes"].is_u64(), "{c}");
     assert!(d.terminate().success(), "{}", d.log());
     env.cleanup().await;
@@ -201,6 +253,7 @@ async fn snapshot_and_transactions_across_two_tables_reach_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_transaction_leaves_only_its_non_transactional_rows() {
+    // MariaDB only: MySQL in GTID mode refuses a transaction that mixes engines.
     let _shared = BINLOGS.read().await;
     let mut env = MyEnv::new("myroll").await;
     env.exec(
@@ -228,27 +281,44 @@ async fn a_rolled_back_transaction_leaves_only_its_non_transactional_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mysql_type_round_trips_with_the_documented_encoding() {
+    every_type(&mysql_url()).await;
+}
+
+/// MySQL: no UUID type, and JSON is binary in the binlog (printed as MySQL prints it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mysql_type_round_trips_with_the_documented_encoding_on_mysql() {
+    every_type(&mysql8_url()).await;
+}
+
+async fn every_type(url: &str) {
     let _shared = BINLOGS.read().await;
-    let mut env = MyEnv::new("mytypes").await;
-    env.exec(
+    let mut env = MyEnv::new_at(url, "mytypes").await;
+    // Zero dates need a permissive mode on MySQL (MariaDB's default allows them).
+    env.exec("SET SESSION sql_mode = ''").await;
+    let uuid_col = if env.mysql { "" } else { ", u uuid" };
+    env.exec(&format!(
         "CREATE TABLE t (
            id int PRIMARY KEY, ti tinyint, tiu tinyint unsigned, si smallint, siu smallint unsigned,
            mi mediumint, miu mediumint unsigned, i int, iu int unsigned, bi bigint, biu bigint unsigned,
            d decimal(20,6), f float, db double, ch char(5), vc varchar(30), tx text, bn binary(4),
            vb varbinary(10), bl blob, dt date, tm time(2), tm0 time, dtm datetime, dtm6 datetime(6),
            ts timestamp(3) NULL, y year, e enum('sad','happy'), st set('a','b','c'), b1 bit(1), b10 bit(10),
-           js json, u uuid) CHARACTER SET utf8mb4",
-    )
+           js json{uuid_col}) CHARACTER SET utf8mb4"
+    ))
     .await;
+    // JSON with every kind of value: key order, escapes, doubles, big integers, nesting.
+    let json = r#"{"zz": 1, "a": [1, 2, 100.0, 1e300, 1e-7, -0.5, 18446744073709551615, -9223372036854775808], "bb": "q\"\\\n\u0001 é 🎉", "n": null, "t": true, "f": false, "o": {"x": {}}, "e": []}"#;
+    let uuid_val = if env.mysql { "" } else { ", 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'" };
     let insert = |id: i32| {
         format!(
             "INSERT INTO t VALUES ({id}, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295,
                -9223372036854775808, 18446744073709551615, -12345678901234.123456, 1.5, 3.141592653589793,
                'ab', 'héllo ✓ 🎉', 'long text', x'0102', x'00ff00', x'deadbeef', '2024-02-29', '-12:34:56.78',
                '838:59:59', '2024-02-29 13:45:30', '2024-02-29 13:45:30.123456', '2024-02-29 13:45:30.123', 2024,
-               'happy', 'a,c', b'1', b'1000000001', '{{\"a\": [1, 2]}}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11');
+               'happy', 'a,c', b'1', b'1000000001', '{}'{uuid_val});
              INSERT INTO t (id) VALUES ({});
              INSERT INTO t (id, tiu, biu, dt, dtm, y, tm, d) VALUES ({}, 0, 0, '0000-00-00', '0000-00-00 00:00:00', 0, '-00:00:00.01', 0);",
+            json.replace('\\', "\\\\").replace('\'', "''"),
             id + 1,
             id + 2
         )
@@ -259,7 +329,9 @@ async fn every_mysql_type_round_trips_with_the_documented_encoding() {
     d.wait_streaming().await;
     env.exec(&insert(11)).await; // through the binlog
 
-    let expected: BTreeMap<&str, &str> = [
+    // JSON as the server itself prints the column (MariaDB: the text as written).
+    let js: String = env.my.query_first("SELECT CAST(js AS CHAR) FROM t WHERE id = 1").await.unwrap().unwrap();
+    let mut expected: BTreeMap<&str, &str> = [
         ("ti", "-128"),
         ("tiu", "255"),
         ("si", "-32768"),
@@ -290,11 +362,14 @@ async fn every_mysql_type_round_trips_with_the_documented_encoding() {
         ("st", "a,c"),
         ("b1", "true"),
         ("b10", "AQI="),
-        ("js", r#"{"a": [1, 2]}"#),
+        ("js", js.as_str()),
         ("u", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
     ]
     .into_iter()
     .collect();
+    if env.mysql {
+        expected.remove("u");
+    }
     let r = redis_conn().await;
     let hash = |id: i32| {
         let key = format!("{}:t:{id}", env.name);
@@ -337,10 +412,19 @@ async fn every_mysql_type_round_trips_with_the_documented_encoding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_during_a_mariadb_snapshot_resumes_it() {
+async fn kill9_during_a_snapshot_resumes_it() {
+    kill9_during_snapshot(&mysql_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_a_snapshot_resumes_it_on_mysql() {
+    kill9_during_snapshot(&mysql8_url()).await;
+}
+
+async fn kill9_during_snapshot(url: &str) {
     let _shared = BINLOGS.read().await;
-    let mut env = MyEnv::new("mysnap").await;
-    env.exec("CREATE TABLE big (id int PRIMARY KEY, payload char(32) NOT NULL); INSERT INTO big SELECT seq, MD5(seq) FROM seq_1_to_60000;").await;
+    let mut env = MyEnv::new_at(url, "mysnap").await;
+    env.exec("CREATE TABLE big (id int PRIMARY KEY, payload char(32) NOT NULL); INSERT INTO big SELECT seq, LEFT(SHA2(seq, 256), 32) FROM seq_1_to_60000;").await;
     env.write_config(
         &format!(r#""{}.big""#, env.name),
         "snapshot_chunk_rows = 500\n[pipeline]\nmax_batch_rows = 500\n",
@@ -371,8 +455,17 @@ async fn kill9_during_a_mariadb_snapshot_resumes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn columns_added_and_dropped_mid_stream_land_under_the_right_names() {
+    columns_added_and_dropped(&mysql_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_added_and_dropped_mid_stream_land_under_the_right_names_on_mysql() {
+    columns_added_and_dropped(&mysql8_url()).await;
+}
+
+async fn columns_added_and_dropped(url: &str) {
     let _shared = BINLOGS.read().await;
-    let mut env = MyEnv::new("myddl").await;
+    let mut env = MyEnv::new_at(url, "myddl").await;
     env.exec("CREATE TABLE p (id int PRIMARY KEY, a varchar(10), b int); INSERT INTO p VALUES (1, 'one', 1);").await;
     env.write_config(&format!(r#""{}.p""#, env.name), "");
     let mut d = env.start();
@@ -445,8 +538,17 @@ async fn without_full_metadata_schema_history_decodes_events_from_before_a_ddl()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_mid_stream_resumes_from_the_stored_gtid() {
+    kill9_mid_stream(&mysql_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_stream_resumes_from_the_stored_gtid_on_mysql() {
+    kill9_mid_stream(&mysql8_url()).await;
+}
+
+async fn kill9_mid_stream(url: &str) {
     let _shared = BINLOGS.read().await;
-    let mut env = MyEnv::new("mykill").await;
+    let mut env = MyEnv::new_at(url, "mykill").await;
     env.exec("CREATE TABLE acc (id int PRIMARY KEY, v bigint NOT NULL, pad varchar(60)); INSERT INTO acc SELECT seq, 0, REPEAT('p', 50) FROM seq_1_to_300;").await;
     env.write_config(&format!(r#""{}.acc""#, env.name), "");
     let sql = "SELECT id, v, pad FROM acc";
@@ -457,7 +559,7 @@ async fn kill9_mid_stream_resumes_from_the_stored_gtid() {
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(watch_accounts(format!("{}:acc", env.name), stop.clone()));
     let workload = {
-        let url = format!("{}/{}", mysql_url(), env.name);
+        let url = format!("{}/{}", env.url, env.name);
         tokio::spawn(async move {
             let mut my = my_connect(&url).await;
             let mut rng = fastrand::Rng::with_seed(11);
@@ -488,7 +590,8 @@ async fn kill9_mid_stream_resumes_from_the_stored_gtid() {
         .output()
         .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(shown.contains("\"gtid\":\"0-1-"), "{shown}");
+    let prefix = env.gtid_prefix().await;
+    assert!(shown.contains(&format!("\"gtid\":\"{prefix}")), "{prefix}: {shown}");
     let mut d = env.start();
     workload.await.unwrap();
     d.wait_streaming().await;
@@ -503,8 +606,17 @@ async fn kill9_mid_stream_resumes_from_the_stored_gtid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binlog_rotation_mid_stream_loses_nothing() {
+    rotation(&mysql_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_rotation_mid_stream_loses_nothing_on_mysql() {
+    rotation(&mysql8_url()).await;
+}
+
+async fn rotation(url: &str) {
     let _shared = BINLOGS.read().await;
-    let mut env = MyEnv::new("myrot").await;
+    let mut env = MyEnv::new_at(url, "myrot").await;
     env.exec("CREATE TABLE r (id int PRIMARY KEY, v int);").await;
     env.write_config(&format!(r#""{}.r""#, env.name), "");
     let mut d = env.start();
@@ -539,8 +651,17 @@ async fn binlog_rotation_mid_stream_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purged_position_fails_with_the_way_out() {
+    purged_position(&mysql_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_position_fails_with_the_way_out_on_mysql() {
+    purged_position(&mysql8_url()).await;
+}
+
+async fn purged_position(url: &str) {
     let _exclusive = BINLOGS.write().await;
-    let mut env = MyEnv::new("mypurge").await;
+    let mut env = MyEnv::new_at(url, "mypurge").await;
     env.exec("CREATE TABLE q (id int PRIMARY KEY); INSERT INTO q VALUES (1);").await;
     env.write_config(&format!(r#""{}.q""#, env.name), "");
     let mut d = env.start();

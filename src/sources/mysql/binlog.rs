@@ -106,6 +106,133 @@ impl fmt::Display for GtidState {
     }
 }
 
+/// MySQL's GTID set (`@@gtid_executed`): per source (server UUID, and tag on MySQL 8.4+), the
+/// transaction numbers executed, as sorted, disjoint, closed intervals. Streaming resumes from it
+/// with `COM_BINLOG_DUMP_GTID`: the server sends every transaction not in the set, from whichever
+/// binlog holds it now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GtidSet(BTreeMap<String, Vec<(u64, u64)>>);
+
+impl GtidSet {
+    /// Parse `3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7,<uuid>:tag:1-3` (whitespace and
+    /// newlines, as `@@gtid_executed` prints them, are ignored; empty: no transaction yet).
+    pub fn parse(s: &str) -> Option<GtidSet> {
+        let mut set = GtidSet::default();
+        let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        for part in compact.split(',').filter(|p| !p.is_empty()) {
+            let mut fields = part.split(':');
+            let uuid = fields.next()?.to_ascii_lowercase();
+            if uuid.len() != 36 || !uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()) {
+                return None;
+            }
+            let mut source = uuid;
+            let mut any = false;
+            for field in fields {
+                if field.starts_with(|c: char| c.is_ascii_digit()) {
+                    let (a, b) = field.split_once('-').unwrap_or((field, field));
+                    let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+                    if a == 0 || b < a {
+                        return None;
+                    }
+                    set.add_range(&source, a, b);
+                    any = true;
+                } else {
+                    // A tag: the intervals after it belong to `uuid:tag`.
+                    source = format!("{}:{}", &source[..36], field.to_ascii_lowercase());
+                }
+            }
+            if !any {
+                return None;
+            }
+        }
+        Some(set)
+    }
+
+    /// Add transaction `gno` of `source` (`uuid` or `uuid:tag`).
+    pub fn add(&mut self, source: &str, gno: u64) {
+        self.add_range(source, gno, gno);
+    }
+
+    fn add_range(&mut self, source: &str, a: u64, b: u64) {
+        let intervals = match self.0.get_mut(source) {
+            Some(i) => i,
+            None => self.0.entry(source.to_string()).or_default(),
+        };
+        // The common case: the next transaction of the newest interval.
+        if let Some(last) = intervals.last_mut() {
+            if a >= last.0 && a <= last.1.saturating_add(1) {
+                last.1 = last.1.max(b);
+                return;
+            }
+        }
+        intervals.push((a, b));
+        intervals.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
+        for &(a, b) in intervals.iter() {
+            match merged.last_mut() {
+                Some(m) if a <= m.1.saturating_add(1) => m.1 = m.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        *intervals = merged;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The set as `COM_BINLOG_DUMP_GTID` sends it.
+    pub fn sids(&self) -> Result<Vec<mysql_async::Sid<'static>>, String> {
+        self.0
+            .iter()
+            .map(|(source, intervals)| {
+                let text = format!("{source}:{}", Intervals(intervals));
+                text.parse().map_err(|e| format!("GTID set {text}: {e}"))
+            })
+            .collect()
+    }
+}
+
+struct Intervals<'a>(&'a [(u64, u64)]);
+
+impl fmt::Display for Intervals<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (a, b)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            if a == b {
+                write!(f, "{a}")?;
+            } else {
+                write!(f, "{a}-{b}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for GtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (source, intervals)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{source}:{}", Intervals(intervals))?;
+        }
+        Ok(())
+    }
+}
+
+/// A MySQL GTID event's source (`uuid` or `uuid:tag`), as [`GtidSet`] keys it.
+pub fn mysql_source(sid: [u8; 16], tag: Option<&str>) -> String {
+    let hex: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    let uuid = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
+    match tag {
+        Some(t) => format!("{uuid}:{t}"),
+        None => uuid,
+    }
+}
+
 pub const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
 pub const MARIADB_GTID: u8 = 162;
 pub const MARIADB_GTID_LIST: u8 = 163;
@@ -113,6 +240,9 @@ pub const MARIADB_GTID_LIST: u8 = 163;
 pub const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 165..=171;
 /// MySQL's HEARTBEAT_LOG_EVENT_V2.
 pub const MYSQL_HEARTBEAT_V2: u8 = 0x29;
+/// MySQL's TRANSACTION_PAYLOAD_EVENT: a whole transaction, compressed
+/// (`binlog_transaction_compression=ON`).
+pub const MYSQL_TRANSACTION_PAYLOAD: u8 = 0x28;
 
 /// The flag of a MariaDB GTID event saying the event group is one statement with no COMMIT/XID
 /// (DDL, non-transactional statements).
@@ -152,5 +282,30 @@ mod tests {
         assert_eq!(state.to_string(), "0-1-100,2-1-9");
         assert!(GtidState::parse("").unwrap().is_empty());
         assert_eq!(GtidState::parse("x"), None);
+    }
+
+    #[test]
+    fn gtid_sets() {
+        let a = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let b = "4f22fa47-71ca-11e1-9e33-c80aa9429562";
+        // As @@gtid_executed prints it: sources in order, a newline after each comma.
+        let mut set = GtidSet::parse(&format!("{b}:1-3,\n{a}:1-5:7")).unwrap();
+        assert_eq!(set.to_string(), format!("{a}:1-5:7,{b}:1-3"));
+        set.add(a, 6); // closes the gap
+        set.add(a, 8);
+        set.add(b, 10);
+        set.add("5a000000-0000-0000-0000-000000000001:batch", 1);
+        assert_eq!(set.to_string(), format!("{a}:1-8,{b}:1-3:10,5a000000-0000-0000-0000-000000000001:batch:1"));
+        assert_eq!(GtidSet::parse(&set.to_string()), Some(set.clone()));
+        let sids = set.sids().unwrap();
+        assert_eq!(sids.len(), 3);
+        assert_eq!(sids[1].intervals().len(), 2);
+        assert_eq!((sids[0].intervals()[0].start(), sids[0].intervals()[0].end()), (1, 9)); // end exclusive
+        assert_eq!(mysql_source([0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42, 0x95, 0x62], None), a);
+        assert!(GtidSet::parse("").unwrap().is_empty());
+        // MariaDB's positions and garbage are not GTID sets.
+        assert_eq!(GtidSet::parse("0-1-100"), None);
+        assert_eq!(GtidSet::parse(&format!("{a}:5-3")), None);
+        assert_eq!(GtidSet::parse(&format!("{a}")), None);
     }
 }

@@ -5,14 +5,15 @@
 //! (see [`binlog::coordinate`]): it grows across rotations and is the same when a restart replays
 //! the event. Snapshot rows carry `(snapshot coordinate, 0)`. The stored position is the binlog
 //! file and offset after the last durable transaction (or heartbeat), plus on MariaDB the GTID
-//! position, from which streaming resumes.
+//! position (MariaDB) or GTID set (MySQL with `gtid_mode=ON`), from which streaming resumes.
 //!
-//! Only MariaDB is exercised by the test suite; against MySQL 8 the stream resumes by file and
-//! offset (GTID-set resumption is not implemented).
+//! The suite runs against MariaDB 10.11 and MySQL 9.7 (the MySQL 8 protocol: GTID sets, binary
+//! JSON, `SHOW BINARY LOG STATUS`).
 
 pub mod binlog;
 pub mod check;
 pub mod config;
+pub mod json;
 pub mod rows;
 pub mod schema;
 pub mod snapshot;
@@ -29,7 +30,7 @@ use tracing::{info, warn};
 
 pub use config::MysqlConfig;
 
-use self::binlog::{coordinate, file_seq, mariadb_gtid, GtidState, MyPosition};
+use self::binlog::{coordinate, file_seq, mariadb_gtid, mysql_source, GtidSet, GtidState, MyPosition};
 use self::schema::{history_at, HistoryEntry, InfoColumn, Origin, TableSchema};
 use crate::event::time::now_ms;
 use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SourceMeta, TableRef, Version};
@@ -214,6 +215,8 @@ struct Mapped {
 #[derive(Default)]
 struct Txn {
     gtid: Option<binlog::Gtid>,
+    /// MySQL: the transaction's GTID (source, number).
+    mysql_gtid: Option<(String, u64)>,
     gtid_text: Option<Arc<str>>,
     standalone: bool,
     open: bool,
@@ -229,6 +232,8 @@ struct Session<'a> {
     file: Arc<str>,
     pos: u64,
     gtid: GtidState,
+    /// MySQL: the GTID set executed up to the last durable transaction.
+    gtid_set: GtidSet,
     mariadb: bool,
     txn: Txn,
     /// The open transaction's events, held until it commits (a ROLLBACK discards them).
@@ -251,6 +256,7 @@ impl<'a> Session<'a> {
             file: "".into(),
             pos: 4,
             gtid: GtidState::default(),
+            gtid_set: GtidSet::default(),
             mariadb: false,
             txn: Txn::default(),
             pending: Vec::new(),
@@ -297,9 +303,9 @@ impl<'a> Session<'a> {
         };
         let start = match &resume {
             Some(p) => {
-                // Resuming by GTID (MariaDB), the server finds the transaction in whatever file
-                // holds it now, and says so if it is gone (see `stream_error`).
-                let by_gtid = server.mariadb && p.gtid.is_some() && p.snapshot.is_none();
+                // Resuming by GTID, the server finds the transaction in whatever file holds it
+                // now, and says so if it is gone (see `stream_error`).
+                let by_gtid = p.gtid.is_some() && p.snapshot.is_none();
                 if !by_gtid && !p.file.is_empty() && !logs.iter().any(|(f, _)| *f == p.file) {
                     return Err(MyError::Operator(format!(
                         "binlog {} (the stored position {}:{}) has been purged from the server, so the changes since then are lost; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
@@ -318,7 +324,7 @@ impl<'a> Session<'a> {
                 };
                 run.begin_and_read(&tables, None, &mut self.ctx.batcher).await?
             }
-            None => current_position(&mut conn, server.mariadb).await?,
+            None => current_position(&mut conn, server.mariadb, true).await?,
         };
         if needs_snapshot && resume.is_some() {
             self.ctx.status.set_state(ConnectorState::Snapshotting);
@@ -334,13 +340,17 @@ impl<'a> Session<'a> {
 
         self.file = start.file.as_str().into();
         self.pos = start.pos;
-        self.gtid = start.gtid.as_deref().and_then(GtidState::parse).unwrap_or_default();
+        if server.mariadb {
+            self.gtid = start.gtid.as_deref().and_then(GtidState::parse).unwrap_or_default();
+        } else {
+            self.gtid_set = start.gtid.as_deref().and_then(GtidSet::parse).unwrap_or_default();
+        }
         let stream_conn = connect(cfg).await?;
         let mut stream = self.open_stream(stream_conn, &server).await?;
         self.ctx.status.set_state(ConnectorState::Streaming);
         self.ctx.status.set_source_error(None);
         backoff.reset();
-        info!(connector = %self.ctx.connector, file = %self.file, pos = self.pos, gtid = %self.gtid, "streaming");
+        info!(connector = %self.ctx.connector, file = %self.file, pos = self.pos, gtid = ?self.gtid_text(), "streaming");
 
         // Schema history starts with the tables as they are where streaming starts.
         for (db, table) in &tables {
@@ -351,6 +361,7 @@ impl<'a> Session<'a> {
         }
         let poller = tokio::spawn(poll_server(
             self.cfg.clone(),
+            self.mariadb,
             self.ctx.status.clone(),
             self.ctx.acked.clone(),
             self.ctx.cancel.child_token(),
@@ -361,12 +372,14 @@ impl<'a> Session<'a> {
         result
     }
 
-    /// Open the binlog stream from the session's position: by GTID on MariaDB when one is known,
-    /// else by file and offset.
+    /// Open the binlog stream from the session's position: by GTID when one is known (MariaDB's
+    /// GTID position, MySQL's GTID set), else by file and offset.
     async fn open_stream(&mut self, mut conn: Conn, server: &ServerInfo) -> Result<mysql_async::BinlogStream, MyError> {
         let period_ns = self.cfg.heartbeat_interval.as_nanos() as u64;
-        conn.query_drop(format!("SET @master_heartbeat_period = {period_ns}")).await?;
-        let by_gtid = server.mariadb && !self.gtid.is_empty();
+        // MySQL 8.0.26+ reads the `source_` name, older servers and MariaDB the `master_` one.
+        conn.query_drop(format!("SET @master_heartbeat_period = {period_ns}, @source_heartbeat_period = {period_ns}"))
+            .await?;
+        let by_gtid = if server.mariadb { !self.gtid.is_empty() } else { !self.gtid_set.is_empty() };
         if server.mariadb {
             // Without this capability MariaDB replaces its GTID events with dummy events.
             conn.query_drop("SET @mariadb_slave_capability = 4").await?;
@@ -377,8 +390,12 @@ impl<'a> Session<'a> {
             }
         }
         let file = self.file.to_string();
-        let request = if by_gtid {
+        let request = if by_gtid && server.mariadb {
             BinlogStreamRequest::new(self.cfg.server_id)
+        } else if by_gtid {
+            info!(connector = %self.ctx.connector, gtid = %self.gtid_set, "resuming from GTID set");
+            let sids = self.gtid_set.sids().map_err(MyError::Decode)?;
+            BinlogStreamRequest::new(self.cfg.server_id).with_gtid().with_gtid_set(sids)
         } else {
             BinlogStreamRequest::new(self.cfg.server_id).with_filename(file.as_bytes()).with_pos(self.pos)
         };
@@ -425,6 +442,7 @@ impl<'a> Session<'a> {
                     .ok_or_else(|| MyError::Decode("short MariaDB GTID event".into()))?;
                 self.txn = Txn {
                     gtid: Some(g),
+                    mysql_gtid: None,
                     gtid_text: Some(g.to_string().into()),
                     standalone: flags & binlog::GTID_FLAG_STANDALONE != 0,
                     open: true,
@@ -435,6 +453,11 @@ impl<'a> Session<'a> {
             r if binlog::MARIADB_COMPRESSED.contains(&r) => {
                 return Err(MyError::Operator(
                     "the binlog holds compressed events (log_bin_compress=ON), which tidemark cannot read; set log_bin_compress=OFF (changes written while it was ON must be re-read by a snapshot)".into(),
+                ));
+            }
+            binlog::MYSQL_TRANSACTION_PAYLOAD => {
+                return Err(MyError::Operator(
+                    "the binlog holds compressed transactions (binlog_transaction_compression=ON), which tidemark cannot read; set binlog_transaction_compression=OFF (transactions written while it was ON must be re-read by a snapshot)".into(),
                 ));
             }
             binlog::MYSQL_HEARTBEAT_V2 => {
@@ -476,20 +499,18 @@ impl<'a> Session<'a> {
                 self.heartbeat(header.log_pos() as u64).await?;
             }
             EventData::GtidEvent(g) => {
-                // MySQL: the transaction's GTID (resumption by GTID set is not implemented).
-                let uuid = g.sid().iter().map(|b| format!("{b:02x}")).collect::<String>();
-                let text = format!(
-                    "{}-{}-{}-{}-{}:{}",
-                    &uuid[..8],
-                    &uuid[8..12],
-                    &uuid[12..16],
-                    &uuid[16..20],
-                    &uuid[20..],
-                    g.gno()
-                );
+                // MySQL: the transaction's GTID, added to the GTID set when it commits.
+                let source = mysql_source(g.sid(), g.tag().map(|t| t.as_str()));
+                let text = format!("{source}:{}", g.gno());
                 // MySQL writes DDL as GTID + query with no XID: the group is one statement unless
                 // a BEGIN follows.
-                self.txn = Txn { gtid: None, gtid_text: Some(text.into()), standalone: true, open: true };
+                self.txn = Txn {
+                    gtid: None,
+                    mysql_gtid: Some((source, g.gno())),
+                    gtid_text: Some(text.into()),
+                    standalone: true,
+                    open: true,
+                };
                 self.advance(&header);
             }
             EventData::QueryEvent(q) => {
@@ -552,12 +573,15 @@ impl<'a> Session<'a> {
     }
 
     fn position(&self) -> Position {
-        Position::Mysql(MyPosition {
-            file: self.file.to_string(),
-            pos: self.pos,
-            gtid: (!self.gtid.is_empty()).then(|| self.gtid.to_string()),
-            snapshot: None,
-        })
+        Position::Mysql(MyPosition { file: self.file.to_string(), pos: self.pos, gtid: self.gtid_text(), snapshot: None })
+    }
+
+    fn gtid_text(&self) -> Option<String> {
+        if self.mariadb {
+            (!self.gtid.is_empty()).then(|| self.gtid.to_string())
+        } else {
+            (!self.gtid_set.is_empty()).then(|| self.gtid_set.to_string())
+        }
     }
 
     /// The end of a transaction: a consistent boundary.
@@ -629,6 +653,9 @@ impl<'a> Session<'a> {
         self.advance(header);
         if let Some(g) = self.txn.gtid {
             self.gtid.apply(g);
+        }
+        if let Some((source, gno)) = &self.txn.mysql_gtid {
+            self.gtid_set.add(source, *gno);
         }
         self.txn = Txn::default();
         let commit_ms = header.timestamp() as i64 * 1000;
@@ -1009,18 +1036,29 @@ pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, MyError>
         .collect())
 }
 
-/// The server's current binlog position (and GTID position on MariaDB).
-async fn current_position(conn: &mut Conn, mariadb: bool) -> Result<MyPosition, MyError> {
-    let mut row: mysql_async::Row = conn
-        .query_first("SHOW MASTER STATUS")
-        .await?
-        .ok_or_else(|| MyError::Operator("SHOW MASTER STATUS returned nothing: is log_bin on?".into()))?;
+/// The server's current binlog position, and with `gtid` its GTID position (MariaDB) or executed
+/// GTID set (MySQL with `gtid_mode=ON`).
+async fn current_position(conn: &mut Conn, mariadb: bool, gtid: bool) -> Result<MyPosition, MyError> {
+    // MySQL 8.2 renamed SHOW MASTER STATUS, and 8.4 dropped the old name; MariaDB has only it.
+    let status: Option<mysql_async::Row> = if mariadb {
+        conn.query_first("SHOW MASTER STATUS").await?
+    } else {
+        match conn.query_first("SHOW BINARY LOG STATUS").await {
+            Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn.query_first("SHOW MASTER STATUS").await?,
+            other => other?,
+        }
+    };
+    let mut row = status.ok_or_else(|| MyError::Operator("the server reports no binlog position: is log_bin on?".into()))?;
     let file: String = row.take(0).unwrap_or_default();
     let pos: u64 = row.take(1).unwrap_or(4);
-    let gtid = if mariadb {
-        conn.query_first::<String, _>("SELECT @@gtid_binlog_pos").await?.filter(|g| !g.is_empty())
-    } else {
-        None
+    let gtid = match (gtid, mariadb) {
+        (false, _) => None,
+        (true, true) => conn.query_first::<String, _>("SELECT @@gtid_binlog_pos").await?.filter(|g| !g.is_empty()),
+        (true, false) => row
+            .take::<String, _>("Executed_Gtid_Set")
+            .and_then(|g| GtidSet::parse(&g))
+            .filter(|set| !set.is_empty())
+            .map(|set| set.to_string()),
     };
     Ok(MyPosition { file, pos, gtid, snapshot: None })
 }
@@ -1048,6 +1086,7 @@ fn binlog_distance(logs: &[(String, u64)], from: (&str, u64), to: (&str, u64)) -
 /// changes).
 async fn poll_server(
     cfg: MysqlConfig,
+    mariadb: bool,
     status: Arc<crate::pipeline::status::ConnectorStatus>,
     acked: tokio::sync::watch::Receiver<Option<Position>>,
     cancel: tokio_util::sync::CancellationToken,
@@ -1065,7 +1104,7 @@ async fn poll_server(
             conn = connect(&cfg).await.ok();
         }
         let Some(c) = conn.as_mut() else { continue };
-        let (logs, server) = match (binary_logs(c).await, current_position(c, false).await) {
+        let (logs, server) = match (binary_logs(c).await, current_position(c, mariadb, false).await) {
             (Ok(l), Ok(s)) => (l, s),
             _ => {
                 conn = None;

@@ -442,7 +442,7 @@ pub fn convert(kind: &Kind, v: BinlogValue<'_>, origin: Origin) -> (Value, bool)
         BinlogValue::Value(v) => v,
         BinlogValue::Jsonb(j) => {
             return match j.parse() {
-                Ok(dom) => (Value::Json(serde_json::Value::from(dom).to_string()), false),
+                Ok(dom) => (Value::Json(super::json::to_text(&dom)), false),
                 Err(e) => (Value::Text(format!("invalid JSON in binlog: {e}")), true),
             }
         }

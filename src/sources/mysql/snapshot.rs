@@ -56,7 +56,7 @@ impl SnapshotRun<'_> {
         } else {
             conn.query_drop("FLUSH TABLES WITH READ LOCK").await?;
             conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await?;
-            let at = current_position(&mut conn, false).await;
+            let at = current_position(&mut conn, false, true).await;
             conn.query_drop("UNLOCK TABLES").await?;
             at?
         };

@@ -1,0 +1,143 @@
+//! MySQL's binary JSON as the text MySQL itself prints for it (`SELECT json_column`), so a row
+//! read from the binlog and the same row read by the snapshot's query carry the same JSON text.
+//!
+//! MySQL's printer: objects in stored key order (by key length, then bytes), `", "` and `": "`
+//! between items, doubles with `.0` when integral and in exponent form outside 1e-15..1e15,
+//! decimals with their scale, dates and times as quoted strings with microseconds, other opaque
+//! values as `"base64:type<N>:<data>"`.
+
+use std::fmt::Write;
+
+use mysql_common::binlog::jsonb::{JsonContainer, JsonDom, JsonNumber, JsonScalar};
+
+pub fn to_text(dom: &JsonDom) -> String {
+    let mut out = String::new();
+    write_dom(&mut out, dom);
+    out
+}
+
+fn write_dom(out: &mut String, dom: &JsonDom) {
+    match dom {
+        JsonDom::Container(JsonContainer::Array(items)) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_dom(out, item);
+            }
+            out.push(']');
+        }
+        JsonDom::Container(JsonContainer::Object(map)) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes())));
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_string(out, key);
+                out.push_str(": ");
+                write_dom(out, value);
+            }
+            out.push('}');
+        }
+        JsonDom::Scalar(s) => match s {
+            JsonScalar::Null => out.push_str("null"),
+            JsonScalar::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+            JsonScalar::String(s) => write_string(out, s),
+            JsonScalar::Number(JsonNumber::Int(i)) => {
+                let _ = write!(out, "{i}");
+            }
+            JsonScalar::Number(JsonNumber::Uint(u)) => {
+                let _ = write!(out, "{u}");
+            }
+            JsonScalar::Number(JsonNumber::Decimal(d)) => {
+                let _ = write!(out, "{d}");
+            }
+            JsonScalar::Number(JsonNumber::Double(d)) => write_double(out, *d),
+            JsonScalar::DateTime(t) => write_string(out, &format!("{t:.6}")),
+            JsonScalar::Opaque(o) => write_string(out, &o.to_string()),
+        },
+    }
+}
+
+/// The shortest digits that read back as `d`, placed as MySQL places them.
+fn write_double(out: &mut String, d: f64) {
+    let sci = format!("{d:e}");
+    let exponent: i32 = sci.rsplit('e').next().and_then(|e| e.parse().ok()).unwrap_or(0);
+    if (-15..15).contains(&exponent) {
+        let fixed = format!("{d}");
+        let integral = !fixed.contains('.');
+        out.push_str(&fixed);
+        if integral {
+            out.push_str(".0");
+        }
+    } else {
+        out.push_str(&sci);
+    }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(d: f64) -> String {
+        let mut s = String::new();
+        write_double(&mut s, d);
+        s
+    }
+
+    #[test]
+    fn doubles_print_as_mysql_prints_them() {
+        // Each pair as MySQL 9.7 printed CAST('[...]' AS JSON).
+        for (d, want) in [
+            (100.0, "100.0"),
+            (1e300, "1e300"),
+            (1e-7, "0.0000001"),
+            (-0.0, "-0.0"),
+            (1e14, "100000000000000.0"),
+            (1.5e15, "1.5e15"),
+            (1e15, "1e15"),
+            (1e-15, "0.000000000000001"),
+            (1.2345e-15, "0.0000000000000012345"),
+            (1e-16, "1e-16"),
+            (1.2345678901234567e16, "1.2345678901234568e16"),
+            (99999999999999.5, "99999999999999.5"),
+            (5e-324, "5e-324"),
+            (3.141592653589793, "3.141592653589793"),
+        ] {
+            assert_eq!(double(d), want, "{d:e}");
+        }
+    }
+
+    #[test]
+    fn strings_and_containers() {
+        let mut obj = std::collections::BTreeMap::new();
+        obj.insert("zz".to_string(), JsonDom::Scalar(JsonScalar::Number(JsonNumber::Int(1))));
+        obj.insert("a".to_string(), JsonDom::Container(JsonContainer::Array(vec![])));
+        obj.insert("bb".to_string(), JsonDom::Scalar(JsonScalar::String("q\"\\\n\u{1}\u{1f}\u{7f}é🎉/".into())));
+        let dom = JsonDom::Container(JsonContainer::Object(obj));
+        assert_eq!(to_text(&dom), "{\"a\": [], \"bb\": \"q\\\"\\\\\\n\\u0001\\u001f\u{7f}é🎉/\", \"zz\": 1}");
+    }
+}
