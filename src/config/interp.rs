@@ -14,9 +14,9 @@ pub fn interpolate(text: &str, d: &mut Diag, env: impl Fn(&str) -> Option<String
         while let Some(at) = rest.find('$') {
             out.push_str(&rest[..at]);
             let tail = &rest[at..];
-            if tail.starts_with("$${") {
+            if let Some(after) = tail.strip_prefix("$${") {
                 out.push_str("${");
-                rest = &tail[3..];
+                rest = after;
             } else if let Some(body) = tail.strip_prefix("${") {
                 let Some(end) = body.find('}') else {
                     d.error(format!("line {}", lineno + 1), "unterminated `${`");

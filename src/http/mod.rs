@@ -89,16 +89,23 @@ async fn list_connectors(State(st): State<AppState>) -> Json<Value> {
     Json(Value::Array(st.connectors.iter().map(|c| describe(c)).collect()))
 }
 
-fn find<'a>(st: &'a AppState, name: &str) -> Result<&'a Arc<ConnectorHandle>, Response> {
-    st.connectors.iter().find(|c| c.config.name == name).ok_or_else(|| {
-        (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no connector named {name}") }))).into_response()
-    })
+fn find<'a>(st: &'a AppState, name: &str) -> Result<&'a Arc<ConnectorHandle>, NotFound> {
+    st.connectors.iter().find(|c| c.config.name == name).ok_or_else(|| NotFound(name.to_string()))
+}
+
+/// No connector by that name: 404 with the name.
+struct NotFound(String);
+
+impl IntoResponse for NotFound {
+    fn into_response(self) -> Response {
+        (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no connector named {}", self.0) }))).into_response()
+    }
 }
 
 async fn one_connector(State(st): State<AppState>, Path(name): Path<String>) -> Response {
     match find(&st, &name) {
         Ok(c) => Json(describe(c)).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -108,7 +115,7 @@ async fn pause(State(st): State<AppState>, Path(name): Path<String>) -> Response
             c.pause();
             (StatusCode::ACCEPTED, Json(json!({ "name": name, "state": "paused" }))).into_response()
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -118,7 +125,7 @@ async fn resume(State(st): State<AppState>, Path(name): Path<String>) -> Respons
             c.resume();
             (StatusCode::ACCEPTED, Json(json!({ "name": name, "state": c.status.state() }))).into_response()
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 

@@ -23,6 +23,8 @@ use crate::pipeline::batch::Batcher;
 use crate::pipeline::status::ConnectorStatus;
 use crate::retry::{Classify, ErrorClass};
 
+// One per connector, built once at start: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     Postgres(postgres::PostgresConfig),

@@ -730,3 +730,21 @@ async fn check_names_the_fix_for_mixed_format_and_minimal_metadata() {
     );
     admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_mysql_reports_gtid_mode_and_passes() {
+    let mut env = MyEnv::new_at(&mysql8_url(), "mycheck").await;
+    env.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    env.write_config(&format!(r#""{}.t""#, env.name), "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["check", "-c", "tidemark.toml"])
+        .current_dir(&env.dir)
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{msg}");
+    assert!(msg.contains("connected to MySQL 9."), "{msg}");
+    assert!(msg.contains("gtid_mode is ON: the stream resumes from the executed GTID set"), "{msg}");
+    assert!(msg.contains("0 error(s), 0 warning(s)"), "{msg}");
+    env.cleanup().await;
+}

@@ -242,7 +242,7 @@ impl RedisSink {
         for (i, ev) in events.iter().enumerate() {
             self.add_row(&mut call, offset + i, ev);
             if call.len() == per_call {
-                calls.push(std::mem::replace(&mut call, Call::new()));
+                calls.push(std::mem::take(&mut call));
             }
         }
         if !call.is_empty() {

@@ -211,6 +211,12 @@ pub struct Call {
     pub rows: Vec<usize>,
 }
 
+impl Default for Call {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Call {
     pub fn new() -> Self {
         Call {

@@ -81,6 +81,15 @@ async fn check_connected(conn: &mut Conn, cfg: &MysqlConfig, out: &mut Vec<Findi
                 set("binlog_transaction_compression", "OFF")
             )));
         }
+        let gtid_mode: Option<String> = conn.query_first("SELECT @@gtid_mode").await.ok().flatten();
+        if gtid_mode.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("ON")) {
+            out.push(Finding::ok("gtid_mode is ON: the stream resumes from the executed GTID set"));
+        } else {
+            out.push(Finding::warn(format!(
+                "gtid_mode is {}: the stream resumes by binlog file and offset, which do not carry over to another server after a failover; set gtid_mode=ON and enforce_gtid_consistency=ON (in steps: OFF_PERMISSIVE, ON_PERMISSIVE, ON)",
+                gtid_mode.unwrap_or_else(|| "unknown".into())
+            )));
+        }
         let value_options: Option<String> = conn.query_first("SELECT @@binlog_row_value_options").await.ok().flatten();
         if value_options.as_deref().is_some_and(|v| !v.is_empty()) {
             out.push(Finding::error(format!(
@@ -105,7 +114,14 @@ async fn check_connected(conn: &mut Conn, cfg: &MysqlConfig, out: &mut Vec<Findi
             cfg.server_id
         )));
     }
-    let replicas: Vec<mysql_async::Row> = conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default();
+    // MySQL 8.4 dropped SHOW SLAVE HOSTS for SHOW REPLICAS (8.0.22+); MariaDB has only the first.
+    let replicas: Vec<mysql_async::Row> = match s.mariadb {
+        true => conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default(),
+        false => match conn.query("SHOW REPLICAS").await {
+            Ok(rows) => rows,
+            Err(_) => conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default(),
+        },
+    };
     for mut r in replicas {
         let id: Option<u32> = r.take(0);
         if id == Some(cfg.server_id) {

@@ -491,10 +491,12 @@ impl<'a> Session<'a> {
             EventData::HeartbeatEvent => {
                 // The body names the binlog the server is at.
                 let name = ev.data();
-                if !name.is_empty() && name.len() < 512 && name.iter().all(|b| b.is_ascii_graphic()) {
-                    if *self.file.as_bytes() != *name {
-                        self.file = String::from_utf8_lossy(name).as_ref().into();
-                    }
+                if !name.is_empty()
+                    && name.len() < 512
+                    && name.iter().all(|b| b.is_ascii_graphic())
+                    && *self.file.as_bytes() != *name
+                {
+                    self.file = String::from_utf8_lossy(name).as_ref().into();
                 }
                 self.heartbeat(header.log_pos() as u64).await?;
             }
@@ -573,7 +575,12 @@ impl<'a> Session<'a> {
     }
 
     fn position(&self) -> Position {
-        Position::Mysql(MyPosition { file: self.file.to_string(), pos: self.pos, gtid: self.gtid_text(), snapshot: None })
+        Position::Mysql(MyPosition {
+            file: self.file.to_string(),
+            pos: self.pos,
+            gtid: self.gtid_text(),
+            snapshot: None,
+        })
     }
 
     fn gtid_text(&self) -> Option<String> {
@@ -792,7 +799,7 @@ impl<'a> Session<'a> {
         // Schema history: the tables the statement names, as information_schema shows them now
         // (right after the DDL when tidemark keeps up).
         if let Some(rest) = lower.strip_prefix("alter table").or_else(|| lower.strip_prefix("create table")) {
-            let name_len = rest.trim_start().split_whitespace().next().map_or(0, str::len);
+            let name_len = rest.split_whitespace().next().map_or(0, str::len);
             let start = sql.len() - rest.trim_start().len();
             let (db, table) = split_table_name(&sql[start..start + name_len], schema);
             if table_included(&self.cfg.tables, &db, &table) {
@@ -1048,7 +1055,8 @@ async fn current_position(conn: &mut Conn, mariadb: bool, gtid: bool) -> Result<
             other => other?,
         }
     };
-    let mut row = status.ok_or_else(|| MyError::Operator("the server reports no binlog position: is log_bin on?".into()))?;
+    let mut row =
+        status.ok_or_else(|| MyError::Operator("the server reports no binlog position: is log_bin on?".into()))?;
     let file: String = row.take(0).unwrap_or_default();
     let pos: u64 = row.take(1).unwrap_or(4);
     let gtid = match (gtid, mariadb) {

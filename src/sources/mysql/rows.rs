@@ -37,13 +37,16 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A row change's before and after images (an insert has no before, a delete no after).
+pub type ImagePair = (Option<Image>, Option<Image>);
+
 /// Decode every (before, after) image pair of a rows event.
 pub fn decode(
     data: &[u8],
     tme: &TableMapEvent<'_>,
     before_cols: Option<&[usize]>,
     after_cols: Option<&[usize]>,
-) -> Result<Vec<(Option<Image>, Option<Image>)>, String> {
+) -> Result<Vec<ImagePair>, String> {
     let mut c = Cursor { b: data, p: 0 };
     let mut out = Vec::new();
     while c.p < c.b.len() {
