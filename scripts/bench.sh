@@ -14,8 +14,8 @@
 #   (i) commit-to-acknowledged latency at a steady BENCH_ES_RATE (2,000) changes/s, from tidemark's
 #       tidemark_commit_to_ack_seconds histogram
 # and the ratio h/g, medians of BENCH_RUNS alternating runs.
-# Then the transform chain alone (BENCH_TRANSFORMS=0 skips it), and for MariaDB (BENCH_MYSQL=0
-# skips it):
+# Then the transform chain alone (BENCH_TRANSFORMS=0 skips it), and for MariaDB and MySQL
+# (BENCH_MYSQL=0 skips both, BENCH_MYSQL8=0 MySQL):
 #   (a') mysqlbinlog --read-from-remote-server --raw reading a fixed backlog  (the source ceiling)
 #   (b') tidemark draining the same backlog into Redis
 #   (a'') mysqlbinlog decoding the same backlog's rows to /dev/null      (a decoding reader, for context)
@@ -279,94 +279,109 @@ fi
 
 [ "${BENCH_MYSQL:-1}" = "1" ] || exit 0
 
-# ---------------------------------------------------------------- MariaDB
+# ---------------------------------------------------------------- MariaDB and MySQL
+# The same measures on each binlog server: MariaDB on 3306 with its mysqlbinlog, and MySQL (GTID
+# mode) on 3309 with MySQL's own mysqlbinlog (scripts/services.sh; BENCH_MYSQL8=0 skips it).
 MYDB=tidemark_bench_my
-MY="mariadb -uroot -h 127.0.0.1 -P 3306 --protocol=TCP -N -B"
-MYURL="mysql://root@127.0.0.1:3306"
-log "preparing $MYDB"
-$MY -e "DROP DATABASE IF EXISTS $MYDB; CREATE DATABASE $MYDB; CREATE TABLE $MYDB.bench (id int PRIMARY KEY, v int NOT NULL, payload varchar(32) NOT NULL)"
-
-# A connector's position is recorded by a short first run, before the backlog is written.
-my_daemon() { # $1: name, $2: sink block, $3: stdout target
-  local dir="$work/my-$1"
-  mkdir -p "$dir/connectors"
-  printf 'data_dir = "%s/data"\nhttp_addr = "%s"\nconnectors_dir = "connectors"\n' "$dir" "$HTTP" > "$dir/tidemark.toml"
-  printf 'name = "%s"\n[source]\nkind = "mysql"\nurl = "%s"\ntables = ["%s.bench"]\nsnapshot = "never"\n%s\n' "$1" "$MYURL" "$MYDB" "$2" > "$dir/connectors/c.toml"
-  target/release/tidemark run -c "$dir/tidemark.toml" >"$3" 2>"$dir/tidemark.log" &
-  pid=$!
-}
-wait_checkpoint() {
-  until curl -s "http://$HTTP/health" | grep -q '"position":{"kind":"mysql"'; do
-    kill -0 $pid 2>/dev/null || { cat "$work"/my-*/tidemark.log; exit 1; }
-    sleep 0.1
-  done
-}
-wait_applied() { # $1: rows
-  while :; do
-    applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
-    if [ -n "$applied" ] && [ "$applied" -ge "$1" ]; then break; fi
-    kill -0 $pid 2>/dev/null || { cat "$work"/my-*/tidemark.log; exit 1; }
-    sleep 0.05
-  done
-}
 REDIS_SINK=$(printf '[[sink]]\nkind = "redis"\nurl = "%s"' "$REDIS_URL")
-for c in myredis mystdout; do
-  if [ $c = myredis ]; then my_daemon $c "$REDIS_SINK" /dev/null; else my_daemon $c '[[sink]]
+
+bench_binlog() { # $1: label, $2: port, $3: mysqlbinlog, $4: SQL for the current binlog position
+  local label=$1 port=$2 binlog_tool=$3 status_sql=$4
+  local MY="mariadb --no-defaults -uroot -h 127.0.0.1 -P $port --protocol=TCP -N -B"
+  local MYURL="mysql://root@127.0.0.1:$port"
+  log "$label: preparing $MYDB"
+  $MY -e "DROP DATABASE IF EXISTS $MYDB; CREATE DATABASE $MYDB; CREATE TABLE $MYDB.bench (id int PRIMARY KEY, v int NOT NULL, payload varchar(32) NOT NULL)"
+
+  # A connector's position is recorded by a short first run, before the backlog is written.
+  my_daemon() { # $1: name, $2: sink block, $3: stdout target
+    local dir="$work/my-$port-$1"
+    mkdir -p "$dir/connectors"
+    printf 'data_dir = "%s/data"\nhttp_addr = "%s"\nconnectors_dir = "connectors"\n' "$dir" "$HTTP" > "$dir/tidemark.toml"
+    printf 'name = "%s"\n[source]\nkind = "mysql"\nurl = "%s"\ntables = ["%s.bench"]\nsnapshot = "never"\n%s\n' "$1" "$MYURL" "$MYDB" "$2" > "$dir/connectors/c.toml"
+    target/release/tidemark run -c "$dir/tidemark.toml" >"$3" 2>"$dir/tidemark.log" &
+    pid=$!
+  }
+  wait_checkpoint() {
+    until curl -s "http://$HTTP/health" | grep -q '"position":{"kind":"mysql"'; do
+      kill -0 $pid 2>/dev/null || { cat "$work"/my-*/tidemark.log; exit 1; }
+      sleep 0.1
+    done
+  }
+  wait_applied() { # $1: rows
+    while :; do
+      applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
+      if [ -n "$applied" ] && [ "$applied" -ge "$1" ]; then break; fi
+      kill -0 $pid 2>/dev/null || { cat "$work"/my-*/tidemark.log; exit 1; }
+      sleep 0.05
+    done
+  }
+  for c in myredis mystdout; do
+    if [ $c = myredis ]; then my_daemon $c "$REDIS_SINK" /dev/null; else my_daemon $c '[[sink]]
 kind = "stdout"' /dev/null; fi
-  wait_checkpoint
+    wait_checkpoint
+    kill -TERM $pid; wait $pid || true; pid=""
+  done
+
+  local START START_FILE START_POS
+  START=$($MY -e "$status_sql" | awk '{print $1" "$2}')
+  START_FILE=${START% *}; START_POS=${START#* }
+  log "$label: writing a backlog of $ROWS row changes from $START_FILE:$START_POS"
+  $MY -e "SET GLOBAL cte_max_recursion_depth = $((TXN_ROWS + 1))" 2>/dev/null || true
+  for ((from = 1; from <= ROWS; from += TXN_ROWS)); do
+    to=$((from + TXN_ROWS - 1)); [ $to -gt "$ROWS" ] && to=$ROWS
+    # A recursive CTE rather than MariaDB's seq_ tables, so both servers run the same statement.
+    echo "INSERT INTO $MYDB.bench WITH RECURSIVE s (n) AS (SELECT $from UNION ALL SELECT n + 1 FROM s WHERE n < $to) SELECT n, n % 1000, LEFT(SHA2(n, 256), 32) FROM s;"
+  done | $MY "$MYDB"
+  local MY_MB
+  MY_MB=$($MY -e "SHOW BINARY LOGS" | awk -v f="$START_FILE" -v p="$START_POS" '$1 >= f {s += $2} END {print int((s - p) / 1048576)}')
+
+  log "$label (a') mysqlbinlog --read-from-remote-server --raw reading the backlog"
+  mkdir -p "$work/raw"
+  t0=$(now)
+  $binlog_tool --no-defaults --read-from-remote-server --raw --host=127.0.0.1 --port="$port" --user=root --to-last-log \
+    --start-position="$START_POS" --result-file="$work/raw/" "$START_FILE"
+  t1=$(now)
+  MA_RATE=$(echo "$ROWS / ($t1 - $t0)" | bc -l)
+  rm -rf "$work/raw"
+
+  log "$label (a'') mysqlbinlog decoding the backlog's rows to /dev/null (for context: a decoding reader)"
+  t0=$(now)
+  $binlog_tool --no-defaults --read-from-remote-server --host=127.0.0.1 --port="$port" --user=root --to-last-log \
+    --base64-output=decode-rows -v --start-position="$START_POS" "$START_FILE" >/dev/null
+  t1=$(now)
+  MD_RATE=$(echo "$ROWS / ($t1 - $t0)" | bc -l)
+
+  log "$label (b') tidemark draining the backlog into Redis"
+  redis-cli -n $REDIS_DB flushdb >/dev/null
+  t0=$(now)
+  my_daemon myredis "$REDIS_SINK" /dev/null
+  wait_applied "$ROWS"
+  t1=$(now)
+  MB_RATE=$(echo "$ROWS / ($t1 - $t0)" | bc -l)
+  MY_RSS=$(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$pid/status)
   kill -TERM $pid; wait $pid || true; pid=""
-done
 
-START=$($MY -e "SHOW MASTER STATUS" | awk '{print $1" "$2}')
-START_FILE=${START% *}; START_POS=${START#* }
-log "writing a backlog of $ROWS row changes from $START_FILE:$START_POS"
-for ((from = 1; from <= ROWS; from += TXN_ROWS)); do
-  to=$((from + TXN_ROWS - 1)); [ $to -gt "$ROWS" ] && to=$ROWS
-  echo "INSERT INTO $MYDB.bench SELECT seq, seq % 1000, MD5(seq) FROM seq_${from}_to_${to};"
-done | $MY "$MYDB"
-MY_MB=$($MY -e "SHOW BINARY LOGS" | awk -v f="$START_FILE" -v p="$START_POS" '$1 >= f {s += $2} END {print int((s - p) / 1048576)}')
-
-log "(a') mysqlbinlog --read-from-remote-server --raw reading the backlog"
-mkdir -p "$work/raw"
-t0=$(now)
-mysqlbinlog --read-from-remote-server --raw --host=127.0.0.1 --port=3306 --user=root --to-last-log \
-  --start-position="$START_POS" --result-file="$work/raw/" "$START_FILE"
-t1=$(now)
-MA_RATE=$(echo "$ROWS / ($t1 - $t0)" | bc -l)
-rm -rf "$work/raw"
-
-log "(a'') mysqlbinlog decoding the backlog's rows to /dev/null (for context: a decoding reader)"
-t0=$(now)
-mysqlbinlog --read-from-remote-server --host=127.0.0.1 --port=3306 --user=root --to-last-log \
-  --base64-output=decode-rows -v --start-position="$START_POS" "$START_FILE" >/dev/null
-t1=$(now)
-MD_RATE=$(echo "$ROWS / ($t1 - $t0)" | bc -l)
-
-log "(b') tidemark draining the backlog into Redis"
-redis-cli -n $REDIS_DB flushdb >/dev/null
-t0=$(now)
-my_daemon myredis "$REDIS_SINK" /dev/null
-wait_applied "$ROWS"
-t1=$(now)
-MB_RATE=$(echo "$ROWS / ($t1 - $t0)" | bc -l)
-MY_RSS=$(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$pid/status)
-kill -TERM $pid; wait $pid || true; pid=""
-
-log "(f') tidemark draining the backlog into stdout > /dev/null"
-t0=$(now)
-my_daemon mystdout '[[sink]]
+  log "$label (f') tidemark draining the backlog into stdout > /dev/null"
+  t0=$(now)
+  my_daemon mystdout '[[sink]]
 kind = "stdout"' /dev/null
-wait_applied "$ROWS"
-t1=$(now)
-MF_RATE=$(echo "$ROWS / ($t1 - $t0)" | bc -l)
-kill -TERM $pid; wait $pid || true; pid=""
-$MY -e "DROP DATABASE $MYDB"
+  wait_applied "$ROWS"
+  t1=$(now)
+  MF_RATE=$(echo "$ROWS / ($t1 - $t0)" | bc -l)
+  kill -TERM $pid; wait $pid || true; pid=""
+  $MY -e "DROP DATABASE $MYDB"
 
-printf '\n| MariaDB measure | result |\n|---|---|\n'
-printf '| backlog | %d row changes in %d transactions, %s MiB of binlog |\n' "$ROWS" $(((ROWS + TXN_ROWS - 1) / TXN_ROWS)) "$MY_MB"
-printf "| (a') mysqlbinlog --read-from-remote-server --raw | %.0f rows/s |\n" "$MA_RATE"
-printf "| (a'') mysqlbinlog decoding rows (-v) to /dev/null | %.0f rows/s |\n" "$MD_RATE"
-printf "| (b') tidemark → Redis | %.0f rows/s (peak RSS %s MiB) |\n" "$MB_RATE" "$MY_RSS"
-printf "| (f') tidemark → stdout > /dev/null | %.0f rows/s |\n" "$MF_RATE"
-printf "| b' / a' | %.3f |\n" "$(echo "$MB_RATE / $MA_RATE" | bc -l)"
-printf "| b' / a'' | %.2f |\n" "$(echo "$MB_RATE / $MD_RATE" | bc -l)"
+  printf '\n| %s measure | result |\n|---|---|\n' "$label"
+  printf '| backlog | %d row changes in %d transactions, %s MiB of binlog |\n' "$ROWS" $(((ROWS + TXN_ROWS - 1) / TXN_ROWS)) "$MY_MB"
+  printf "| (a') mysqlbinlog --read-from-remote-server --raw | %.0f rows/s |\n" "$MA_RATE"
+  printf "| (a'') mysqlbinlog decoding rows (-v) to /dev/null | %.0f rows/s |\n" "$MD_RATE"
+  printf "| (b') tidemark → Redis | %.0f rows/s (peak RSS %s MiB) |\n" "$MB_RATE" "$MY_RSS"
+  printf "| (f') tidemark → stdout > /dev/null | %.0f rows/s |\n" "$MF_RATE"
+  printf "| b' / a' | %.3f |\n" "$(echo "$MB_RATE / $MA_RATE" | bc -l)"
+  printf "| b' / a'' | %.2f |\n" "$(echo "$MB_RATE / $MD_RATE" | bc -l)"
+}
+
+bench_binlog MariaDB 3306 mysqlbinlog "SHOW MASTER STATUS"
+if [ "${BENCH_MYSQL8:-1}" = "1" ]; then
+  bench_binlog MySQL 3309 "${TIDEMARK_MYSQL_PREFIX:-/opt/tidemark/mysql}/bin/mysqlbinlog" "SHOW BINARY LOG STATUS"
+fi
