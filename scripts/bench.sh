@@ -285,8 +285,9 @@ fi
 MYDB=tidemark_bench_my
 REDIS_SINK=$(printf '[[sink]]\nkind = "redis"\nurl = "%s"' "$REDIS_URL")
 
-bench_binlog() { # $1: label, $2: port, $3: mysqlbinlog, $4: SQL for the current binlog position
-  local label=$1 port=$2 binlog_tool=$3 status_sql=$4
+bench_binlog() { # $1: label, $2: port, $3: mysqlbinlog, $4: SQL for the current binlog position,
+                 # $5: the session variable that bounds a recursive CTE
+  local label=$1 port=$2 binlog_tool=$3 status_sql=$4 recursion=$5
   local MY="mariadb --no-defaults -uroot -h 127.0.0.1 -P $port --protocol=TCP -N -B"
   local MYURL="mysql://root@127.0.0.1:$port"
   log "$label: preparing $MYDB"
@@ -326,12 +327,12 @@ kind = "stdout"' /dev/null; fi
   START=$($MY -e "$status_sql" | awk '{print $1" "$2}')
   START_FILE=${START% *}; START_POS=${START#* }
   log "$label: writing a backlog of $ROWS row changes from $START_FILE:$START_POS"
-  $MY -e "SET GLOBAL cte_max_recursion_depth = $((TXN_ROWS + 1))" 2>/dev/null || true
+  { echo "SET SESSION $recursion = $((TXN_ROWS + 1));"
   for ((from = 1; from <= ROWS; from += TXN_ROWS)); do
     to=$((from + TXN_ROWS - 1)); [ $to -gt "$ROWS" ] && to=$ROWS
     # A recursive CTE rather than MariaDB's seq_ tables, so both servers run the same statement.
     echo "INSERT INTO $MYDB.bench WITH RECURSIVE s (n) AS (SELECT $from UNION ALL SELECT n + 1 FROM s WHERE n < $to) SELECT n, n % 1000, LEFT(SHA2(n, 256), 32) FROM s;"
-  done | $MY "$MYDB"
+  done; } | $MY "$MYDB"
   local MY_MB
   MY_MB=$($MY -e "SHOW BINARY LOGS" | awk -v f="$START_FILE" -v p="$START_POS" '$1 >= f {s += $2} END {print int((s - p) / 1048576)}')
 
@@ -381,7 +382,7 @@ kind = "stdout"' /dev/null
   printf "| b' / a'' | %.2f |\n" "$(echo "$MB_RATE / $MD_RATE" | bc -l)"
 }
 
-bench_binlog MariaDB 3306 mysqlbinlog "SHOW MASTER STATUS"
+bench_binlog MariaDB 3306 mysqlbinlog "SHOW MASTER STATUS" max_recursive_iterations
 if [ "${BENCH_MYSQL8:-1}" = "1" ]; then
-  bench_binlog MySQL 3309 "${TIDEMARK_MYSQL_PREFIX:-/opt/tidemark/mysql}/bin/mysqlbinlog" "SHOW BINARY LOG STATUS"
+  bench_binlog MySQL 3309 "${TIDEMARK_MYSQL_PREFIX:-/opt/tidemark/mysql}/bin/mysqlbinlog" "SHOW BINARY LOG STATUS" cte_max_recursion_depth
 fi

@@ -731,10 +731,21 @@ async fn check_names_the_fix_for_mixed_format_and_minimal_metadata() {
     admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
 }
 
+/// MySQL's default authentication (caching_sha2_password) with a password over plain TCP: the
+/// first login of a user takes the full exchange (the password RSA-encrypted with the server's
+/// key), which `check` and the stream must both get through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_on_mysql_reports_gtid_mode_and_passes() {
     let mut env = MyEnv::new_at(&mysql8_url(), "mycheck").await;
     env.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let user = env.name.clone();
+    env.exec(&format!(
+        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED WITH caching_sha2_password BY 's3cret!';
+         GRANT REPLICATION SLAVE, REPLICATION CLIENT, RELOAD, SELECT ON *.* TO '{user}'@'127.0.0.1';"
+    ))
+    .await;
+    let admin_url = env.url.clone();
+    env.url = admin_url.replace("root@", &format!("{user}:s3cret%21@"));
     env.write_config(&format!(r#""{}.t""#, env.name), "");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["check", "-c", "tidemark.toml"])
@@ -746,5 +757,14 @@ async fn check_on_mysql_reports_gtid_mode_and_passes() {
     assert!(msg.contains("connected to MySQL 9."), "{msg}");
     assert!(msg.contains("gtid_mode is ON: the stream resumes from the executed GTID set"), "{msg}");
     assert!(msg.contains("0 error(s), 0 warning(s)"), "{msg}");
+    assert!(!msg.contains("s3cret"), "the password is shown: {msg}");
+    // The same user streams.
+    env.exec("INSERT INTO t VALUES (1), (2)").await;
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.exec("INSERT INTO t VALUES (3)").await;
+    env.wait_equal("t", "SELECT id FROM t", &d).await;
+    assert!(d.terminate().success());
+    env.exec(&format!("DROP USER '{user}'@'127.0.0.1'")).await;
     env.cleanup().await;
 }
