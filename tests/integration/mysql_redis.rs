@@ -768,3 +768,40 @@ async fn check_on_mysql_reports_gtid_mode_and_passes() {
     env.exec(&format!("DROP USER '{user}'@'127.0.0.1'")).await;
     env.cleanup().await;
 }
+
+/// MySQL 8.4+ tagged GTIDs (`uuid:tag:n`): the stored GTID set carries them, and a restart resumes
+/// from a set that mixes tagged and untagged transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tagged_gtids_are_stored_and_resumed_from_on_mysql() {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new_at(&mysql8_url(), "mytag").await;
+    env.exec("CREATE TABLE g (id int PRIMARY KEY, v varchar(10))").await;
+    env.write_config(&format!(r#""{}.g""#, env.name), "");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.exec(
+        "SET gtid_next = 'AUTOMATIC:tm_batch'; INSERT INTO g VALUES (1, 'tagged'), (2, 'tagged');
+         SET gtid_next = 'AUTOMATIC'; INSERT INTO g VALUES (3, 'plain');",
+    )
+    .await;
+    env.wait_equal("g", "SELECT id, v FROM g", &d).await;
+    wait_for("a checkpoint with the tagged GTID", DEADLINE, || async {
+        let c = d.connector().await?;
+        c["position"]["gtid"].as_str()?.contains(":tm_batch:").then_some(())
+    })
+    .await;
+    assert!(d.terminate().success(), "{}", d.log());
+
+    // While the daemon is down, more of both kinds.
+    env.exec(
+        "SET gtid_next = 'AUTOMATIC:tm_batch'; UPDATE g SET v = 'again' WHERE id = 1; DELETE FROM g WHERE id = 2;
+         SET gtid_next = 'AUTOMATIC'; INSERT INTO g VALUES (4, 'plain');",
+    )
+    .await;
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.wait_equal("g", "SELECT id, v FROM g", &d).await;
+    assert!(d.log().contains("resuming from GTID set"), "{}", d.log());
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
