@@ -805,3 +805,37 @@ async fn tagged_gtids_are_stored_and_resumed_from_on_mysql() {
     assert!(d.terminate().success());
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_server_keeps_lag_at_zero_through_heartbeats() {
+    idle_heartbeats(&mysql_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_server_keeps_lag_at_zero_through_heartbeats_on_mysql() {
+    idle_heartbeats(&mysql8_url()).await;
+}
+
+/// With no write for several heartbeat periods, `lag_ms` stays 0 (the server's heartbeats say
+/// nothing is pending) instead of growing with the time since the last commit.
+async fn idle_heartbeats(url: &str) {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new_at(url, "myidle").await;
+    env.exec("CREATE TABLE i (id int PRIMARY KEY)").await;
+    env.write_config(&format!(r#""{}.i""#, env.name), "heartbeat_interval = \"1s\"\n");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.exec("INSERT INTO i VALUES (1)").await;
+    env.wait_equal("i", "SELECT id FROM i", &d).await;
+    let before =
+        wait_for("a first checkpoint", DEADLINE, || async { d.connector().await?["position"]["pos"].as_u64() }).await;
+    // Idle for six heartbeat periods: without heartbeats, lag would be at least 6 s by now.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let c = d.connector().await.unwrap();
+    assert_eq!(c["lag_ms"], 0, "{c}");
+    assert_eq!(c["lag_bytes"], 0, "{c}");
+    assert_eq!(c["healthy"], true, "{c}");
+    assert!(c["position"]["pos"].as_u64().unwrap() >= before, "{c}");
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
