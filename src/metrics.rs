@@ -147,6 +147,11 @@ impl Metrics {
             "1 when the connector is running within its lag threshold",
             connector_healthy.clone(),
         );
+        registry.register(
+            BINLOG_PURGE_MARGIN,
+            "MySQL/MariaDB: binlog files between the oldest the server keeps and the checkpointed one (0: a purge could lose changes)",
+            binlog_purge_margin.clone(),
+        );
 
         Metrics {
             registry,

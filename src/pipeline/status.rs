@@ -65,6 +65,9 @@ struct Inner {
     source_lag_bytes: Option<u64>,
     /// MySQL: binlog files between the oldest the server keeps and the checkpointed one.
     purge_margin: Option<u64>,
+    /// MySQL: the checkpointed binlog is the oldest the server keeps and no longer the one it
+    /// writes, so a purge could remove it.
+    purge_risk: bool,
     sinks: Vec<SinkStatus>,
     notes: Vec<String>,
 }
@@ -198,8 +201,10 @@ impl ConnectorStatus {
         self.lock().source_lag_bytes = bytes;
     }
 
-    pub fn set_purge_margin(&self, files: Option<u64>) {
-        self.lock().purge_margin = files;
+    pub fn set_purge_margin(&self, files: Option<u64>, at_risk: bool) {
+        let mut inner = self.lock();
+        inner.purge_margin = files;
+        inner.purge_risk = at_risk;
     }
 
     pub fn health(&self) -> Health {
@@ -272,7 +277,7 @@ impl ConnectorStatus {
         let inner = self.lock();
         let backlog = inner.events_received.saturating_sub(inner.events_done);
         let mut notes = inner.notes.clone();
-        if h.purge_margin == Some(0) {
+        if inner.purge_risk {
             notes.push(
                 "the checkpointed binlog is the oldest the server keeps: purging it (PURGE BINARY LOGS, expire_logs_days) would lose changes; keep binlogs longer".into(),
             );

@@ -161,6 +161,37 @@ impl MyEnv {
         }
     }
 
+    /// Purge every binlog but the newest (the caller holds `BINLOGS` exclusively). Returns it.
+    pub async fn purge_to_newest(&mut self) -> String {
+        let logs: Vec<mysql_async::Row> = self.my.query("SHOW BINARY LOGS").await.unwrap();
+        let newest: String = logs.last().unwrap().get(0).unwrap();
+        // The server keeps a binlog a dump thread still reads; a daemon killed by another test may
+        // have left one behind until the server notices, so every dump thread is ended (a running
+        // daemon reconnects).
+        let dumps: Vec<u64> = self
+            .my
+            .query("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+            .await
+            .unwrap();
+        for id in dumps {
+            let _ = self.my.query_drop(format!("KILL {id}")).await;
+        }
+        // KILL only flags the thread; the server keeps its binlog until the thread has ended, and
+        // PURGE skips a binlog in use (with a warning). Purge until only the newest is left.
+        let url = format!("{}/{}", self.url, self.name);
+        wait_for("the purge to leave only the newest binlog", DEADLINE, || {
+            let (url, newest) = (url.clone(), newest.clone());
+            async move {
+                let mut my = my_connect(&url).await;
+                my.query_drop(format!("PURGE BINARY LOGS TO '{newest}'")).await.unwrap();
+                let left: Vec<mysql_async::Row> = my.query("SHOW BINARY LOGS").await.unwrap();
+                (left.len() == 1).then_some(())
+            }
+        })
+        .await;
+        newest
+    }
+
     pub async fn cleanup(mut self) {
         let _ = self.my.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name)).await;
         let mut r = redis_conn().await;
@@ -670,28 +701,7 @@ async fn purged_position(url: &str) {
     assert!(d.terminate().success());
     // Rotate twice and purge everything before the newest binlog while the daemon is down.
     env.exec("INSERT INTO q VALUES (2); FLUSH BINARY LOGS; FLUSH BINARY LOGS;").await;
-    let logs: Vec<mysql_async::Row> = env.my.query("SHOW BINARY LOGS").await.unwrap();
-    let newest: String = logs.last().unwrap().get(0).unwrap();
-    // The server keeps a binlog a dump thread still reads; a daemon killed by another test may
-    // have left one behind until the server notices. This test holds the binlogs exclusively.
-    let dumps: Vec<u64> =
-        env.my.query("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'").await.unwrap();
-    for id in dumps {
-        let _ = env.my.query_drop(format!("KILL {id}")).await;
-    }
-    // KILL only flags the thread; the server keeps its binlog until the thread has ended, and
-    // PURGE skips a binlog in use (with a warning). Purge until only the newest is left.
-    let url = format!("{}/{}", env.url, env.name);
-    wait_for("the purge to leave only the newest binlog", DEADLINE, || {
-        let (url, newest) = (url.clone(), newest.clone());
-        async move {
-            let mut my = my_connect(&url).await;
-            my.query_drop(format!("PURGE BINARY LOGS TO '{newest}'")).await.unwrap();
-            let left: Vec<mysql_async::Row> = my.query("SHOW BINARY LOGS").await.unwrap();
-            (left.len() == 1).then_some(())
-        }
-    })
-    .await;
+    env.purge_to_newest().await;
     let d = env.start();
     let reason = wait_for("the connector to fail", DEADLINE, || async {
         let c = d.connector().await?;
@@ -837,5 +847,62 @@ async fn idle_heartbeats(url: &str) {
     assert_eq!(c["healthy"], true, "{c}");
     assert!(c["position"]["pos"].as_u64().unwrap() >= before, "{c}");
     assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_in_the_oldest_binlog_is_flagged_before_a_purge_could_lose_it() {
+    purge_margin(&mysql_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_in_the_oldest_binlog_is_flagged_before_a_purge_could_lose_it_on_mysql() {
+    purge_margin(&mysql8_url()).await;
+}
+
+async fn purge_margin(url: &str) {
+    let _exclusive = BINLOGS.write().await;
+    let mut env = MyEnv::new_at(url, "mymargin").await;
+    env.exec("CREATE TABLE m (id int PRIMARY KEY); INSERT INTO m VALUES (1);").await;
+    env.write_config(&format!(r#""{}.m""#, env.name), "heartbeat_interval = \"1s\"\n");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.wait_equal("m", "SELECT id FROM m", &d).await;
+    let oldest = env.purge_to_newest().await;
+    let margin = |c: &serde_json::Value| c["binlog_purge_margin_files"].as_u64();
+    let risk = |c: &serde_json::Value| c["notes"].to_string().contains("is the oldest the server keeps");
+    wait_for("the checkpoint in the only binlog", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["position"]["file"] == oldest.as_str() && margin(&c) == Some(0)).then_some(())
+    })
+    .await;
+    // The binlog being written cannot be purged: no warning yet.
+    assert!(!risk(&d.connector().await.unwrap()), "{}", d.connector().await.unwrap());
+
+    // Paused, the checkpoint stays in the oldest binlog while the server moves on to a new one.
+    let path = format!("/connectors/{}/pause", env.name);
+    let (code, _) = tidemark::http::request(&d.http, "POST", &path).await.unwrap();
+    assert_eq!(code, 202);
+    env.exec("FLUSH BINARY LOGS; INSERT INTO m VALUES (2);").await;
+    let c = wait_for("the purge warning", DEADLINE, || async {
+        let c = d.connector().await?;
+        risk(&c).then_some(c)
+    })
+    .await;
+    assert_eq!(margin(&c), Some(0), "{c}");
+    let gauge = format!("tidemark_binlog_purge_margin_files{{connector=\"{}\"}} 0", env.name);
+    assert!(d.metrics().await.lines().any(|l| l == gauge), "{gauge} in\n{}", d.metrics().await);
+
+    // Resumed, it moves into the newer binlog: one file of margin, no warning.
+    let path = format!("/connectors/{}/resume", env.name);
+    let (code, _) = tidemark::http::request(&d.http, "POST", &path).await.unwrap();
+    assert_eq!(code, 202);
+    env.wait_equal("m", "SELECT id FROM m", &d).await;
+    wait_for("one binlog of margin", DEADLINE, || async {
+        let c = d.connector().await?;
+        (margin(&c) == Some(1) && !risk(&c)).then_some(())
+    })
+    .await;
+    assert!(d.terminate().success(), "{}", d.log());
     env.cleanup().await;
 }

@@ -1123,8 +1123,11 @@ async fn poll_server(
         status.set_source_lag_bytes(Some(binlog_distance(&logs, (&at.file, at.pos), (&server.file, server.pos))));
         let oldest = logs.first().map(|(f, _)| file_seq(f)).unwrap_or(0);
         let ahead = file_seq(&at.file).saturating_sub(oldest);
-        status.set_purge_margin(Some(ahead));
-        if ahead == 0 && logs.len() > 1 {
+        // The binlog being written cannot be purged: a margin of 0 is a risk only once the
+        // server has moved on to a newer one.
+        let at_risk = ahead == 0 && logs.len() > 1;
+        status.set_purge_margin(Some(ahead), at_risk);
+        if at_risk {
             if !warned {
                 warn!(connector = %status.name, file = %at.file, "the checkpointed binlog is the oldest the server keeps: purging it would lose changes");
                 warned = true;
