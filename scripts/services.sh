@@ -59,6 +59,8 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v curl >/dev/null || missing+=(curl)
 command -v socat >/dev/null || missing+=(socat)       # TLS in front of the test cluster
 command -v openssl >/dev/null || missing+=(openssl)   # the test CA and certificate
+command -v gpgv >/dev/null || missing+=(gpgv)         # Debian's signature on the MySQL packages
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
 if [ ${#missing[@]} -gt 0 ]; then install_pkgs "${missing[@]}"; fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || install_pkgs python3-venv
 
@@ -228,12 +230,21 @@ mysql_up() { mariadb --no-defaults -uroot -h 127.0.0.1 -P 3309 --protocol=TCP -e
 if [ ! -x "$MYSQL_PREFIX/bin/mysqld" ]; then
   log "unpacking MySQL from Debian unstable into $MYSQL_PREFIX"
   tmp=$(mktemp -d)
-  curl -fsS -o "$tmp/Packages.xz" http://deb.debian.org/debian/dists/sid/main/binary-amd64/Packages.xz \
+  # The index is trusted as apt trusts it: InRelease signed by a Debian archive key, and the
+  # package index matching the SHA-256 the signed release file gives; every .deb then matches the
+  # index.
+  mirror=https://deb.debian.org/debian
+  curl -fsS -o "$tmp/InRelease" "$mirror/dists/sid/InRelease" || die "cannot fetch Debian unstable's release file"
+  gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg --output "$tmp/Release" "$tmp/InRelease" 2>/dev/null \
+    || die "Debian unstable's release file is not signed by a Debian archive key"
+  curl -fsS -o "$tmp/Packages.xz" "$mirror/dists/sid/main/binary-amd64/Packages.xz" \
     || die "cannot fetch Debian unstable's package index"
+  want=$(awk '/^SHA256:/ {on = 1; next} /^[^ ]/ {on = 0} on && $3 == "main/binary-amd64/Packages.xz" {print $1}' "$tmp/Release")
+  echo "$want  $tmp/Packages.xz" | sha256sum -c --quiet - || die "Debian unstable's package index does not match its release file"
   python3 "$(dirname "$0")/debian_closure.py" "$tmp/Packages.xz" mysql-server-core mysql-client-core > "$tmp/list"
   $SUDO mkdir -p "$MYSQL_PREFIX/root" "$MYSQL_PREFIX/bin"
   while read -r file sha name version; do
-    curl -fsS -o "$tmp/pkg.deb" "http://deb.debian.org/debian/$file" || die "cannot fetch $file"
+    curl -fsS -o "$tmp/pkg.deb" "$mirror/$file" || die "cannot fetch $file"
     echo "$sha  $tmp/pkg.deb" | sha256sum -c --quiet - || die "checksum mismatch for $file"
     $SUDO dpkg-deb -x "$tmp/pkg.deb" "$MYSQL_PREFIX/root"
     [ "$name" != mysql-server-core ] || log "MySQL $version"

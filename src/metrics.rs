@@ -149,7 +149,7 @@ impl Metrics {
         );
         registry.register(
             BINLOG_PURGE_MARGIN,
-            "MySQL/MariaDB: binlog files between the oldest the server keeps and the checkpointed one (0: a purge could lose changes)",
+            "MySQL/MariaDB: binlog files between the oldest the server keeps and the checkpointed one (0 while the server writes a newer one: a purge could lose changes)",
             binlog_purge_margin.clone(),
         );
 

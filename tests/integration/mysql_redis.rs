@@ -906,3 +906,111 @@ async fn purge_margin(url: &str) {
     assert!(d.terminate().success(), "{}", d.log());
     env.cleanup().await;
 }
+
+/// A position read from one server is refused on another (a failover, a restore, a changed URL):
+/// its binlog coordinates, and the versions fencing the caches, mean nothing there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_from_another_server_is_refused_with_the_way_out() {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new("myother").await;
+    env.exec("CREATE TABLE o (id int PRIMARY KEY); INSERT INTO o VALUES (1);").await;
+    env.write_config(&format!(r#""{}.o""#, env.name), "");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.wait_equal("o", "SELECT id FROM o", &d).await;
+    wait_for("a checkpoint naming the server", DEADLINE, || async {
+        d.connector().await?["position"]["server"].as_str().map(str::to_string)
+    })
+    .await;
+    assert!(d.terminate().success());
+
+    // The same database and table on MySQL, and the connector pointed there.
+    let mut other = my_connect(&mysql8_url()).await;
+    other
+        .query_drop(format!("CREATE DATABASE `{0}`; CREATE TABLE `{0}`.o (id int PRIMARY KEY)", env.name))
+        .await
+        .unwrap();
+    let mariadb_url = std::mem::replace(&mut env.url, mysql8_url());
+    env.write_config(&format!(r#""{}.o""#, env.name), "");
+    let d = env.start();
+    let reason = wait_for("the connector to fail", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["state"] == "failed").then(|| c["reasons"].to_string())
+    })
+    .await;
+    assert!(
+        reason.contains("another server") && reason.contains(&format!("tidemark offsets reset {}", env.name)),
+        "{reason}"
+    );
+    drop(d);
+    other.query_drop(format!("DROP DATABASE `{}`", env.name)).await.unwrap();
+    env.url = mariadb_url;
+    env.cleanup().await;
+}
+
+/// A MySQL position stored without a GTID set (before gtid_mode was on, or by an older tidemark)
+/// resumes by file and offset, and stores a GTID set only once it is complete: from the next
+/// binlog's PREVIOUS_GTIDS on. A partial set would make the server resend, or find purged,
+/// everything it lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_without_gtids_gains_the_complete_set_at_the_next_binlog_on_mysql() {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new_at(&mysql8_url(), "mynogtid").await;
+    env.exec("CREATE TABLE n (id int PRIMARY KEY, v int); INSERT INTO n VALUES (1, 1);").await;
+    env.write_config(&format!(r#""{}.n""#, env.name), "heartbeat_interval = \"1s\"\n");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.wait_equal("n", "SELECT id, v FROM n", &d).await;
+    assert!(d.terminate().success());
+
+    // Store the position as file and offset only.
+    let tidemark = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(args)
+            .args(["-c", "tidemark.toml"])
+            .current_dir(&env.dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let shown = tidemark(&["offsets", "show", &env.name]);
+    let line = shown.lines().find(|l| l.contains("\"kind\":\"mysql\"")).unwrap_or_else(|| panic!("{shown}"));
+    let mut pos: serde_json::Value = serde_json::from_str(&line[line.find('{').unwrap()..]).unwrap();
+    let stored_pos = pos["pos"].as_u64().unwrap();
+    pos.as_object_mut().unwrap().remove("gtid");
+    tidemark(&["offsets", "set", &env.name, &pos.to_string()]);
+
+    env.exec("INSERT INTO n VALUES (2, 2); UPDATE n SET v = 10 WHERE id = 1;").await;
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.wait_equal("n", "SELECT id, v FROM n", &d).await;
+    let c = wait_for("a checkpoint past the stored offset", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["position"]["pos"].as_u64()? > stored_pos).then_some(c)
+    })
+    .await;
+    assert!(c["position"]["gtid"].is_null(), "a partial GTID set was stored: {c}");
+
+    // The next binlog's PREVIOUS_GTIDS completes the set: it comes to hold every transaction the
+    // server had executed by the last insert (other tests may add more meanwhile).
+    env.exec("FLUSH BINARY LOGS; INSERT INTO n VALUES (3, 3);").await;
+    let executed: String = env.my.query_first("SELECT @@gtid_executed").await.unwrap().unwrap();
+    env.wait_equal("n", "SELECT id, v FROM n", &d).await;
+    let url = format!("{}/{}", env.url, env.name);
+    let gtid = wait_for("the complete GTID set", DEADLINE, || async {
+        let gtid = d.connector().await?["position"]["gtid"].as_str()?.to_string();
+        let mut my = my_connect(&url).await;
+        let covers: i64 = my.exec_first("SELECT GTID_SUBSET(?, ?)", (&executed, &gtid)).await.ok()??;
+        (covers == 1).then_some(gtid)
+    })
+    .await;
+    let within: i64 = env.my.exec_first("SELECT GTID_SUBSET(?, @@gtid_executed)", (&gtid,)).await.unwrap().unwrap();
+    assert_eq!(within, 1, "stored {gtid}");
+    assert!(d.terminate().success());
+    let mut d = env.start();
+    d.wait_streaming().await;
+    assert!(d.log().contains("resuming from GTID set"), "{}", d.log());
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}

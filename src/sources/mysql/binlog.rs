@@ -14,11 +14,16 @@ pub struct MyPosition {
     /// the snapshot's coordinates).
     pub file: String,
     pub pos: u64,
-    /// MariaDB: the GTID position (`domain-server-seq` per domain) after the last durable
-    /// transaction; streaming resumes from it with `@slave_connect_state`, which survives binlog
-    /// rotations and failovers better than file and offset.
+    /// The GTID position after the last durable transaction: MariaDB's `domain-server-seq` per
+    /// domain (resumed with `@slave_connect_state`) or MySQL's executed GTID set (resumed with
+    /// `COM_BINLOG_DUMP_GTID`). The server then finds the next transaction in whichever binlog
+    /// holds it, across rotations and purges of older binlogs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
+    /// The server the position was read from (MySQL's `server_uuid`, MariaDB's `server_id`):
+    /// binlog coordinates, and the versions made of them, mean nothing on another server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// Present until the initial snapshot has completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotProgress>,
@@ -131,14 +136,22 @@ impl GtidSet {
                 if field.starts_with(|c: char| c.is_ascii_digit()) {
                     let (a, b) = field.split_once('-').unwrap_or((field, field));
                     let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
-                    if a == 0 || b < a {
+                    // Transaction numbers are 1..2^63-1.
+                    if a == 0 || b < a || b >= i64::MAX as u64 {
                         return None;
                     }
                     set.add_range(&source, a, b);
                     any = true;
                 } else {
-                    // A tag: the intervals after it belong to `uuid:tag`.
-                    source = format!("{}:{}", &source[..36], field.to_ascii_lowercase());
+                    // A tag (`[a-z_][a-z0-9_]{0,31}`): the intervals after it belong to `uuid:tag`.
+                    let tag = field.to_ascii_lowercase();
+                    let valid = tag.len() <= 32
+                        && tag.starts_with(|c: char| c == '_' || c.is_ascii_lowercase())
+                        && tag.chars().all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit());
+                    if !valid {
+                        return None;
+                    }
+                    source = format!("{}:{tag}", &source[..36]);
                 }
             }
             if !any {
@@ -151,6 +164,13 @@ impl GtidSet {
     /// Add transaction `gno` of `source` (`uuid` or `uuid:tag`).
     pub fn add(&mut self, source: &str, gno: u64) {
         self.add_range(source, gno, gno);
+    }
+
+    /// Add transactions `start..end` (end exclusive, as the binlog's intervals are).
+    pub fn add_interval(&mut self, source: &str, start: u64, end: u64) {
+        if start >= 1 && end > start {
+            self.add_range(source, start, end - 1);
+        }
     }
 
     fn add_range(&mut self, source: &str, a: u64, b: u64) {
@@ -264,8 +284,8 @@ mod tests {
     fn coordinates_grow_across_rotations() {
         assert_eq!(file_seq("mysql-bin.000042"), 42);
         assert!(coordinate("mysql-bin.000002", 4) > coordinate("mysql-bin.000001", 1_000_000));
-        let a = MyPosition { file: "b.000001".into(), pos: 500, gtid: None, snapshot: None };
-        let b = MyPosition { file: "b.000002".into(), pos: 4, gtid: None, snapshot: None };
+        let a = MyPosition { file: "b.000001".into(), pos: 500, gtid: None, server: None, snapshot: None };
+        let b = MyPosition { file: "b.000002".into(), pos: 4, gtid: None, server: None, snapshot: None };
         assert!(b.is_after(&a) && !a.is_after(&b));
     }
 
@@ -313,5 +333,11 @@ mod tests {
         assert_eq!(GtidSet::parse("0-1-100"), None);
         assert_eq!(GtidSet::parse(&format!("{a}:5-3")), None);
         assert_eq!(GtidSet::parse(a), None);
+        assert_eq!(GtidSet::parse(&format!("{a}:1-18446744073709551615")), None);
+        assert_eq!(GtidSet::parse(&format!("{a}:bad-tag:1")), None);
+        let mut from_binlog = GtidSet::default();
+        from_binlog.add_interval(a, 1, 6); // 1-5
+        from_binlog.add_interval(a, 7, 8); // 7
+        assert_eq!(from_binlog.to_string(), format!("{a}:1-5:7"));
     }
 }

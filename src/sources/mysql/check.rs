@@ -86,7 +86,7 @@ async fn check_connected(conn: &mut Conn, cfg: &MysqlConfig, out: &mut Vec<Findi
             out.push(Finding::ok("gtid_mode is ON: the stream resumes from the executed GTID set"));
         } else {
             out.push(Finding::warn(format!(
-                "gtid_mode is {}: the stream resumes by binlog file and offset, which do not carry over to another server after a failover; set gtid_mode=ON and enforce_gtid_consistency=ON (in steps: OFF_PERMISSIVE, ON_PERMISSIVE, ON)",
+                "gtid_mode is {}: the stream resumes by binlog file and offset, not by GTID; set gtid_mode=ON and enforce_gtid_consistency=ON (in steps: OFF_PERMISSIVE, ON_PERMISSIVE, ON)",
                 gtid_mode.unwrap_or_else(|| "unknown".into())
             )));
         }

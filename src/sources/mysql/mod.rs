@@ -112,6 +112,10 @@ pub struct ServerInfo {
     /// MariaDB `log_bin_compress`.
     pub compressed: bool,
     pub checksum: String,
+    /// What identifies the server: MySQL's `server_uuid`, MariaDB's `server_id` (it has no UUID).
+    pub identity: String,
+    /// MySQL `gtid_mode=ON` (MariaDB always has GTIDs).
+    pub gtid_mode_on: bool,
 }
 
 pub async fn server_info(conn: &mut Conn) -> Result<ServerInfo, MyError> {
@@ -126,6 +130,13 @@ pub async fn server_info(conn: &mut Conn) -> Result<ServerInfo, MyError> {
     let metadata: Option<String> = conn.query_first("SELECT @@binlog_row_metadata").await.ok().flatten();
     let compressed: Option<String> =
         if mariadb { conn.query_first("SELECT CAST(@@log_bin_compress AS CHAR)").await.ok().flatten() } else { None };
+    let (identity, gtid_mode_on) = if mariadb {
+        (server_id.to_string(), true)
+    } else {
+        let row: Option<(String, String)> = conn.query_first("SELECT @@server_uuid, @@gtid_mode").await?;
+        let (uuid, mode) = row.unwrap_or_default();
+        (uuid, mode.eq_ignore_ascii_case("ON"))
+    };
     Ok(ServerInfo {
         version,
         mariadb,
@@ -136,6 +147,8 @@ pub async fn server_info(conn: &mut Conn) -> Result<ServerInfo, MyError> {
         binlog_row_metadata: metadata,
         compressed: matches!(compressed.as_deref(), Some("1" | "ON")),
         checksum,
+        identity,
+        gtid_mode_on,
     })
 }
 
@@ -235,6 +248,10 @@ struct Session<'a> {
     /// MySQL: the GTID set executed up to the last durable transaction.
     gtid_set: GtidSet,
     mariadb: bool,
+    /// The server's identity (see [`ServerInfo::identity`]), stored with every position.
+    server: Option<String>,
+    /// MySQL: `gtid_set` holds every transaction before the position, not only those read.
+    gtid_complete: bool,
     txn: Txn,
     /// The open transaction's events, held until it commits (a ROLLBACK discards them).
     pending: Vec<ChangeEvent>,
@@ -258,6 +275,8 @@ impl<'a> Session<'a> {
             gtid: GtidState::default(),
             gtid_set: GtidSet::default(),
             mariadb: false,
+            server: None,
+            gtid_complete: false,
             txn: Txn::default(),
             pending: Vec::new(),
             pending_bytes: 0,
@@ -271,6 +290,7 @@ impl<'a> Session<'a> {
         let mut conn = connect(cfg).await?;
         let server = server_info(&mut conn).await?;
         self.mariadb = server.mariadb;
+        self.server = Some(server.identity.clone());
         prerequisites(&server, cfg)?;
         if server.binlog_row_metadata.as_deref() != Some("FULL") {
             self.ctx.status.note(
@@ -302,9 +322,35 @@ impl<'a> Session<'a> {
             None => cfg.snapshot == SnapshotMode::Initial,
         };
         let start = match &resume {
+            Some(p) if p.server.as_ref().is_some_and(|s| *s != server.identity) => {
+                return Err(MyError::Operator(format!(
+                    "the stored position ({}:{}) was read from another server ({} {}, this one is {}): after a failover or a restore, binlog coordinates and the versions that fence the caches do not carry over; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
+                    p.file,
+                    p.pos,
+                    if server.mariadb { "server_id" } else { "server_uuid" },
+                    p.server.as_deref().unwrap_or_default(),
+                    server.identity,
+                    self.ctx.connector
+                )));
+            }
             Some(p) => {
                 // Resuming by GTID, the server finds the transaction in whatever file holds it
-                // now, and says so if it is gone (see `stream_error`).
+                // now, and says so if it is gone (see `stream_error`). A MySQL server whose
+                // gtid_mode has been turned off is read by file and offset.
+                let mut p = p.clone();
+                if let Some(g) = p.gtid.as_deref() {
+                    let fits = if server.mariadb { GtidState::parse(g).is_some() } else { GtidSet::parse(g).is_some() };
+                    if !fits {
+                        return Err(MyError::Operator(format!(
+                            "the stored GTID position {g} is not a {} GTID, so it was read from another kind of server; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
+                            if server.mariadb { "MariaDB" } else { "MySQL" },
+                            self.ctx.connector
+                        )));
+                    }
+                    if !server.gtid_mode_on {
+                        p.gtid = None;
+                    }
+                }
                 let by_gtid = p.gtid.is_some() && p.snapshot.is_none();
                 if !by_gtid && !p.file.is_empty() && !logs.iter().any(|(f, _)| *f == p.file) {
                     return Err(MyError::Operator(format!(
@@ -312,7 +358,7 @@ impl<'a> Session<'a> {
                         p.file, p.file, p.pos, self.ctx.connector
                     )));
                 }
-                p.clone()
+                p
             }
             None if needs_snapshot => {
                 self.ctx.status.set_state(ConnectorState::Snapshotting);
@@ -321,6 +367,7 @@ impl<'a> Session<'a> {
                     connector: &self.ctx.connector,
                     metrics: &self.ctx.metrics,
                     mariadb: server.mariadb,
+                    server: &server.identity,
                 };
                 run.begin_and_read(&tables, None, &mut self.ctx.batcher).await?
             }
@@ -333,6 +380,7 @@ impl<'a> Session<'a> {
                 connector: &self.ctx.connector,
                 metrics: &self.ctx.metrics,
                 mariadb: server.mariadb,
+                server: &server.identity,
             };
             run.resume(&tables, &start, &mut self.ctx.batcher).await?;
         }
@@ -344,6 +392,11 @@ impl<'a> Session<'a> {
             self.gtid = start.gtid.as_deref().and_then(GtidState::parse).unwrap_or_default();
         } else {
             self.gtid_set = start.gtid.as_deref().and_then(GtidSet::parse).unwrap_or_default();
+            // Resumed by file and offset on a server with GTIDs (a position stored before GTIDs
+            // were on, or by an older tidemark), the set is known only from the next binlog's
+            // PREVIOUS_GTIDS event on: until then positions carry no GTID, as a partial set
+            // would make the server resend (or find purged) everything it lacks.
+            self.gtid_complete = start.gtid.is_some();
         }
         let stream_conn = connect(cfg).await?;
         let mut stream = self.open_stream(stream_conn, &server).await?;
@@ -500,6 +553,17 @@ impl<'a> Session<'a> {
                 }
                 self.heartbeat(header.log_pos() as u64).await?;
             }
+            EventData::PreviousGtidsEvent(prev) => {
+                // MySQL: at the start of each binlog, every GTID in the binlogs before it. The
+                // stream has read everything before this point, so the set is complete from here.
+                for sid in prev.sids() {
+                    let source = mysql_source(sid.uuid(), sid.tag().map(|t| t.as_str()));
+                    for i in sid.intervals() {
+                        self.gtid_set.add_interval(&source, i.start(), i.end());
+                    }
+                }
+                self.gtid_complete = true;
+            }
             EventData::GtidEvent(g) => {
                 // MySQL: the transaction's GTID, added to the GTID set when it commits.
                 let source = mysql_source(g.sid(), g.tag().map(|t| t.as_str()));
@@ -579,6 +643,7 @@ impl<'a> Session<'a> {
             file: self.file.to_string(),
             pos: self.pos,
             gtid: self.gtid_text(),
+            server: self.server.clone(),
             snapshot: None,
         })
     }
@@ -587,7 +652,7 @@ impl<'a> Session<'a> {
         if self.mariadb {
             (!self.gtid.is_empty()).then(|| self.gtid.to_string())
         } else {
-            (!self.gtid_set.is_empty()).then(|| self.gtid_set.to_string())
+            (self.gtid_complete && !self.gtid_set.is_empty()).then(|| self.gtid_set.to_string())
         }
     }
 
@@ -1068,7 +1133,7 @@ async fn current_position(conn: &mut Conn, mariadb: bool, gtid: bool) -> Result<
             .filter(|set| !set.is_empty())
             .map(|set| set.to_string()),
     };
-    Ok(MyPosition { file, pos, gtid, snapshot: None })
+    Ok(MyPosition { file, pos, gtid, server: None, snapshot: None })
 }
 
 /// Bytes of binlog between `(from_file, from_pos)` and `(to_file, to_pos)`.

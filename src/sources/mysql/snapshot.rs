@@ -29,6 +29,8 @@ pub struct SnapshotRun<'a> {
     pub connector: &'a str,
     pub metrics: &'a Metrics,
     pub mariadb: bool,
+    /// The server's identity, recorded in every position.
+    pub server: &'a str,
 }
 
 impl SnapshotRun<'_> {
@@ -52,7 +54,7 @@ impl SnapshotRun<'_> {
             let pos: u64 = get("binlog_snapshot_position").and_then(|p| p.parse().ok()).unwrap_or(4);
             let gtid: Option<String> = conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.as_str(), pos)).await?;
             let gtid = gtid.filter(|g| GtidState::parse(g).is_some_and(|s| !s.is_empty()));
-            MyPosition { file, pos, gtid, snapshot: None }
+            MyPosition { file, pos, gtid, server: None, snapshot: None }
         } else {
             conn.query_drop("FLUSH TABLES WITH READ LOCK").await?;
             conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await?;
@@ -60,6 +62,7 @@ impl SnapshotRun<'_> {
             conn.query_drop("UNLOCK TABLES").await?;
             at?
         };
+        let at = MyPosition { server: Some(self.server.to_string()), ..at };
         tracing::info!(connector = %self.connector, file = %at.file, pos = at.pos, gtid = ?at.gtid, "snapshot started");
         // Checkpoint the coordinates first: a crash before the first chunk resumes here.
         batcher.mark(snapshot_position(&at, SnapshotProgress::default()), Some(now_ms()), None, false);
