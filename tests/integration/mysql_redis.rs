@@ -745,7 +745,7 @@ async fn check_names_the_fix_for_mixed_format_and_minimal_metadata() {
 /// first login of a user takes the full exchange (the password RSA-encrypted with the server's
 /// key), which `check` and the stream must both get through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_on_mysql_reports_gtid_mode_and_passes() {
+async fn check_on_mysql_reports_gtid_mode_and_the_snapshot_grant() {
     let mut env = MyEnv::new_at(&mysql8_url(), "mycheck").await;
     env.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
     let user = env.name.clone();
@@ -768,6 +768,7 @@ async fn check_on_mysql_reports_gtid_mode_and_passes() {
     assert!(msg.contains("gtid_mode is ON: the stream resumes from the executed GTID set"), "{msg}");
     assert!(msg.contains("0 error(s), 0 warning(s)"), "{msg}");
     assert!(!msg.contains("s3cret"), "the password is shown: {msg}");
+    assert!(msg.contains("may take the initial snapshot's global read lock (RELOAD)"), "{msg}");
     // The same user streams.
     env.exec("INSERT INTO t VALUES (1), (2)").await;
     let mut d = env.start();
@@ -775,6 +776,27 @@ async fn check_on_mysql_reports_gtid_mode_and_passes() {
     env.exec("INSERT INTO t VALUES (3)").await;
     env.wait_equal("t", "SELECT id FROM t", &d).await;
     assert!(d.terminate().success());
+
+    // Without RELOAD, MySQL's snapshot cannot take its global read lock: check says so, with the
+    // grant, and so does the connector.
+    env.exec(&format!("REVOKE RELOAD ON *.* FROM '{user}'@'127.0.0.1'")).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["check", "-c", "tidemark.toml"])
+        .current_dir(&env.dir)
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("lacks RELOAD") && msg.contains("GRANT RELOAD ON *.* TO"), "{msg}");
+    std::fs::remove_dir_all(env.dir.join("data")).unwrap(); // a first start: snapshot again
+    let d = env.start();
+    let reason = wait_for("the connector to fail", DEADLINE, || async {
+        let c = d.connector().await?;
+        (c["state"] == "failed").then(|| c["reasons"].to_string())
+    })
+    .await;
+    assert!(reason.contains("GRANT RELOAD ON *.*"), "{reason}");
+    drop(d);
     env.exec(&format!("DROP USER '{user}'@'127.0.0.1'")).await;
     env.cleanup().await;
 }

@@ -5,6 +5,10 @@ use mysql_async::Conn;
 
 use super::{binary_logs, connect, info_columns, matching_tables, server_info, MyError, MysqlConfig};
 use crate::check::Finding;
+use crate::sources::SnapshotMode;
+
+/// What to do when the snapshot's FLUSH TABLES WITH READ LOCK is refused.
+pub const NO_RELOAD: &str = "the initial snapshot on MySQL runs FLUSH TABLES WITH READ LOCK for a moment, which needs it; run GRANT RELOAD ON *.* TO {user}, or set snapshot = \"never\"";
 
 pub async fn check(cfg: &MysqlConfig) -> Vec<Finding> {
     let mut conn = match connect(cfg).await {
@@ -107,6 +111,15 @@ async fn check_connected(conn: &mut Conn, cfg: &MysqlConfig, out: &mut Vec<Findi
         out.push(Finding::error(format!(
             "{user} may not read the binary log; run GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO {user}"
         )));
+    }
+    // MySQL's snapshot takes a short global read lock for its binlog coordinates (MariaDB's
+    // consistent snapshot needs none).
+    if !s.mariadb && cfg.snapshot == SnapshotMode::Initial {
+        if all.contains("ALL PRIVILEGES") || all.contains("RELOAD") {
+            out.push(Finding::ok(format!("{user} may take the initial snapshot's global read lock (RELOAD)")));
+        } else {
+            out.push(Finding::error(format!("{user} lacks RELOAD: {}", NO_RELOAD.replace("{user}", &user))));
+        }
     }
     if s.server_id == cfg.server_id {
         out.push(Finding::error(format!(

@@ -56,7 +56,14 @@ impl SnapshotRun<'_> {
             let gtid = gtid.filter(|g| GtidState::parse(g).is_some_and(|s| !s.is_empty()));
             MyPosition { file, pos, gtid, server: None, snapshot: None }
         } else {
-            conn.query_drop("FLUSH TABLES WITH READ LOCK").await?;
+            conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| match e {
+                mysql_async::Error::Server(s) if s.code == 1227 => MyError::Operator(format!(
+                    "{}: {}",
+                    s.message,
+                    super::check::NO_RELOAD.replace("{user}", "the connector's user")
+                )),
+                e => MyError::Query(e),
+            })?;
             conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await?;
             let at = current_position(&mut conn, false, true).await;
             conn.query_drop("UNLOCK TABLES").await?;
