@@ -259,6 +259,30 @@ WRAP
     $SUDO chmod +x "$MYSQL_PREFIX/bin/$(basename $tool)"
   done
 fi
+# TLS, for the TLS tests: a test CA and a server certificate for 127.0.0.1 and localhost (the
+# certificate MySQL generates for itself names no host, so it cannot be verified fully).
+MYSQL_TLS=$MYSQL_DIR/tls
+if [ ! -f "$MYSQL_TLS/server-cert.pem" ]; then
+  log "creating the MySQL test CA and server certificate"
+  $SUDO mkdir -p "$MYSQL_TLS"
+  $SUDO openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidemark test MySQL CA" \
+    -keyout "$MYSQL_TLS/ca-key.pem" -out "$MYSQL_TLS/ca.pem" 2>/dev/null
+  $SUDO openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$MYSQL_TLS/server-key.pem" -out "$MYSQL_TLS/server.csr" 2>/dev/null
+  echo "subjectAltName=IP:127.0.0.1,DNS:localhost" | $SUDO tee "$MYSQL_TLS/san.ext" >/dev/null
+  $SUDO openssl x509 -req -in "$MYSQL_TLS/server.csr" -CA "$MYSQL_TLS/ca.pem" -CAkey "$MYSQL_TLS/ca-key.pem" \
+    -CAcreateserial -days 3650 -extfile "$MYSQL_TLS/san.ext" -out "$MYSQL_TLS/server-cert.pem" 2>/dev/null
+fi
+# A server started before these settings existed is restarted with them.
+if mysql_up && [ "$(mariadb --no-defaults -uroot -h 127.0.0.1 -P 3309 --protocol=TCP -N -B -e 'SELECT @@ssl_cert')" != "$MYSQL_TLS/server-cert.pem" ]; then
+  log "restarting MySQL on 3309 with the test certificate"
+  mariadb --no-defaults -uroot -h 127.0.0.1 -P 3309 --protocol=TCP -e "SHUTDOWN"
+  deadline=$((SECONDS + 60))
+  while mysql_up || pgrep -f "mysqld --defaults-file=$MYSQL_DIR/my.cnf" >/dev/null; do
+    [ $SECONDS -lt $deadline ] || die "MySQL on 3309 did not stop"
+    sleep 0.5
+  done
+fi
 if ! mysql_up; then
   $SUDO mkdir -p "$MYSQL_DIR"
   $SUDO tee "$MYSQL_DIR/my.cnf" >/dev/null <<CNF
@@ -284,6 +308,9 @@ binlog_row_image=FULL
 binlog_row_metadata=FULL
 gtid_mode=ON
 enforce_gtid_consistency=ON
+ssl_ca=$MYSQL_TLS/ca.pem
+ssl_cert=$MYSQL_TLS/server-cert.pem
+ssl_key=$MYSQL_TLS/server-key.pem
 CNF
   if [ ! -d "$MYSQL_DIR/data/mysql" ]; then
     log "initializing MySQL on 3309"

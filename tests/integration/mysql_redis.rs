@@ -1039,3 +1039,79 @@ async fn a_position_without_gtids_gains_the_complete_set_at_the_next_binlog_on_m
     assert!(d.terminate().success());
     env.cleanup().await;
 }
+
+/// TLS to MySQL with a private CA (`require_ssl=true` in the URL, `ca_file`): a user the server
+/// lets in only over TLS checks and streams; without TLS it is refused, and a certificate from
+/// another CA is rejected by tidemark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_on_mysql() {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new_at(&mysql8_url(), "mytls").await;
+    env.exec("CREATE TABLE s (id int PRIMARY KEY); INSERT INTO s VALUES (1);").await;
+    let user = env.name.clone();
+    env.exec(&format!(
+        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'tls-pw' REQUIRE SSL;
+         GRANT REPLICATION SLAVE, REPLICATION CLIENT, RELOAD, SELECT ON *.* TO '{user}'@'127.0.0.1';"
+    ))
+    .await;
+    // The server's CA (services.sh made it, with a certificate for 127.0.0.1).
+    let (datadir, ca): (String, String) = env.my.query_first("SELECT @@datadir, @@ssl_ca").await.unwrap().unwrap();
+    let ca = PathBuf::from(datadir).join(ca);
+    let other = env.dir.join("other-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=not the server's CA", "-days", "1"])
+        .arg("-keyout")
+        .arg(env.dir.join("other-ca.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let admin_url = env.url.clone();
+    let user_url = admin_url.replace("root@", &format!("{user}:tls-pw@"));
+    let tls_url = format!("{user_url}?require_ssl=true");
+    let tables = format!(r#""{}.s""#, env.name);
+
+    // Another CA's certificate is refused.
+    env.url = tls_url.clone();
+    env.write_config(&tables, &format!("ca_file = \"{}\"\n", other.display()));
+    let (code, msg) = run_check(&env);
+    assert_eq!(code, Some(1), "{msg}");
+    assert!(msg.contains("cannot connect"), "{msg}");
+
+    // Without TLS, the server refuses the user.
+    env.url = user_url;
+    env.write_config(&tables, "");
+    let (code, msg) = run_check(&env);
+    assert_eq!(code, Some(1), "{msg}");
+    assert!(msg.contains("cannot connect"), "{msg}");
+
+    // With the server's CA: check passes and the connector streams.
+    env.url = tls_url;
+    env.write_config(&tables, &format!("ca_file = \"{}\"\n", ca.display()));
+    let (code, msg) = run_check(&env);
+    assert_eq!(code, Some(0), "{msg}");
+    assert!(!msg.contains("tls-pw"), "the password is shown: {msg}");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.exec("INSERT INTO s VALUES (2)").await;
+    env.wait_equal("s", "SELECT id FROM s", &d).await;
+    let (code, body) = tidemark::http::request(&d.http, "GET", &format!("/connectors/{}", env.name)).await.unwrap();
+    assert_eq!(code, 200);
+    let described: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(described["config"]["source"]["tls"], true, "{described}");
+    assert!(d.terminate().success());
+    env.exec(&format!("DROP USER '{user}'@'127.0.0.1'")).await;
+    env.url = admin_url;
+    env.cleanup().await;
+}
+
+/// `tidemark check` in the environment's directory: exit code and output.
+fn run_check(env: &MyEnv) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["check", "-c", "tidemark.toml"])
+        .current_dir(&env.dir)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+}

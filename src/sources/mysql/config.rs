@@ -1,6 +1,7 @@
 //! `[source] kind = "mysql"` (MySQL 8 and MariaDB 10.5+).
 
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{Diag, SecretUrl, Section};
@@ -29,6 +30,8 @@ pub struct MysqlConfig {
     pub heartbeat_interval: Duration,
     pub snapshot_chunk_rows: NonZeroUsize,
     pub encoding: Encoding,
+    /// A PEM file of the CA that signed the server's certificate (TLS with a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl MysqlConfig {
@@ -48,6 +51,8 @@ impl MysqlConfig {
             "snapshot": match self.snapshot { SnapshotMode::Initial => "initial", SnapshotMode::Never => "never" },
             "server_id": self.server_id,
             "heartbeat_interval_ms": self.heartbeat_interval.as_millis() as u64,
+            "tls": self.opts.ssl_opts().is_some(),
+            "ca_file": self.ca_file.as_ref().map(|p| p.display().to_string()),
         })
     }
 }
@@ -66,8 +71,8 @@ pub fn default_server_id(connector: &str) -> u32 {
     SERVER_ID_BASE + fnv1a(connector) % SERVER_ID_SPAN
 }
 
-pub const KEYS: [&str; 7] =
-    ["kind", "url", "tables", "snapshot", "server_id", "heartbeat_interval", "snapshot_chunk_rows"];
+pub const KEYS: [&str; 8] =
+    ["kind", "url", "tables", "snapshot", "server_id", "heartbeat_interval", "snapshot_chunk_rows", "ca_file"];
 
 pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<MysqlConfig> {
     let url = s.str(d, "url");
@@ -77,6 +82,31 @@ pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<MysqlConfig
             d.error(s.key("url"), format!("not a MySQL URL ({}): {e}", crate::config::secret::redact_url(u)));
             None
         }
+    });
+    // TLS: `require_ssl=true` in the URL (with `verify_ca` / `verify_identity`), and `ca_file` for
+    // a private CA (which turns TLS on).
+    let ca_file = s.opt_str(d, "ca_file").map(PathBuf::from);
+    if let Some(p) = &ca_file {
+        if let Err(e) = std::fs::metadata(p) {
+            d.error(s.key("ca_file"), format!("{}: {e}", p.display()));
+        }
+    }
+    // mysql_async skips the host-name check by matching rustls' error text, which no longer
+    // matches, so `verify_identity=false` would silently fail to connect: refuse it here.
+    if let Some(ssl) = opts.as_ref().and_then(|o: &mysql_async::Opts| o.ssl_opts()) {
+        if ssl.skip_domain_validation() && !ssl.accept_invalid_certs() {
+            d.error(
+                s.key("url"),
+                "verify_identity=false is not supported: give the server a certificate for the host name in the URL (and its CA in ca_file), or skip verification altogether with verify_ca=false",
+            );
+        }
+    }
+    let opts = opts.map(|o| match &ca_file {
+        Some(p) => {
+            let ssl = o.ssl_opts().cloned().unwrap_or_default().with_root_certs(vec![p.clone().into()]);
+            mysql_async::OptsBuilder::from_opts(o).ssl_opts(ssl).into()
+        }
+        None => o,
     });
     let tables = s.opt_str_list(d, "tables");
     match &tables {
@@ -129,12 +159,36 @@ pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<MysqlConfig
         heartbeat_interval,
         snapshot_chunk_rows,
         encoding,
+        ca_file,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn errors(source: &str) -> Vec<String> {
+        let text = format!(
+            "name = \"c\"\n[source]\nkind = \"mysql\"\ntables = [\"d.t\"]\n{source}\n[[sink]]\nkind = \"stdout\"\n"
+        );
+        match crate::config::parse_connector(std::path::Path::new("c.toml"), &text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn tls_settings() {
+        assert!(errors("url = \"mysql://u@h:3306?require_ssl=true\"").is_empty());
+        assert!(errors("url = \"mysql://u@h:3306?require_ssl=true&verify_ca=false\"").is_empty());
+        let e = errors("url = \"mysql://u@h:3306?require_ssl=true&verify_identity=false\"");
+        assert!(
+            e.iter().any(|l| l.contains("source.url") && l.contains("verify_identity=false is not supported")),
+            "{e:?}"
+        );
+        let e = errors("url = \"mysql://u@h:3306\"\nca_file = \"/nonexistent/ca.pem\"");
+        assert!(e.iter().any(|l| l.contains("source.ca_file") && l.contains("/nonexistent/ca.pem")), "{e:?}");
+    }
 
     #[test]
     fn default_server_ids_are_stable_and_in_range() {
