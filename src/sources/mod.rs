@@ -111,6 +111,11 @@ impl SourceConfig {
     }
 }
 
+/// The way out when a connector's stored position can no longer be streamed from.
+pub fn snapshot_again(connector: &str) -> String {
+    format!("run `tidemark offsets reset {connector}` (with the daemon stopped) to snapshot again")
+}
+
 /// Where a connector's source resumes. Typed per source kind, with an explicit order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -1,13 +1,8 @@
 //! The command line: configuration errors, `check`, `offsets`, `status`, pause/resume.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::support::*;
-
-fn tidemark(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tidemark")).args(args).current_dir(dir).output().expect("run tidemark")
-}
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))

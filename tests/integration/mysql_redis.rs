@@ -100,6 +100,14 @@ impl MyEnv {
         Daemon::start(&self.dir, format!("127.0.0.1:{}", self.http_port))
     }
 
+    /// `tidemark ARGS -c tidemark.toml` in the environment's directory: exit code and standard
+    /// output (standard error when that is empty).
+    pub fn cli(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = tidemark(&self.dir, &[args, &["-c", "tidemark.toml"]].concat());
+        let text = if out.stdout.is_empty() { &out.stderr } else { &out.stdout };
+        (out.status.code(), String::from_utf8_lossy(text).to_string())
+    }
+
     pub async fn exec(&mut self, sql: &str) {
         let sql = if self.mysql { portable(sql) } else { sql.to_string() };
         self.my.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -615,12 +623,7 @@ async fn kill9_mid_stream(url: &str) {
     .await;
     d.kill9();
     // The stored position carries a GTID, and the restart resumes from it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["offsets", "show", "-c", "tidemark.toml"])
-        .current_dir(&env.dir)
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    let (_, shown) = env.cli(&["offsets", "show"]);
     let prefix = env.gtid_prefix().await;
     assert!(shown.contains(&format!("\"gtid\":\"{prefix}")), "{prefix}: {shown}");
     let mut d = env.start();
@@ -703,11 +706,7 @@ async fn purged_position(url: &str) {
     env.exec("INSERT INTO q VALUES (2); FLUSH BINARY LOGS; FLUSH BINARY LOGS;").await;
     env.purge_to_newest().await;
     let d = env.start();
-    let reason = wait_for("the connector to fail", DEADLINE, || async {
-        let c = d.connector().await?;
-        (c["state"] == "failed").then(|| c["reasons"].to_string())
-    })
-    .await;
+    let reason = d.failure().await;
     assert!(reason.contains("purged") && reason.contains(&format!("tidemark offsets reset {}", env.name)), "{reason}");
     drop(d);
     env.cleanup().await;
@@ -726,11 +725,7 @@ async fn check_names_the_fix_for_mixed_format_and_minimal_metadata() {
         format!("name = \"m\"\n[source]\nkind = \"mysql\"\nurl = \"{}\"\ntables = [\"{name}.*\"]\n[[sink]]\nkind = \"stdout\"\n", mysql_mixed_url()),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["check", "-c", "tidemark.toml"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let out = tidemark(&dir, &["check", "-c", "tidemark.toml"]);
     let msg = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{msg}");
     assert!(msg.contains("binlog_format is MIXED; SET GLOBAL binlog_format = 'ROW'"), "{msg}");
@@ -757,13 +752,8 @@ async fn check_on_mysql_reports_gtid_mode_and_the_snapshot_grant() {
     let admin_url = env.url.clone();
     env.url = admin_url.replace("root@", &format!("{user}:s3cret%21@"));
     env.write_config(&format!(r#""{}.t""#, env.name), "");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["check", "-c", "tidemark.toml"])
-        .current_dir(&env.dir)
-        .output()
-        .unwrap();
-    let msg = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(0), "{msg}");
+    let (code, msg) = env.cli(&["check"]);
+    assert_eq!(code, Some(0), "{msg}");
     assert!(msg.contains("connected to MySQL 9."), "{msg}");
     assert!(msg.contains("gtid_mode is ON: the stream resumes from the executed GTID set"), "{msg}");
     assert!(msg.contains("0 error(s), 0 warning(s)"), "{msg}");
@@ -780,21 +770,12 @@ async fn check_on_mysql_reports_gtid_mode_and_the_snapshot_grant() {
     // Without RELOAD, MySQL's snapshot cannot take its global read lock: check says so, with the
     // grant, and so does the connector.
     env.exec(&format!("REVOKE RELOAD ON *.* FROM '{user}'@'127.0.0.1'")).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["check", "-c", "tidemark.toml"])
-        .current_dir(&env.dir)
-        .output()
-        .unwrap();
-    let msg = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{msg}");
+    let (code, msg) = env.cli(&["check"]);
+    assert_eq!(code, Some(1), "{msg}");
     assert!(msg.contains("lacks RELOAD") && msg.contains("GRANT RELOAD ON *.* TO"), "{msg}");
     std::fs::remove_dir_all(env.dir.join("data")).unwrap(); // a first start: snapshot again
     let d = env.start();
-    let reason = wait_for("the connector to fail", DEADLINE, || async {
-        let c = d.connector().await?;
-        (c["state"] == "failed").then(|| c["reasons"].to_string())
-    })
-    .await;
+    let reason = d.failure().await;
     assert!(reason.contains("GRANT RELOAD ON *.*"), "{reason}");
     drop(d);
     env.exec(&format!("DROP USER '{user}'@'127.0.0.1'")).await;
@@ -957,11 +938,7 @@ async fn a_position_from_another_server_is_refused_with_the_way_out() {
     let mariadb_url = std::mem::replace(&mut env.url, mysql8_url());
     env.write_config(&format!(r#""{}.o""#, env.name), "");
     let d = env.start();
-    let reason = wait_for("the connector to fail", DEADLINE, || async {
-        let c = d.connector().await?;
-        (c["state"] == "failed").then(|| c["reasons"].to_string())
-    })
-    .await;
+    let reason = d.failure().await;
     assert!(
         reason.contains("another server") && reason.contains(&format!("tidemark offsets reset {}", env.name)),
         "{reason}"
@@ -989,22 +966,14 @@ async fn a_position_without_gtids_gains_the_complete_set_at_the_next_binlog_on_m
     assert!(d.terminate().success());
 
     // Store the position as file and offset only.
-    let tidemark = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(args)
-            .args(["-c", "tidemark.toml"])
-            .current_dir(&env.dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    let shown = tidemark(&["offsets", "show", &env.name]);
+    let (code, shown) = env.cli(&["offsets", "show", &env.name]);
+    assert_eq!(code, Some(0), "{shown}");
     let line = shown.lines().find(|l| l.contains("\"kind\":\"mysql\"")).unwrap_or_else(|| panic!("{shown}"));
     let mut pos: serde_json::Value = serde_json::from_str(&line[line.find('{').unwrap()..]).unwrap();
     let stored_pos = pos["pos"].as_u64().unwrap();
     pos.as_object_mut().unwrap().remove("gtid");
-    tidemark(&["offsets", "set", &env.name, &pos.to_string()]);
+    let (code, out) = env.cli(&["offsets", "set", &env.name, &pos.to_string()]);
+    assert_eq!(code, Some(0), "{out}");
 
     env.exec("INSERT INTO n VALUES (2, 2); UPDATE n SET v = 10 WHERE id = 1;").await;
     let mut d = env.start();
@@ -1075,21 +1044,21 @@ async fn tls_with_a_private_ca_on_mysql() {
     // Another CA's certificate is refused.
     env.url = tls_url.clone();
     env.write_config(&tables, &format!("ca_file = \"{}\"\n", other.display()));
-    let (code, msg) = run_check(&env);
+    let (code, msg) = env.cli(&["check"]);
     assert_eq!(code, Some(1), "{msg}");
     assert!(msg.contains("cannot connect"), "{msg}");
 
     // Without TLS, the server refuses the user.
     env.url = user_url;
     env.write_config(&tables, "");
-    let (code, msg) = run_check(&env);
+    let (code, msg) = env.cli(&["check"]);
     assert_eq!(code, Some(1), "{msg}");
     assert!(msg.contains("cannot connect"), "{msg}");
 
     // With the server's CA: check passes and the connector streams.
     env.url = tls_url;
     env.write_config(&tables, &format!("ca_file = \"{}\"\n", ca.display()));
-    let (code, msg) = run_check(&env);
+    let (code, msg) = env.cli(&["check"]);
     assert_eq!(code, Some(0), "{msg}");
     assert!(!msg.contains("tls-pw"), "the password is shown: {msg}");
     let mut d = env.start();
@@ -1104,14 +1073,4 @@ async fn tls_with_a_private_ca_on_mysql() {
     env.exec(&format!("DROP USER '{user}'@'127.0.0.1'")).await;
     env.url = admin_url;
     env.cleanup().await;
-}
-
-/// `tidemark check` in the environment's directory: exit code and output.
-fn run_check(env: &MyEnv) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["check", "-c", "tidemark.toml"])
-        .current_dir(&env.dir)
-        .output()
-        .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
 }

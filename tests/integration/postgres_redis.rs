@@ -669,11 +669,7 @@ async fn a_lost_slot_during_a_snapshot_stops_the_connector_with_the_fix() {
     .await;
     env.pg.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
     let d = env.start();
-    let reason = wait_for("the connector to fail", DEADLINE, || async {
-        let c = d.connector().await?;
-        (c["state"] == "failed").then(|| c["reasons"].to_string())
-    })
-    .await;
+    let reason = d.failure().await;
     assert!(
         reason.contains("no longer exists") && reason.contains(&format!("tidemark offsets reset {}", env.name)),
         "{reason}"

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,6 +189,11 @@ pub struct Daemon {
     pub stderr: PathBuf,
 }
 
+/// Run the tidemark command line in `dir`.
+pub fn tidemark(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidemark")).args(args).current_dir(dir).output().expect("run tidemark")
+}
+
 impl Daemon {
     pub fn start(dir: &Path, http: String) -> Daemon {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -226,6 +231,15 @@ impl Daemon {
     pub async fn connector(&self) -> Option<Value> {
         let (_, h) = self.health().await?;
         h["connectors"].get(0).cloned()
+    }
+
+    /// Wait until the connector has failed; its reasons, as JSON text.
+    pub async fn failure(&self) -> String {
+        wait_for("the connector to fail", DEADLINE, || async {
+            let c = self.connector().await?;
+            (c["state"] == "failed").then(|| c["reasons"].to_string())
+        })
+        .await
     }
 
     /// Wait until the connector streams; fail with the daemon's log otherwise.

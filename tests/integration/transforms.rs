@@ -99,11 +99,7 @@ async fn a_transform_naming_a_missing_column_stops_the_connector_at_startup() {
     );
     env.write_config(&env.postgres_source(r#""public.orders""#, &body));
     let d = env.start();
-    let reason = wait_for("the connector to fail", DEADLINE, || async {
-        let c = d.connector().await?;
-        (c["state"] == "failed").then(|| c["reasons"].to_string())
-    })
-    .await;
+    let reason = d.failure().await;
     let file = format!("{}.toml", env.name);
     assert!(
         reason.contains(&file)

@@ -37,7 +37,7 @@ use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SourceMeta, TableRef, Ver
 use crate::pipeline::batch::PipelineClosed;
 use crate::pipeline::status::ConnectorState;
 use crate::retry::{Backoff, Classify, ErrorClass};
-use crate::sources::{table_included, Position, SnapshotMode, SnapshotProgress, SourceContext};
+use crate::sources::{snapshot_again, table_included, Position, SnapshotMode, SnapshotProgress, SourceContext};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MyError {
@@ -324,13 +324,13 @@ impl<'a> Session<'a> {
         let start = match &resume {
             Some(p) if p.server.as_ref().is_some_and(|s| *s != server.identity) => {
                 return Err(MyError::Operator(format!(
-                    "the stored position ({}:{}) was read from another server ({} {}, this one is {}): after a failover or a restore, binlog coordinates and the versions that fence the caches do not carry over; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
+                    "the stored position ({}:{}) was read from another server ({} {}, this one is {}): after a failover or a restore, binlog coordinates and the versions that fence the caches do not carry over; {}",
                     p.file,
                     p.pos,
                     if server.mariadb { "server_id" } else { "server_uuid" },
                     p.server.as_deref().unwrap_or_default(),
                     server.identity,
-                    self.ctx.connector
+                    snapshot_again(&self.ctx.connector)
                 )));
             }
             Some(p) => {
@@ -342,9 +342,9 @@ impl<'a> Session<'a> {
                     let fits = if server.mariadb { GtidState::parse(g).is_some() } else { GtidSet::parse(g).is_some() };
                     if !fits {
                         return Err(MyError::Operator(format!(
-                            "the stored GTID position {g} is not a {} GTID, so it was read from another kind of server; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
+                            "the stored GTID position {g} is not a {} GTID, so it was read from another kind of server; {}",
                             if server.mariadb { "MariaDB" } else { "MySQL" },
-                            self.ctx.connector
+                            snapshot_again(&self.ctx.connector)
                         )));
                     }
                     if !server.gtid_mode_on {
@@ -354,8 +354,11 @@ impl<'a> Session<'a> {
                 let by_gtid = p.gtid.is_some() && p.snapshot.is_none();
                 if !by_gtid && !p.file.is_empty() && !logs.iter().any(|(f, _)| *f == p.file) {
                     return Err(MyError::Operator(format!(
-                        "binlog {} (the stored position {}:{}) has been purged from the server, so the changes since then are lost; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
-                        p.file, p.file, p.pos, self.ctx.connector
+                        "binlog {} (the stored position {}:{}) has been purged from the server, so the changes since then are lost; {}",
+                        p.file,
+                        p.file,
+                        p.pos,
+                        snapshot_again(&self.ctx.connector)
                     )));
                 }
                 p
@@ -681,10 +684,10 @@ impl<'a> Session<'a> {
     async fn rollback(&mut self, header: &mysql_async::binlog::events::BinlogEventHeader) -> Result<(), MyError> {
         if self.spilled {
             return Err(MyError::Operator(format!(
-                "a transaction that touched a non-transactional table rolled back at {}:{} after more changes than tidemark buffers had been applied; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
+                "a transaction that touched a non-transactional table rolled back at {}:{} after more changes than tidemark buffers had been applied; {}",
                 self.file,
                 header.log_pos(),
-                self.ctx.connector
+                snapshot_again(&self.ctx.connector)
             )));
         }
         // Rows of non-transactional tables (MyISAM, Aria, MEMORY...) really happened; only the
@@ -996,8 +999,9 @@ fn stream_error(e: mysql_async::Error, connector: &str) -> MyError {
     if let mysql_async::Error::Server(s) = &e {
         if s.code == 1236 {
             return MyError::Operator(format!(
-                "the binlog for the stored position has been purged from the server ({}), so the changes since then are lost; run `tidemark offsets reset {connector}` (with the daemon stopped) to snapshot again",
-                s.message
+                "the binlog for the stored position has been purged from the server ({}), so the changes since then are lost; {}",
+                s.message,
+                snapshot_again(connector)
             ));
         }
     }

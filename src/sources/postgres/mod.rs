@@ -368,8 +368,9 @@ impl Session<'_> {
         // changes since it; a new slot would start later and silently skip them.
         if slot.is_none() && resume.is_some() {
             return Err(PgError::Operator(format!(
-                "replication slot {} no longer exists, so the changes since the stored position are lost; run `tidemark offsets reset {}` (with the daemon stopped) to snapshot again",
-                cfg.slot, self.ctx.connector
+                "replication slot {} no longer exists, so the changes since the stored position are lost; {}",
+                cfg.slot,
+                crate::sources::snapshot_again(&self.ctx.connector)
             )));
         }
 
