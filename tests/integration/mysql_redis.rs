@@ -1074,3 +1074,35 @@ async fn tls_with_a_private_ca_on_mysql() {
     env.url = admin_url;
     env.cleanup().await;
 }
+
+/// A stored GTID of the other server kind (here MariaDB's, on MySQL, in a position that names no
+/// server) is refused with the way out rather than dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_gtid_on_mysql_is_refused_with_the_way_out() {
+    let _shared = BINLOGS.read().await;
+    let mut env = MyEnv::new_at(&mysql8_url(), "mykind").await;
+    env.exec("CREATE TABLE k (id int PRIMARY KEY); INSERT INTO k VALUES (1);").await;
+    env.write_config(&format!(r#""{}.k""#, env.name), "");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    env.wait_equal("k", "SELECT id FROM k", &d).await;
+    assert!(d.terminate().success());
+    let (code, shown) = env.cli(&["offsets", "show", &env.name]);
+    assert_eq!(code, Some(0), "{shown}");
+    let line = shown.lines().find(|l| l.contains("\"kind\":\"mysql\"")).unwrap_or_else(|| panic!("{shown}"));
+    let mut pos: serde_json::Value = serde_json::from_str(&line[line.find('{').unwrap()..]).unwrap();
+    let obj = pos.as_object_mut().unwrap();
+    obj.remove("server");
+    obj.insert("gtid".into(), "0-1-100".into());
+    let (code, out) = env.cli(&["offsets", "set", &env.name, &pos.to_string()]);
+    assert_eq!(code, Some(0), "{out}");
+    let d = env.start();
+    let reason = d.failure().await;
+    assert!(
+        reason.contains("0-1-100 is not a MySQL GTID")
+            && reason.contains(&format!("tidemark offsets reset {}", env.name)),
+        "{reason}"
+    );
+    drop(d);
+    env.cleanup().await;
+}
