@@ -17,10 +17,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tidemark::config::{Diag, Section};
+use tidemark::connector::position::{Lsn, PgPosition};
+use tidemark::connector::Position;
 use tidemark::event::{ChangeEvent, Encoding, Op, Row, SnapshotFlag, SourceMeta, TableRef, Value, Version};
-use tidemark::sources::postgres::PgPosition;
-use tidemark::sources::Position;
+use tidemark::settings::{Diag, Section};
 use tidemark::state::StateStore;
 use tidemark::transforms::{Chain, Specs, TransformConfig};
 
@@ -135,7 +135,7 @@ fn run(chain: &mut Chain, events: Vec<ChangeEvent>, store: Option<(&StateStore, 
                 }
                 if storing.is_none() {
                     let deltas = chain.checkpoint();
-                    let pos = Position::Postgres(PgPosition::streaming(batch_no));
+                    let pos = Position::Postgres(PgPosition::streaming(Lsn(batch_no)));
                     storing = Some(scope.spawn(move || store.commit(connector, &pos, &deltas).expect("commit")));
                 }
             }

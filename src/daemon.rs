@@ -11,15 +11,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::check::{Finding, Section};
-use crate::config::{Config, ConnectorConfig};
+use crate::check::Section;
+use crate::config::Config;
+use crate::connector::ConnectorState;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::notify;
-use crate::pipeline::status::ConnectorState;
 use crate::pipeline::{run_connector, ConnectorHandle};
-use crate::sinks::{SinkConfig, SinkKind};
-use crate::sources::SourceConfig;
 use crate::state::{StateError, StateStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -131,39 +129,15 @@ async fn systemd_loop(handles: Arc<Vec<Arc<ConnectorHandle>>>, stop: Cancellatio
 pub async fn check(config: &Config) -> Vec<(String, Vec<Section>)> {
     let mut out = Vec::new();
     for c in &config.connectors {
-        let mut sections = Vec::new();
-        let source = match &c.source {
-            SourceConfig::Postgres(p) => Section {
-                title: format!("source postgres {}", p.url),
-                findings: crate::sources::postgres::check::check(p).await,
-            },
-            SourceConfig::Mysql(m) => Section {
-                title: format!("source mysql {}", m.url),
-                findings: crate::sources::mysql::check::check(m).await,
-            },
-        };
-        sections.push(source);
+        let mut sections =
+            vec![Section { title: format!("source {}", c.source.title()), findings: c.source.check().await }];
         for s in &c.sinks {
-            sections.push(check_sink(s, c).await);
+            sections.push(Section {
+                title: format!("sink {} ({})", s.name, s.spec.title()),
+                findings: s.spec.check(&c.name, c.source.tables()).await,
+            });
         }
         out.push((format!("{} ({})", c.name, c.file.display()), sections));
     }
     out
-}
-
-async fn check_sink(s: &SinkConfig, c: &ConnectorConfig) -> Section {
-    match &s.kind {
-        SinkKind::Stdout => Section {
-            title: format!("sink {} (stdout)", s.name),
-            findings: vec![Finding::ok("writes JSON lines to standard output")],
-        },
-        SinkKind::Redis(r) => Section {
-            title: format!("sink {} (redis {})", s.name, r.url),
-            findings: crate::sinks::redis::check::check(r).await,
-        },
-        SinkKind::Elasticsearch(e) => Section {
-            title: format!("sink {} (elasticsearch {})", s.name, e.url),
-            findings: crate::sinks::elasticsearch::check::check(e, &c.name, c.source.tables()).await,
-        },
-    }
 }

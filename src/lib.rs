@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod config;
+pub mod connector;
 pub mod daemon;
 pub mod event;
 pub mod http;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod retry;
+pub mod settings;
 pub mod sinks;
 pub mod sources;
 pub mod state;

@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use tidemark::check::Level;
 use tidemark::config::{self, LogFormat};
+use tidemark::connector::Position;
 use tidemark::state::StateStore;
 
 /// mimalloc rather than the system allocator: the stateful transforms allocate and free many small
@@ -247,14 +248,14 @@ fn offsets(action: OffsetsAction) -> anyhow::Result<ExitCode> {
                 None => store.connectors()?,
             };
             for name in names {
-                match store.position(&name)? {
+                match store.position::<Position>(&name)? {
                     Some(p) => println!("{name}\t{}", serde_json::to_string(&p)?),
                     None => println!("{name}\t(no stored position)"),
                 }
             }
         }
         OffsetsAction::Set { connector, position, .. } => {
-            let pos: tidemark::sources::Position = match serde_json::from_str(&position) {
+            let pos: Position = match serde_json::from_str(&position) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("not a position ({e}); use the JSON `tidemark offsets show` prints");

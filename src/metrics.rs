@@ -34,6 +34,11 @@ pub const CONNECTOR_HEALTHY: &str = "tidemark_connector_healthy";
 pub const SNAPSHOT_ROWS: &str = "tidemark_snapshot_rows";
 pub const BINLOG_PURGE_MARGIN: &str = "tidemark_binlog_purge_margin_files";
 
+/// Source-specific figures of `/health` (a source's health section), each exported as the gauge
+/// [`Metrics::source_figure`] names.
+pub const RETAINED_WAL_BYTES_FIGURE: &str = "retained_wal_bytes";
+pub const BINLOG_PURGE_MARGIN_FIGURE: &str = "binlog_purge_margin_files";
+
 /// Label keys.
 pub const CONNECTOR: &str = "connector";
 pub const TABLE: &str = "table";
@@ -170,6 +175,15 @@ impl Metrics {
             checkpoint_age_seconds,
             connector_healthy,
             binlog_purge_margin,
+        }
+    }
+
+    /// The gauge a source-specific `/health` figure is exported as.
+    pub fn source_figure(&self, figure: &str) -> Option<&Family<Labels, Gauge>> {
+        match figure {
+            RETAINED_WAL_BYTES_FIGURE => Some(&self.retained_wal_bytes),
+            BINLOG_PURGE_MARGIN_FIGURE => Some(&self.binlog_purge_margin),
+            _ => None,
         }
     }
 

@@ -3,20 +3,17 @@
 //! Loading reads every file and collects every mistake before giving up, so a user fixing a
 //! configuration sees the whole list at once, each with its file and key.
 
-pub mod interp;
-pub mod reader;
-pub mod secret;
-
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use reader::{ConfigError, ConfigErrors, Diag, Section};
-pub use secret::{Secret, SecretUrl};
+use crate::settings::interp;
+pub use crate::settings::{ConfigError, ConfigErrors, Diag, Section};
 
+pub use crate::connector::PipelineConfig;
 use crate::sinks::SinkConfig;
-use crate::sources::SourceConfig;
+use crate::sources::{self, SourceConfig};
 use crate::transforms::TransformConfig;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/tidemark";
@@ -24,11 +21,6 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_CONNECTORS_DIR: &str = "connectors";
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub const DEFAULT_MAX_BATCH_ROWS: usize = 4096;
-pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 << 20;
-pub const DEFAULT_MAX_BATCH_WAIT: Duration = Duration::from_millis(5);
-pub const DEFAULT_BUFFER_BATCHES: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -49,34 +41,6 @@ pub struct DaemonConfig {
     /// How long a SIGTERM drain may take before in-flight work is abandoned (it is replayed on
     /// the next start, never lost).
     pub shutdown_timeout: Duration,
-}
-
-/// Batching and buffering of one connector's pipeline.
-#[derive(Debug, Clone, Copy)]
-pub struct PipelineConfig {
-    /// A batch is handed to the sinks once it holds this many events...
-    pub max_batch_rows: NonZeroUsize,
-    /// ...or this many bytes of row data...
-    pub max_batch_bytes: NonZeroUsize,
-    /// ...or its first event has waited this long, or the source has nothing more right now.
-    pub max_batch_wait: Duration,
-    /// Batches buffered between the source and the sinks; with the limits above this bounds the
-    /// memory a stalled sink can make the daemon hold.
-    pub buffer_batches: NonZeroUsize,
-    /// Health threshold for this connector; the daemon's `max_lag` when absent.
-    pub max_lag: Option<Duration>,
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            max_batch_rows: NonZeroUsize::new(DEFAULT_MAX_BATCH_ROWS).unwrap(),
-            max_batch_bytes: NonZeroUsize::new(DEFAULT_MAX_BATCH_BYTES).unwrap(),
-            max_batch_wait: DEFAULT_MAX_BATCH_WAIT,
-            buffer_batches: NonZeroUsize::new(DEFAULT_BUFFER_BATCHES).unwrap(),
-            max_lag: None,
-        }
-    }
 }
 
 /// One connector file.
@@ -188,12 +152,14 @@ fn check_unique(connectors: &[ConnectorConfig], errors: &mut Vec<ConfigError>) {
                     message: format!("connector name `{}` is also used by {}", c.name, earlier.file.display()),
                 });
             }
-            if let Some((key, what)) = c.source.conflicts_with(&earlier.source) {
-                errors.push(ConfigError {
-                    file: c.file.clone(),
-                    key: format!("source.{key}"),
-                    message: format!("{what} is also used by {}", earlier.file.display()),
-                });
+            if let (Some(mine), Some(theirs)) = (c.source.exclusive(), earlier.source.exclusive()) {
+                if mine == theirs {
+                    errors.push(ConfigError {
+                        file: c.file.clone(),
+                        key: format!("source.{}", mine.key),
+                        message: format!("{} is also used by {}", mine.description, earlier.file.display()),
+                    });
+                }
             }
         }
     }
@@ -257,7 +223,7 @@ pub fn read_connector(path: &Path, mut s: Section, d: &mut Diag) -> Option<Conne
     let conn_name = name.clone().unwrap_or_default();
 
     let source = match s.opt_table(d, "source") {
-        Some(sec) => SourceConfig::read(sec, d, &conn_name),
+        Some(sec) => sources::read(sec, d, &conn_name),
         None => {
             d.error("source", "is required");
             None

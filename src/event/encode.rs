@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json};
 
 use super::time::{iso_utc, write_time, MICROS_PER_DAY};
 use super::Value;
-use crate::config::{Diag, Section};
+use crate::settings::{Diag, Section};
 
 /// `decimal_handling`: how NUMERIC/DECIMAL values are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

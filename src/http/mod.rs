@@ -60,15 +60,14 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
         if let Some(b) = h.lag_bytes {
             st.metrics.lag_bytes.get_or_create(&labels).set(b as i64);
         }
-        if let Some(b) = h.retained_bytes {
-            st.metrics.retained_wal_bytes.get_or_create(&labels).set(b as i64);
-        }
         if let Some(age) = h.checkpoint_age {
             st.metrics.checkpoint_age_seconds.get_or_create(&labels).set(age.as_secs_f64());
         }
         st.metrics.connector_healthy.get_or_create(&labels).set(i64::from(h.healthy));
-        if let Some(m) = h.purge_margin {
-            st.metrics.binlog_purge_margin.get_or_create(&labels).set(m as i64);
+        for (figure, value) in &h.source_figures {
+            if let (Some(gauge), Some(v)) = (st.metrics.source_figure(figure), value) {
+                gauge.get_or_create(&labels).set(*v as i64);
+            }
         }
     }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], st.metrics.render())

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use redis::aio::MultiplexedConnection;
 use serde_json::Value as Json;
 
-use crate::config::SecretUrl;
+use crate::connector::{DeadLetterTarget, SinkContext};
 use crate::event::envelope::{envelope_json, key_json};
 use crate::event::time::now_ms;
 use crate::event::ChangeEvent;
 use crate::retry::{Classify, ErrorClass};
-use crate::sinks::{DeadLetterTarget, SinkContext};
+use crate::settings::SecretUrl;
+use crate::sinks::redis::classify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
@@ -29,17 +30,7 @@ impl Classify for DeadLetterError {
         match self {
             // A full disk or a missing directory needs an operator.
             DeadLetterError::File { .. } => ErrorClass::Operator,
-            DeadLetterError::Redis { source, .. }
-                if source.is_io_error()
-                    || source.is_timeout()
-                    || source.is_connection_dropped()
-                    || source.is_connection_refusal()
-                    || matches!(source.kind(), redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain)
-                    || source.code() == Some("OOM") =>
-            {
-                ErrorClass::Retry
-            }
-            DeadLetterError::Redis { .. } => ErrorClass::Operator,
+            DeadLetterError::Redis { source, .. } => classify(source),
         }
     }
 }

@@ -10,9 +10,7 @@
 //! - Memory is bounded: the channel holds `buffer_batches` batches, each capped by rows and bytes;
 //!   a sink that stops accepting blocks the pipeline, which blocks the source.
 
-pub mod batch;
 pub mod dead_letter;
-pub mod status;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,15 +20,17 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use self::batch::{Batch, Batcher};
 use self::dead_letter::{DeadLetterError, DeadLetters};
-use self::status::{ConnectorState, ConnectorStatus, SinkState};
 use crate::config::{ConnectorConfig, DaemonConfig};
+use crate::connector::position::KindMismatch;
+use crate::connector::{
+    Batch, Batcher, ConnectorState, ConnectorStatus, DeadLetterTarget, ErrorPolicy, Position, Sink, SinkContext,
+    SinkError, SinkState, SourceContext, TableCheck,
+};
 use crate::event::{ChangeEvent, SnapshotFlag};
 use crate::metrics::{self, Metrics};
 use crate::retry::{Backoff, Classify, ErrorClass};
-use crate::sinks::{DeadLetterTarget, ErrorPolicy, Sink, SinkConfig, SinkContext, SinkError};
-use crate::sources::{self, Position, SourceContext};
+use crate::sinks::SinkConfig;
 use crate::state::{StateError, StateStore};
 use crate::transforms::Chain;
 
@@ -52,6 +52,8 @@ pub enum PipelineError {
     Aborted,
     #[error("transform: {0}")]
     Transform(String),
+    #[error("the source handed over a position of another kind: {0}")]
+    Position(#[from] KindMismatch),
 }
 
 /// A configured connector and the controls the HTTP API uses.
@@ -92,7 +94,7 @@ struct SinkRunner {
     index: usize,
     name: String,
     policy: ErrorPolicy,
-    sink: Sink,
+    sink: Box<dyn Sink>,
     dead_letters: Option<DeadLetters>,
     backoff: Backoff,
     labels: metrics::Labels,
@@ -316,7 +318,11 @@ impl Pipeline {
         for (n, newest_commit_ms, heartbeat, offset, checkpoint) in done {
             self.ctx.status.batch_done(n, newest_commit_ms, heartbeat, offset);
             if let Some(pos) = checkpoint {
-                if self.newest.as_ref().is_none_or(|prev| pos.is_after(prev)) {
+                let newer = match &self.newest {
+                    None => true,
+                    Some(prev) => pos.is_after(prev)?,
+                };
+                if newer {
                     self.newest = Some(pos.clone());
                     self.pending = Some(pos);
                     self.pending_current = true;
@@ -400,7 +406,7 @@ fn build_sink(index: usize, cfg: &SinkConfig, ctx: SinkContext, daemon: &DaemonC
         index,
         name: cfg.name.clone(),
         policy: cfg.on_error,
-        sink: Sink::build(cfg, ctx),
+        sink: cfg.spec.build(ctx),
         dead_letters,
         backoff: Backoff::default(),
         labels: metrics::sink_labels(connector, &cfg.name),
@@ -435,6 +441,10 @@ pub async fn run_connector(
     let (ack_tx, ack_rx) = watch::channel(resume.clone());
     let source_cancel = stop.child_token();
     let transforms = crate::transforms::Specs(Arc::new(cfg.transforms.clone()));
+    let table_check: TableCheck = {
+        let transforms = transforms.clone();
+        Arc::new(move |table| transforms.check_table(table))
+    };
     let source_ctx = SourceContext {
         connector: name.clone(),
         batcher: Batcher::new(tx, cfg.pipeline, status.clone()),
@@ -444,7 +454,7 @@ pub async fn run_connector(
         status: status.clone(),
         metrics: metrics.clone(),
         store: store.clone(),
-        transforms: transforms.clone(),
+        table_check,
     };
     let chain = match Chain::build(&transforms, cfg.source.encoding(), Some(store.clone()), name.clone()) {
         Ok(c) => c,
@@ -455,7 +465,7 @@ pub async fn run_connector(
         }
     };
     let source_cfg = cfg.source.clone();
-    let source = tokio::spawn(async move { sources::run(&source_cfg, source_ctx).await });
+    let source = tokio::spawn(async move { source_cfg.run(source_ctx).await });
 
     let mut pipeline = Pipeline {
         ctx: Shared { name: name.clone(), status: status.clone(), metrics, abort },

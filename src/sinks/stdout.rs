@@ -2,11 +2,60 @@
 //!
 //! Not fenced: a replay after a crash prints the replayed events again (at-least-once).
 
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{SinkContext, WriteReport};
+use crate::check::Finding;
+use crate::connector::{Delivery, Sink, SinkContext, SinkError, SinkSpec, WriteReport};
 use crate::event::envelope::envelope_json;
 use crate::event::ChangeEvent;
+use crate::retry::{Classify, ErrorClass};
+
+/// `[[sink]] kind = "stdout"` has no settings of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct StdoutConfig;
+
+impl SinkSpec for StdoutConfig {
+    fn kind(&self) -> &'static str {
+        "stdout"
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::AtLeastOnce
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+
+    fn title(&self) -> String {
+        "stdout".into()
+    }
+
+    fn check<'a>(&'a self, _connector: &'a str, _tables: &'a [String]) -> BoxFuture<'a, Vec<Finding>> {
+        async { vec![Finding::ok("writes JSON lines to standard output")] }.boxed()
+    }
+
+    fn build(&self, ctx: SinkContext) -> Box<dyn Sink> {
+        Box::new(StdoutSink::new(ctx))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("stdout: {0}")]
+pub struct StdoutError(#[from] std::io::Error);
+
+impl Classify for StdoutError {
+    fn class(&self) -> ErrorClass {
+        // A closed pipe will not reopen.
+        if self.0.kind() == std::io::ErrorKind::BrokenPipe {
+            ErrorClass::Operator
+        } else {
+            ErrorClass::Retry
+        }
+    }
+}
 
 pub struct StdoutSink {
     ctx: SinkContext,
@@ -19,14 +68,21 @@ impl StdoutSink {
         StdoutSink { ctx, out: tokio::io::stdout(), buf: Vec::with_capacity(64 * 1024) }
     }
 
-    pub async fn write(&mut self, events: &[ChangeEvent]) -> std::io::Result<WriteReport> {
+    async fn write_all(&mut self, events: &[ChangeEvent]) -> Result<WriteReport, StdoutError> {
         self.buf.clear();
         for ev in events {
-            serde_json::to_writer(&mut self.buf, &envelope_json(ev, &self.ctx.connector, &self.ctx.encoding))?;
+            serde_json::to_writer(&mut self.buf, &envelope_json(ev, &self.ctx.connector, &self.ctx.encoding))
+                .map_err(std::io::Error::from)?;
             self.buf.push(b'\n');
         }
         self.out.write_all(&self.buf).await?;
         self.out.flush().await?;
         Ok(WriteReport { applied: events.len() as u64, ..WriteReport::default() })
+    }
+}
+
+impl Sink for StdoutSink {
+    fn write<'a>(&'a mut self, events: &'a [ChangeEvent]) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
+        async move { self.write_all(events).await.map_err(SinkError::new) }.boxed()
     }
 }

@@ -13,20 +13,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, ReadOnlyTable, ReadableTable, TableDefinition, TableHandle};
+use redb::{Database, ReadOnlyTable, ReadableTable, TableDefinition};
 
-use crate::sources::Position;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-/// connector -> JSON of its [`Position`].
+/// connector -> JSON of its position (whatever type the caller stores: the store does not
+/// interpret positions, so it depends on no source).
 const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions");
 /// [`entry_key`] (connector, operator id, entry key) -> entry bytes: operator state, one entry per
 /// group, row, window or id, so a checkpoint writes only what changed and state need not fit in
 /// memory. The key is one byte string (length-prefixed names, then the entry key): it compares
 /// with one `memcmp` and a prefix selects a connector or an operator.
 const OPERATORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("operator_state");
-
-/// The operator state table of earlier development builds (tuple keys, JSON-encoded entry keys).
-const LEGACY_OPERATORS: TableDefinition<(&str, &str, &[u8]), &[u8]> = TableDefinition::new("operator_entries");
 
 /// The stored key of an operator entry; `entry_key(c, o, b"")` is the prefix of all of `o`'s.
 fn entry_key(connector: &str, operator: &str, key: &[u8]) -> Vec<u8> {
@@ -146,24 +145,9 @@ impl StateStore {
         })?;
         let txn = db.begin_write().map_err(storage)?;
         {
-            let mut positions = txn.open_table(POSITIONS).map_err(storage)?;
+            txn.open_table(POSITIONS).map_err(storage)?;
             txn.open_table(OPERATORS).map_err(storage)?;
             txn.open_table(SCHEMAS).map_err(storage)?;
-            // Operator state in the layout of earlier development builds cannot be read: its
-            // connectors start over (snapshot again) rather than count on from empty state.
-            if txn.list_tables().map_err(storage)?.any(|t| t.name() == LEGACY_OPERATORS.name()) {
-                let legacy = txn.open_table(LEGACY_OPERATORS).map_err(storage)?;
-                let mut connectors = std::collections::BTreeSet::new();
-                for item in legacy.iter().map_err(storage)? {
-                    connectors.insert(item.map_err(storage)?.0.value().0.to_string());
-                }
-                drop(legacy);
-                for c in &connectors {
-                    tracing::warn!(connector = %c, "operator state from an earlier tidemark build cannot be read: the connector's position is reset, so it snapshots again");
-                    positions.remove(c.as_str()).map_err(storage)?;
-                }
-                txn.delete_table(LEGACY_OPERATORS).map_err(storage)?;
-            }
         }
         txn.commit().map_err(storage)?;
         Ok(StateStore { db: Arc::new(db), reader: Arc::default() })
@@ -184,7 +168,7 @@ impl StateStore {
         *self.reader.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    pub fn position(&self, connector: &str) -> Result<Option<Position>, StateError> {
+    pub fn position<P: DeserializeOwned>(&self, connector: &str) -> Result<Option<P>, StateError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(POSITIONS).map_err(storage)?;
         let Some(raw) = table.get(connector).map_err(storage)? else {
@@ -208,7 +192,7 @@ impl StateStore {
     }
 
     /// Store a position alone (operator state untouched): `tidemark offsets set`.
-    pub fn set_position(&self, connector: &str, position: &Position) -> Result<(), StateError> {
+    pub fn set_position<P: Serialize>(&self, connector: &str, position: &P) -> Result<(), StateError> {
         self.commit(connector, position, &[])
     }
 
@@ -252,7 +236,7 @@ impl StateStore {
 
     /// Store `position` and the operator entries that changed up to it in one transaction: after
     /// a crash either both are the new ones or both the old.
-    pub fn commit(&self, connector: &str, position: &Position, deltas: &[StateDelta]) -> Result<(), StateError> {
+    pub fn commit<P: Serialize>(&self, connector: &str, position: &P, deltas: &[StateDelta]) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(position).map_err(storage)?;
         let txn = self.db.begin_write().map_err(storage)?;
         {
@@ -335,7 +319,10 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::postgres::PgPosition;
+
+    /// Positions are the caller's; any serde type will do here.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Position(u64);
 
     fn tmp() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tidemark-state-{}-{}", std::process::id(), fastrand::u64(..)));
@@ -347,8 +334,8 @@ mod tests {
     fn position_and_operator_state_commit_together() {
         let dir = tmp();
         let store = StateStore::open(&dir).unwrap();
-        assert_eq!(store.position("a").unwrap(), None);
-        let pos = Position::Postgres(PgPosition::streaming(0x1000));
+        assert_eq!(store.position::<Position>("a").unwrap(), None);
+        let pos = Position(0x1000);
         let delta = |v: &[u8]| {
             StateDelta::new(
                 "agg".into(),
@@ -366,37 +353,9 @@ mod tests {
         assert_eq!(store.entries("a", "agg", b"").unwrap(), vec![(b"g1".to_vec(), b"s1".to_vec())]);
         assert_eq!(store.entry("b", "agg", b"g1").unwrap(), Some(b"other".to_vec()));
         assert!(store.reset("a").unwrap());
-        assert_eq!(store.position("a").unwrap(), None);
+        assert_eq!(store.position::<Position>("a").unwrap(), None);
         assert!(store.entries("a", "agg", b"").unwrap().is_empty());
         assert_eq!(store.entries("b", "agg", b"g").unwrap().len(), 2);
-        std::fs::remove_dir_all(dir).ok();
-    }
-
-    #[test]
-    fn operator_state_of_an_earlier_layout_resets_its_connectors() {
-        let dir = tmp();
-        std::fs::create_dir_all(&dir).unwrap();
-        let pos = Position::Postgres(PgPosition::streaming(0x2000));
-        {
-            let db = Database::create(dir.join(STATE_FILE)).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut positions = txn.open_table(POSITIONS).unwrap();
-                for c in ["old", "plain"] {
-                    positions.insert(c, serde_json::to_vec(&pos).unwrap().as_slice()).unwrap();
-                }
-                let mut legacy = txn.open_table(LEGACY_OPERATORS).unwrap();
-                legacy.insert(("old", "aggregate:x/groups", &b"[\"a\"]"[..]), &b"{}"[..]).unwrap();
-            }
-            txn.commit().unwrap();
-        }
-        let store = StateStore::open(&dir).unwrap();
-        // The connector with unreadable state starts over; the one without keeps its position.
-        assert_eq!(store.position("old").unwrap(), None);
-        assert_eq!(store.position("plain").unwrap(), Some(pos));
-        drop(store);
-        let store = StateStore::open(&dir).unwrap();
-        assert_eq!(store.position("plain").unwrap(), Some(Position::Postgres(PgPosition::streaming(0x2000))));
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::Secret;
 use crate::event::{ChangeEvent, Encoding, Row, TableRef, Value};
+use crate::settings::Secret;
 
 #[derive(Debug, Clone)]
 pub struct Project {

@@ -27,8 +27,9 @@ use self::columns::{Mask, MaskMethod, Project, Route};
 use self::dedup::{Dedup, DedupConfig};
 use self::filter::FilterExpr;
 use self::window::{TimeSource, Window, WindowConfig, WindowKind};
-use crate::config::{Diag, Secret, Section};
+use crate::connector::CapturedTable;
 use crate::event::{ChangeEvent, Encoding, TableRef};
+use crate::settings::{Diag, Secret, Section};
 use crate::state::{StateDelta, StateStore};
 
 /// The transform kinds of the configuration format.
@@ -233,7 +234,7 @@ impl TransformConfig {
     }
 
     fn applies_to(&self, table: &TableRef) -> bool {
-        self.tables.is_empty() || crate::sources::table_included(&self.tables, &table.schema, &table.name)
+        self.tables.is_empty() || crate::connector::table_included(&self.tables, &table.schema, &table.name)
     }
 
     /// The columns this transform reads, each with the key that names it.
@@ -356,7 +357,7 @@ fn read_window(s: &mut Section, d: &mut Diag, connector: &str) -> Option<WindowC
     let retention = ms(s.opt_duration(d, "retention"));
     let pass_through = s.opt_bool(d, "pass_through").unwrap_or(true);
     let max_cached = s.opt_nonzero(d, "max_cached_entries").map_or(DEFAULT_MAX_CACHED, |n| n.get());
-    let dead_letter = crate::sinks::DeadLetterTarget::read(s, d, connector);
+    let dead_letter = crate::connector::DeadLetterTarget::read(s, d, connector);
     Some(WindowConfig {
         name: name?,
         kind: kind?,
@@ -382,7 +383,8 @@ impl Specs {
     /// Check every transform's column references against a captured table, following the
     /// columns through the chain (a `project` renames or removes them for the transforms after
     /// it). Returns one message per problem, naming the file, the key and the column.
-    pub fn check_table(&self, table: &TableRef, columns: &[String], key: &[String]) -> Vec<String> {
+    pub fn check_table(&self, captured: &CapturedTable) -> Vec<String> {
+        let (table, columns, key) = (&captured.table, &captured.columns, &captured.key);
         let mut out = Vec::new();
         let mut cols = columns.to_vec();
         let mut key = key.to_vec();
@@ -451,7 +453,7 @@ pub trait Transform: Send {
 }
 
 /// A late event: the window's name, its dead-letter target, the event and why.
-pub type Late = (String, Option<crate::sinks::DeadLetterTarget>, ChangeEvent, String);
+pub type Late = (String, Option<crate::connector::DeadLetterTarget>, ChangeEvent, String);
 
 struct DedupStage {
     cfg: TransformConfig,
@@ -700,7 +702,7 @@ impl Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::reader::Section as S;
+    use crate::settings::Section as S;
 
     fn read(toml: &str) -> Result<TransformConfig, Vec<String>> {
         let mut d = Diag::new(Path::new("c.toml"));
@@ -741,7 +743,7 @@ mod tests {
         ]));
         let table = TableRef { db: "d".into(), schema: "public".into(), name: "orders".into() };
         let cols = ["id", "status"].map(String::from);
-        let errors = specs.check_table(&table, &cols, &["id".into()]);
+        let errors = specs.check_table(&CapturedTable { table, columns: cols.to_vec(), key: vec!["id".into()] });
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(
             errors[0].contains(

@@ -247,8 +247,8 @@ impl<V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> StateTable
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::postgres::PgPosition;
-    use crate::sources::Position;
+    use crate::connector::position::{Lsn, PgPosition};
+    use crate::connector::Position;
 
     #[test]
     fn entries_page_through_the_store_and_survive_a_reopen() {
@@ -260,7 +260,7 @@ mod tests {
         }
         let mut deltas = Vec::new();
         t.checkpoint(&mut deltas);
-        store.commit("c", &Position::Postgres(PgPosition::streaming(1)), &deltas).unwrap();
+        store.commit("c", &Position::Postgres(PgPosition::streaming(Lsn(1))), &deltas).unwrap();
         t.stored();
         assert!(t.cached() <= 16, "clean entries are evicted once durable: {}", t.cached());
         // Evicted entries come back from the store; a delete is durable after its checkpoint.
@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(t.keys_with_prefix(&[0; 7]).unwrap().len(), 99);
         let mut deltas = Vec::new();
         t.checkpoint(&mut deltas);
-        store.commit("c", &Position::Postgres(PgPosition::streaming(2)), &deltas).unwrap();
+        store.commit("c", &Position::Postgres(PgPosition::streaming(Lsn(2))), &deltas).unwrap();
         drop(t);
         drop(store);
         let store = StateStore::open(&dir).unwrap();

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::agg::{encode_key, values_of, AggSpec, Group, Scalar};
 use super::aggregate::Names;
 use super::state::StateTable;
+use crate::connector::DeadLetterTarget;
 use crate::event::{ChangeEvent, Op, Row, TableRef, Value, Version};
-use crate::sinks::DeadLetterTarget;
 use crate::state::{StateDelta, StateError, StateStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,9 +14,8 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder}
 use elasticsearch::http::{Method, Url};
 use elasticsearch::Elasticsearch;
 use serde_json::{json, Value};
+use tidemark::connector::SinkContext;
 use tidemark::event::{ChangeEvent, Encoding, Op, Row, SnapshotFlag, SourceMeta, TableRef, Value as V, Version};
-use tidemark::sinks::elasticsearch::EsSink;
-use tidemark::sinks::{SinkContext, SinkKind};
 
 use crate::mysql_redis::{MyEnv, BINLOGS};
 use crate::support::*;
@@ -375,8 +374,9 @@ async fn out_of_order_writes_keep_the_newer_version_and_deletes_stay_deleted() {
         es_sink("")
     );
     let cfg = tidemark::config::parse_connector(std::path::Path::new("t.toml"), &text).unwrap();
-    let SinkKind::Elasticsearch(es_cfg) = cfg.sinks[0].kind.clone() else { panic!("not an elasticsearch sink") };
-    let mut sink = EsSink::new(es_cfg, SinkContext { connector: name.as_str().into(), encoding: Encoding::default() });
+    assert_eq!(cfg.sinks[0].kind_name(), "elasticsearch");
+    let mut sink =
+        cfg.sinks[0].spec.build(SinkContext { connector: name.as_str().into(), encoding: Encoding::default() });
     let index = format!("{name}.public.t");
 
     // The newer version first, then the older: the older is refused (409: already superseded).

@@ -8,10 +8,10 @@ use serde_json::Value as Json;
 use super::naming::index_name;
 use super::{EsConfig, EsSink, EsSinkError};
 use crate::check::Finding;
-use crate::config::reader::parse_duration;
+use crate::connector::SinkContext;
 use crate::event::Encoding;
+use crate::settings::parse_duration;
 use crate::sinks::template::Part;
-use crate::sinks::SinkContext;
 
 /// Which products and major versions speak every API the sink uses (`_bulk` with
 /// `version_type=external_gte`, `_mget`, `_delete_by_query`, index creation with settings).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
 
-use crate::config::{Diag, Secret, SecretUrl, Section};
+use crate::settings::{Diag, Secret, SecretUrl, Section};
 use crate::sinks::template::{self, Part};
 use crate::sinks::COMMON_KEYS;
 

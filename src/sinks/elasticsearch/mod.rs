@@ -33,6 +33,8 @@ use elasticsearch::http::StatusCode;
 use elasticsearch::indices::{IndicesCreateParts, IndicesExistsParts, IndicesRefreshParts};
 use elasticsearch::params::Conflicts;
 use elasticsearch::{BulkParts, DeleteByQueryParts, Elasticsearch, MgetParts};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
@@ -41,7 +43,8 @@ pub use config::EsConfig;
 use self::config::{Auth, Refresh};
 use self::naming::{doc_id, external_version, index_name};
 use super::template::render;
-use super::{SinkContext, WriteReport};
+use crate::check::Finding;
+use crate::connector::{Delivery, Sink, SinkContext, SinkError, SinkSpec, WriteReport};
 use crate::event::envelope::row_json;
 use crate::event::{ChangeEvent, Op};
 use crate::retry::{Classify, ErrorClass};
@@ -646,6 +649,38 @@ fn item_outcome(item: HashMap<String, BulkItem>) -> Result<Outcome, EsSinkError>
         401 | 403 => Err(EsSinkError::Forbidden(reason())),
         404 | 408 | 429 | 500..=599 => Err(EsSinkError::Busy(reason())),
         _ => Ok(Outcome::Rejected(reason())),
+    }
+}
+
+impl SinkSpec for EsConfig {
+    fn kind(&self) -> &'static str {
+        "elasticsearch"
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::Fenced
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        EsConfig::describe(self)
+    }
+
+    fn title(&self) -> String {
+        format!("elasticsearch {}", self.url)
+    }
+
+    fn check<'a>(&'a self, connector: &'a str, tables: &'a [String]) -> BoxFuture<'a, Vec<Finding>> {
+        check::check(self, connector, tables).boxed()
+    }
+
+    fn build(&self, ctx: SinkContext) -> Box<dyn Sink> {
+        Box::new(EsSink::new(self.clone(), ctx))
+    }
+}
+
+impl Sink for EsSink {
+    fn write<'a>(&'a mut self, events: &'a [ChangeEvent]) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
+        async move { EsSink::write(self, events).await.map_err(SinkError::new) }.boxed()
     }
 }
 

@@ -2,8 +2,8 @@
 
 use super::{Conn, RedisConfig, RedisSink};
 use crate::check::Finding;
+use crate::connector::SinkContext;
 use crate::event::Encoding;
-use crate::sinks::SinkContext;
 
 pub async fn check(cfg: &RedisConfig) -> Vec<Finding> {
     let mut sink =

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Diag, SecretUrl, Section};
+use crate::settings::{Diag, SecretUrl, Section};
 use crate::sinks::template::{self, Part};
 use crate::sinks::COMMON_KEYS;
 

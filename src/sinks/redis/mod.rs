@@ -17,6 +17,8 @@ pub mod config;
 pub mod keys;
 pub mod scripts;
 
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -27,7 +29,8 @@ pub use config::{Format, RedisConfig};
 use self::cluster::{key_slot, SlotMap};
 use self::keys::{render_key, scan_pattern};
 use self::scripts::{rows_script, Call, ROWS_PER_CALL};
-use super::{SinkContext, WriteReport};
+use crate::check::Finding;
+use crate::connector::{Delivery, Sink, SinkContext, SinkError, SinkSpec, WriteReport};
 use crate::event::{ChangeEvent, Op, Row};
 use crate::retry::{Classify, ErrorClass};
 
@@ -46,7 +49,8 @@ pub enum RedisSinkError {
     Protocol { what: &'static str, reply: String },
 }
 
-fn redis_error_class(e: &RedisError) -> ErrorClass {
+/// The one classification of Redis errors, for the sink and for dead-letter streams alike.
+pub fn classify(e: &RedisError) -> ErrorClass {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         return ErrorClass::Retry;
     }
@@ -72,11 +76,11 @@ fn redis_error_class(e: &RedisError) -> ErrorClass {
 impl Classify for RedisSinkError {
     fn class(&self) -> ErrorClass {
         match self {
-            RedisSinkError::Connect { source, .. } => match redis_error_class(source) {
+            RedisSinkError::Connect { source, .. } => match classify(source) {
                 ErrorClass::Operator => ErrorClass::Operator,
                 _ => ErrorClass::Retry,
             },
-            RedisSinkError::Command(e) => redis_error_class(e),
+            RedisSinkError::Command(e) => classify(e),
             RedisSinkError::Busy(_) => ErrorClass::Retry,
             RedisSinkError::Protocol { .. } => ErrorClass::Fatal,
         }
@@ -184,7 +188,7 @@ impl RedisSink {
         Ok(())
     }
 
-    /// Write a batch; see the contract on [`crate::sinks`].
+    /// Write a batch; see the contract on [`Sink`].
     pub async fn write(&mut self, events: &[ChangeEvent]) -> Result<WriteReport, RedisSinkError> {
         let result = self.write_inner(events).await;
         if let Err(e) = &result {
@@ -459,4 +463,35 @@ fn scan_reply(v: RValue) -> Result<(String, Vec<String>), RedisSinkError> {
         }
     }
     Err(RedisSinkError::Protocol { what: "SCAN", reply: "malformed reply".into() })
+}
+impl SinkSpec for RedisConfig {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::Fenced
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        RedisConfig::describe(self)
+    }
+
+    fn title(&self) -> String {
+        format!("redis {}", self.url)
+    }
+
+    fn check<'a>(&'a self, _connector: &'a str, _tables: &'a [String]) -> BoxFuture<'a, Vec<Finding>> {
+        check::check(self).boxed()
+    }
+
+    fn build(&self, ctx: SinkContext) -> Box<dyn Sink> {
+        Box::new(RedisSink::new(self.clone(), ctx))
+    }
+}
+
+impl Sink for RedisSink {
+    fn write<'a>(&'a mut self, events: &'a [ChangeEvent]) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
+        async move { RedisSink::write(self, events).await.map_err(SinkError::new) }.boxed()
+    }
 }

@@ -5,7 +5,7 @@ use mysql_async::Conn;
 
 use super::{binary_logs, connect, info_columns, matching_tables, server_info, MyError, MysqlConfig};
 use crate::check::Finding;
-use crate::sources::SnapshotMode;
+use crate::connector::SnapshotMode;
 
 /// What to do when the snapshot's FLUSH TABLES WITH READ LOCK is refused.
 pub const NO_RELOAD: &str = "the initial snapshot on MySQL runs FLUSH TABLES WITH READ LOCK for a moment, which needs it; run GRANT RELOAD ON *.* TO {user}, or set snapshot = \"never\"";

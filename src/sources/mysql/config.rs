@@ -4,10 +4,10 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Diag, SecretUrl, Section};
+use crate::connector::SnapshotMode;
 use crate::event::encode::ENCODING_KEYS;
 use crate::event::Encoding;
-use crate::sources::SnapshotMode;
+use crate::settings::{Diag, SecretUrl, Section};
 
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 10_000;
@@ -16,7 +16,8 @@ pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 10_000;
 pub const SERVER_ID_BASE: u32 = 5400;
 pub const SERVER_ID_SPAN: u32 = 100_000;
 
-#[derive(Debug, Clone)]
+/// `Debug` is written out: `opts` holds the password in the clear, and its own `Debug` prints it.
+#[derive(Clone)]
 pub struct MysqlConfig {
     pub url: SecretUrl,
     pub opts: mysql_async::Opts,
@@ -34,6 +35,21 @@ pub struct MysqlConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for MysqlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlConfig")
+            .field("url", &self.url)
+            .field("tables", &self.tables)
+            .field("snapshot", &self.snapshot)
+            .field("server_id", &self.server_id)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("snapshot_chunk_rows", &self.snapshot_chunk_rows)
+            .field("encoding", &self.encoding)
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MysqlConfig {
     pub fn host(&self) -> String {
         self.opts.ip_or_hostname().to_string()
@@ -48,7 +64,7 @@ impl MysqlConfig {
             "kind": "mysql",
             "url": self.url.redacted(),
             "tables": self.tables,
-            "snapshot": match self.snapshot { SnapshotMode::Initial => "initial", SnapshotMode::Never => "never" },
+            "snapshot": self.snapshot.as_str(),
             "server_id": self.server_id,
             "heartbeat_interval_ms": self.heartbeat_interval.as_millis() as u64,
             "tls": self.opts.ssl_opts().is_some(),
@@ -79,7 +95,7 @@ pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<MysqlConfig
     let opts = url.as_deref().and_then(|u| match mysql_async::Opts::from_url(u) {
         Ok(o) => Some(o),
         Err(e) => {
-            d.error(s.key("url"), format!("not a MySQL URL ({}): {e}", crate::config::secret::redact_url(u)));
+            d.error(s.key("url"), format!("not a MySQL URL ({}): {e}", crate::settings::redact_url(u)));
             None
         }
     });

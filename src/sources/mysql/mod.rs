@@ -22,7 +22,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, OptsBuilder};
@@ -30,14 +31,18 @@ use tracing::{info, warn};
 
 pub use config::MysqlConfig;
 
-use self::binlog::{coordinate, file_seq, mariadb_gtid, mysql_source, GtidSet, GtidState, MyPosition};
+use self::binlog::{mariadb_gtid, mysql_source};
 use self::schema::{history_at, HistoryEntry, InfoColumn, Origin, TableSchema};
+use crate::check::Finding;
+use crate::connector::position::{coordinate, file_seq, Gtid, GtidPosition, GtidSet, GtidState, MyPosition};
+use crate::connector::{
+    snapshot_again, table_included, CapturedTable, ConnectorState, ConnectorStatus, Exclusive, PipelineClosed,
+    Position, SnapshotMode, SnapshotProgress, Source, SourceContext, SourceError, SourceHealth,
+};
 use crate::event::time::now_ms;
-use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SourceMeta, TableRef, Version};
-use crate::pipeline::batch::PipelineClosed;
-use crate::pipeline::status::ConnectorState;
+use crate::event::{ChangeEvent, Encoding, Op, Row, SnapshotFlag, SourceMeta, TableRef, Version};
+use crate::metrics;
 use crate::retry::{Backoff, Classify, ErrorClass};
-use crate::sources::{snapshot_again, table_included, Position, SnapshotMode, SnapshotProgress, SourceContext};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MyError {
@@ -205,7 +210,7 @@ pub async fn run(cfg: &MysqlConfig, mut ctx: SourceContext) -> Result<(), MyErro
         match result {
             Ok(()) | Err(MyError::Closed(_)) => return Ok(()),
             Err(e) if e.class() == ErrorClass::Retry && !ctx.cancel.is_cancelled() => {
-                match crate::sources::recover(&mut ctx, &e, &mut backoff).await {
+                match ctx.recover(&e, &mut backoff).await {
                     None => return Ok(()),
                     Some(Some(Position::Mysql(p))) => resume = Some(p),
                     Some(_) => {}
@@ -227,7 +232,7 @@ struct Mapped {
 /// The transaction being read.
 #[derive(Default)]
 struct Txn {
-    gtid: Option<binlog::Gtid>,
+    gtid: Option<Gtid>,
     /// MySQL: the transaction's GTID (source, number).
     mysql_gtid: Option<(String, u64)>,
     gtid_text: Option<Arc<str>>,
@@ -301,19 +306,16 @@ impl<'a> Session<'a> {
         if tables.is_empty() {
             return Err(MyError::Operator(format!("no table matches {}; check source.tables", cfg.tables.join(", "))));
         }
-        let mut problems = Vec::new();
+        let mut captured = Vec::with_capacity(tables.len());
         for (db, name) in &tables {
             let info = info_columns(&mut conn, db, name).await?;
-            let columns: Vec<String> = info.iter().map(|c| c.name.clone()).collect();
-            let key: Vec<String> = info.iter().filter(|c| c.primary).map(|c| c.name.clone()).collect();
-            let table = TableRef { db: db.as_str().into(), schema: db.as_str().into(), name: name.as_str().into() };
-            if let Err(e) = self.ctx.check_transforms(&table, &columns, &key) {
-                problems.push(e);
-            }
+            captured.push(CapturedTable {
+                table: TableRef { db: db.as_str().into(), schema: db.as_str().into(), name: name.as_str().into() },
+                columns: info.iter().map(|c| c.name.clone()).collect(),
+                key: info.iter().filter(|c| c.primary).map(|c| c.name.clone()).collect(),
+            });
         }
-        if !problems.is_empty() {
-            return Err(MyError::Operator(problems.join("; ")));
-        }
+        self.ctx.captured(&captured).map_err(MyError::Operator)?;
         let logs = binary_logs(&mut conn).await?;
 
         // Where to start, and whether a snapshot comes first.
@@ -338,8 +340,11 @@ impl<'a> Session<'a> {
                 // now, and says so if it is gone (see `stream_error`). A MySQL server whose
                 // gtid_mode has been turned off is read by file and offset.
                 let mut p = p.clone();
-                if let Some(g) = p.gtid.as_deref() {
-                    let fits = if server.mariadb { GtidState::parse(g).is_some() } else { GtidSet::parse(g).is_some() };
+                if let Some(g) = &p.gtid {
+                    let fits = matches!(
+                        (g, server.mariadb),
+                        (GtidPosition::MariaDb(_), true) | (GtidPosition::Mysql(_), false)
+                    );
                     if !fits {
                         return Err(MyError::Operator(format!(
                             "the stored GTID position {g} is not a {} GTID, so it was read from another kind of server; {}",
@@ -391,10 +396,12 @@ impl<'a> Session<'a> {
 
         self.file = start.file.as_str().into();
         self.pos = start.pos;
-        if server.mariadb {
-            self.gtid = start.gtid.as_deref().and_then(GtidState::parse).unwrap_or_default();
-        } else {
-            self.gtid_set = start.gtid.as_deref().and_then(GtidSet::parse).unwrap_or_default();
+        match &start.gtid {
+            Some(GtidPosition::MariaDb(g)) => self.gtid = g.clone(),
+            Some(GtidPosition::Mysql(g)) => self.gtid_set = g.clone(),
+            None => {}
+        }
+        if !server.mariadb {
             // Resumed by file and offset on a server with GTIDs (a position stored before GTIDs
             // were on, or by an older tidemark), the set is known only from the next binlog's
             // PREVIOUS_GTIDS event on: until then positions carry no GTID, as a partial set
@@ -406,7 +413,7 @@ impl<'a> Session<'a> {
         self.ctx.status.set_state(ConnectorState::Streaming);
         self.ctx.status.set_source_error(None);
         backoff.reset();
-        info!(connector = %self.ctx.connector, file = %self.file, pos = self.pos, gtid = ?self.gtid_text(), "streaming");
+        info!(connector = %self.ctx.connector, file = %self.file, pos = self.pos, gtid = ?self.gtid_position().map(|g| g.to_string()), "streaming");
 
         // Schema history starts with the tables as they are where streaming starts.
         for (db, table) in &tables {
@@ -450,7 +457,7 @@ impl<'a> Session<'a> {
             BinlogStreamRequest::new(self.cfg.server_id)
         } else if by_gtid {
             info!(connector = %self.ctx.connector, gtid = %self.gtid_set, "resuming from GTID set");
-            let sids = self.gtid_set.sids().map_err(MyError::Decode)?;
+            let sids = binlog::sids(&self.gtid_set).map_err(MyError::Decode)?;
             BinlogStreamRequest::new(self.cfg.server_id).with_gtid().with_gtid_set(sids)
         } else {
             BinlogStreamRequest::new(self.cfg.server_id).with_filename(file.as_bytes()).with_pos(self.pos)
@@ -645,17 +652,17 @@ impl<'a> Session<'a> {
         Position::Mysql(MyPosition {
             file: self.file.to_string(),
             pos: self.pos,
-            gtid: self.gtid_text(),
+            gtid: self.gtid_position(),
             server: self.server.clone(),
             snapshot: None,
         })
     }
 
-    fn gtid_text(&self) -> Option<String> {
+    fn gtid_position(&self) -> Option<GtidPosition> {
         if self.mariadb {
-            (!self.gtid.is_empty()).then(|| self.gtid.to_string())
+            (!self.gtid.is_empty()).then(|| GtidPosition::MariaDb(self.gtid.clone()))
         } else {
-            (self.gtid_complete && !self.gtid_set.is_empty()).then(|| self.gtid_set.to_string())
+            (self.gtid_complete && !self.gtid_set.is_empty()).then(|| GtidPosition::Mysql(self.gtid_set.clone()))
         }
     }
 
@@ -1130,12 +1137,17 @@ async fn current_position(conn: &mut Conn, mariadb: bool, gtid: bool) -> Result<
     let pos: u64 = row.take(1).unwrap_or(4);
     let gtid = match (gtid, mariadb) {
         (false, _) => None,
-        (true, true) => conn.query_first::<String, _>("SELECT @@gtid_binlog_pos").await?.filter(|g| !g.is_empty()),
+        (true, true) => conn
+            .query_first::<String, _>("SELECT @@gtid_binlog_pos")
+            .await?
+            .and_then(|g| GtidState::parse(&g))
+            .filter(|g| !g.is_empty())
+            .map(GtidPosition::MariaDb),
         (true, false) => row
             .take::<String, _>("Executed_Gtid_Set")
             .and_then(|g| GtidSet::parse(&g))
             .filter(|set| !set.is_empty())
-            .map(|set| set.to_string()),
+            .map(GtidPosition::Mysql),
     };
     Ok(MyPosition { file, pos, gtid, server: None, snapshot: None })
 }
@@ -1164,7 +1176,7 @@ fn binlog_distance(logs: &[(String, u64)], from: (&str, u64), to: (&str, u64)) -
 async fn poll_server(
     cfg: MysqlConfig,
     mariadb: bool,
-    status: Arc<crate::pipeline::status::ConnectorStatus>,
+    status: Arc<ConnectorStatus>,
     acked: tokio::sync::watch::Receiver<Option<Position>>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
@@ -1195,7 +1207,15 @@ async fn poll_server(
         // The binlog being written cannot be purged: a margin of 0 is a risk only once the
         // server has moved on to a newer one.
         let at_risk = ahead == 0 && logs.len() > 1;
-        status.set_purge_margin(Some(ahead), at_risk);
+        let notes = if at_risk {
+            vec!["the checkpointed binlog is the oldest the server keeps: purging it (PURGE BINARY LOGS, expire_logs_days) would lose changes; keep binlogs longer".into()]
+        } else {
+            Vec::new()
+        };
+        status.set_source_health(SourceHealth {
+            figures: vec![(metrics::BINLOG_PURGE_MARGIN_FIGURE, Some(ahead))],
+            notes,
+        });
         if at_risk {
             if !warned {
                 warn!(connector = %status.name, file = %at.file, "the checkpointed binlog is the oldest the server keeps: purging it would lose changes");
@@ -1228,6 +1248,48 @@ pub fn query_row(schema: &TableSchema, row: mysql_async::Row) -> Row {
         .map(|(i, v)| (i, mysql_async::binlog::value::BinlogValue::Value(v)))
         .collect();
     schema.row(values, Origin::Query)
+}
+
+impl Source for MysqlConfig {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn tables(&self) -> &[String] {
+        &self.tables
+    }
+
+    fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    fn exclusive(&self) -> Option<Exclusive> {
+        Some(Exclusive {
+            key: "server_id",
+            identity: format!("{}:{} server_id {}", self.host(), self.port(), self.server_id),
+            description: format!("replica server id {} (set source.server_id)", self.server_id),
+        })
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        MysqlConfig::describe(self)
+    }
+
+    fn title(&self) -> String {
+        format!("mysql {}", self.url)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Vec<Finding>> {
+        check::check(self).boxed()
+    }
+
+    fn run(&self, ctx: SourceContext) -> BoxFuture<'_, Result<(), SourceError>> {
+        async move { run(self, ctx).await.map_err(SourceError::new) }.boxed()
+    }
 }
 
 #[cfg(test)]

@@ -15,14 +15,13 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use super::binlog::{coordinate, GtidState, MyPosition};
 use super::schema::{from_info, TableSchema};
 use super::{connect, current_position, ident, info_columns, query_row, snapshot_position, MyError, MysqlConfig};
+use crate::connector::position::{coordinate, GtidPosition, GtidState, MyPosition};
+use crate::connector::{Batcher, Position, SnapshotProgress};
 use crate::event::time::now_ms;
 use crate::event::{ChangeEvent, Op, SnapshotFlag, SourceMeta, Version};
 use crate::metrics::{self, Metrics};
-use crate::pipeline::batch::Batcher;
-use crate::sources::SnapshotProgress;
 
 pub struct SnapshotRun<'a> {
     pub cfg: &'a MysqlConfig,
@@ -53,7 +52,7 @@ impl SnapshotRun<'_> {
             })?;
             let pos: u64 = get("binlog_snapshot_position").and_then(|p| p.parse().ok()).unwrap_or(4);
             let gtid: Option<String> = conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.as_str(), pos)).await?;
-            let gtid = gtid.filter(|g| GtidState::parse(g).is_some_and(|s| !s.is_empty()));
+            let gtid = gtid.and_then(|g| GtidState::parse(&g)).filter(|s| !s.is_empty()).map(GtidPosition::MariaDb);
             MyPosition { file, pos, gtid, server: None, snapshot: None }
         } else {
             conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| match e {
@@ -108,7 +107,7 @@ impl SnapshotRun<'_> {
         let started_ms = now_ms();
         let version = Version::new(coordinate(&at.file, at.pos), 0);
         let file: std::sync::Arc<str> = at.file.as_str().into();
-        let gtid: Option<std::sync::Arc<str>> = at.gtid.as_deref().map(Into::into);
+        let gtid: Option<std::sync::Arc<str>> = at.gtid.as_ref().map(|g| g.to_string().into());
         let chunk = self.cfg.snapshot_chunk_rows.get();
         let mut held: Option<ChangeEvent> = None; // one event of lookahead, to flag the last row
         for (db, table) in tables {
@@ -193,7 +192,7 @@ impl SnapshotRun<'_> {
             last.snapshot = SnapshotFlag::Last;
             batcher.push(last);
         }
-        let done = crate::sources::Position::Mysql(MyPosition { snapshot: None, ..at.clone() });
+        let done = Position::Mysql(MyPosition { snapshot: None, ..at.clone() });
         batcher.mark(done, Some(started_ms), Some(coordinate(&at.file, at.pos)), false);
         batcher.flush().await?;
         Ok(())

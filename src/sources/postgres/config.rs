@@ -4,15 +4,15 @@ use std::num::NonZeroUsize;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::{Diag, SecretUrl, Section};
 use crate::event::encode::ENCODING_KEYS;
 use crate::event::Encoding;
+use crate::settings::{Diag, SecretUrl, Section};
 
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 10_000;
 pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
-pub use crate::sources::{table_included, SnapshotMode};
+pub use crate::connector::{table_included, SnapshotMode};
 
 #[derive(Debug, Clone)]
 pub struct PostgresConfig {
@@ -88,7 +88,7 @@ pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<PostgresCon
     let pg = url.as_deref().and_then(|u| match tokio_postgres::Config::from_str(u) {
         Ok(c) => Some(c),
         Err(e) => {
-            d.error(s.key("url"), format!("not a PostgreSQL URL ({}): {e}", crate::config::secret::redact_url(u)));
+            d.error(s.key("url"), format!("not a PostgreSQL URL ({}): {e}", crate::settings::redact_url(u)));
             None
         }
     });

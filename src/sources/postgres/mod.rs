@@ -19,9 +19,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgwire_replication::{Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use pgwire_replication::{PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use prometheus_client::metrics::counter::Counter;
-use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
@@ -30,12 +31,15 @@ pub use config::PostgresConfig;
 use self::catalog::{TableInfo, TypeCache};
 use self::pgoutput::{Datum, Message, OldKind, Relation, Tuple};
 use self::types::{decode_text, PgType, SESSION_OPTIONS};
-use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SourceMeta, TableRef, Value, Version};
+use crate::check::Finding;
+use crate::connector::position::{Lsn, PgPosition};
+use crate::connector::{
+    snapshot_again, CapturedTable, ConnectorState, ConnectorStatus, Exclusive, PipelineClosed, Position, SnapshotMode,
+    SnapshotProgress, Source, SourceContext, SourceError, SourceHealth,
+};
+use crate::event::{ChangeEvent, Encoding, Op, Row, SnapshotFlag, SourceMeta, TableRef, Value, Version};
 use crate::metrics::{self, Metrics, OpCounters};
-use crate::pipeline::batch::PipelineClosed;
-use crate::pipeline::status::ConnectorState;
 use crate::retry::{Backoff, Classify, ErrorClass};
-use crate::sources::{Position, SnapshotProgress, SourceContext};
 
 /// Prefix of the logical messages tidemark writes as heartbeats.
 pub const HEARTBEAT_PREFIX: &str = "tidemark_heartbeat";
@@ -46,51 +50,16 @@ const STREAM_BUFFER_EVENTS: usize = 1024;
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn parse_lsn(s: &str) -> Option<u64> {
-    Lsn::parse(s).ok().map(|l| l.as_u64())
+    s.parse::<Lsn>().ok().map(Lsn::as_u64)
 }
 
 pub fn format_lsn(lsn: u64) -> String {
-    Lsn::from_u64(lsn).to_string()
+    Lsn(lsn).to_string()
 }
 
-mod lsn_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(lsn: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_lsn(*lsn))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_lsn(&s).ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not an LSN")))
-    }
-}
-
-/// Where a PostgreSQL connector resumes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PgPosition {
-    /// Streaming resumes here: the end of the last durable transaction or heartbeat. While the
-    /// initial snapshot runs, the slot's consistent point.
-    #[serde(with = "lsn_text")]
-    pub lsn: u64,
-    /// Present until the initial snapshot has completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotProgress>,
-}
-
-impl PgPosition {
-    pub fn streaming(lsn: u64) -> Self {
-        PgPosition { lsn, snapshot: None }
-    }
-
-    pub fn is_after(&self, older: &PgPosition) -> bool {
-        match (&self.snapshot, &older.snapshot) {
-            (None, None) => self.lsn > older.lsn,
-            (None, Some(_)) => true,
-            (Some(_), None) => false,
-            (Some(a), Some(b)) => a.is_after(b),
-        }
-    }
+/// pgwire-replication's form of an LSN.
+fn wire_lsn(lsn: u64) -> pgwire_replication::Lsn {
+    pgwire_replication::Lsn::from_u64(lsn)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -287,7 +256,7 @@ pub async fn run(cfg: &PostgresConfig, mut ctx: SourceContext) -> Result<(), PgE
         match result {
             Ok(()) | Err(PgError::Closed(_)) => return Ok(()),
             Err(e) if e.class() == ErrorClass::Retry && !ctx.cancel.is_cancelled() => {
-                match crate::sources::recover(&mut ctx, &e, &mut backoff).await {
+                match ctx.recover(&e, &mut backoff).await {
                     None => return Ok(()),
                     Some(Some(Position::Postgres(p))) => resume = Some(p),
                     Some(_) => {}
@@ -318,18 +287,15 @@ impl Session<'_> {
                 cfg.tables.join(", ")
             )));
         }
-        let mut problems = Vec::new();
-        for t in &tables {
-            let table =
-                TableRef { db: self.db.clone(), schema: t.schema.as_str().into(), name: t.name.as_str().into() };
-            let columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
-            if let Err(e) = self.ctx.check_transforms(&table, &columns, &t.key_columns().unwrap_or_default()) {
-                problems.push(e);
-            }
-        }
-        if !problems.is_empty() {
-            return Err(PgError::Operator(problems.join("; ")));
-        }
+        let captured: Vec<CapturedTable> = tables
+            .iter()
+            .map(|t| CapturedTable {
+                table: TableRef { db: self.db.clone(), schema: t.schema.as_str().into(), name: t.name.as_str().into() },
+                columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+                key: t.key_columns().unwrap_or_default(),
+            })
+            .collect();
+        self.ctx.captured(&captured).map_err(PgError::Operator)?;
         let mut keyed = Vec::new();
         for t in &tables {
             match RelInfo::build(
@@ -363,14 +329,14 @@ impl Session<'_> {
                 )));
             }
         }
-        let streaming_resume = resume.as_ref().filter(|p| p.snapshot.is_none()).map(|p| p.lsn);
+        let streaming_resume = resume.as_ref().filter(|p| p.snapshot.is_none()).map(|p| p.lsn.as_u64());
         // A stored position (streaming, or a snapshot in progress) needs the slot that holds the
         // changes since it; a new slot would start later and silently skip them.
         if slot.is_none() && resume.is_some() {
             return Err(PgError::Operator(format!(
                 "replication slot {} no longer exists, so the changes since the stored position are lost; {}",
                 cfg.slot,
-                crate::sources::snapshot_again(&self.ctx.connector)
+                snapshot_again(&self.ctx.connector)
             )));
         }
 
@@ -381,10 +347,10 @@ impl Session<'_> {
         let mut consistent_lsn = slot.as_ref().and_then(|s| s.confirmed_flush).unwrap_or(0);
         let needs_snapshot = match &resume {
             Some(p) => p.snapshot.is_some(),
-            None => cfg.snapshot == config::SnapshotMode::Initial,
+            None => cfg.snapshot == SnapshotMode::Initial,
         };
         if slot.is_none() {
-            let mut repl = ReplicationClient::connect_gated(self.replication_config(Lsn::ZERO)).await?;
+            let mut repl = ReplicationClient::connect_gated(self.replication_config(wire_lsn(0))).await?;
             let export = if needs_snapshot { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" };
             let rows =
                 repl.simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {export}", cfg.slot)).await?;
@@ -408,7 +374,7 @@ impl Session<'_> {
         let start_lsn = if needs_snapshot {
             let progress = match resume.as_ref().and_then(|p| p.snapshot.clone()) {
                 Some(progress) => {
-                    consistent_lsn = resume.as_ref().map_or(consistent_lsn, |p| p.lsn);
+                    consistent_lsn = resume.as_ref().map_or(consistent_lsn, |p| p.lsn.as_u64());
                     progress
                 }
                 None => SnapshotProgress::default(),
@@ -439,7 +405,7 @@ impl Session<'_> {
                 g.start().await?;
                 g
             }
-            None => ReplicationClient::connect(self.replication_config(Lsn::from_u64(start_lsn))).await?,
+            None => ReplicationClient::connect(self.replication_config(wire_lsn(start_lsn))).await?,
         };
         repl.wait_started().await?;
         self.ctx.status.set_state(ConnectorState::Streaming);
@@ -455,7 +421,7 @@ impl Session<'_> {
         result
     }
 
-    fn replication_config(&self, start: Lsn) -> ReplicationConfig {
+    fn replication_config(&self, start: pgwire_replication::Lsn) -> ReplicationConfig {
         let cfg = self.cfg;
         let mut rc = ReplicationConfig::new(
             cfg.host(),
@@ -498,7 +464,7 @@ impl Session<'_> {
                     }
                     if let Some(Position::Postgres(p)) = &*acked.borrow_and_update() {
                         if p.snapshot.is_none() {
-                            repl.update_applied_lsn(Lsn::from_u64(p.lsn));
+                            repl.update_applied_lsn(wire_lsn(p.lsn.as_u64()));
                         }
                     }
                 }
@@ -525,7 +491,7 @@ impl Session<'_> {
             }
             ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
                 txn.take();
-                let pos = Position::Postgres(PgPosition::streaming(end_lsn.as_u64()));
+                let pos = Position::Postgres(PgPosition::streaming(Lsn(end_lsn.as_u64())));
                 self.ctx.batcher.mark(
                     pos,
                     Some(pg_micros_to_unix_ms(commit_time_micros)),
@@ -537,7 +503,7 @@ impl Session<'_> {
             ReplicationEvent::Message { transactional: false, lsn, prefix, content } if prefix == HEARTBEAT_PREFIX => {
                 if txn.is_none() {
                     let ts = std::str::from_utf8(&content).ok().and_then(|s| s.trim().parse::<i64>().ok());
-                    let pos = Position::Postgres(PgPosition::streaming(lsn.as_u64()));
+                    let pos = Position::Postgres(PgPosition::streaming(Lsn(lsn.as_u64())));
                     self.ctx.batcher.mark(pos, ts, Some(lsn.as_u64()), true);
                     self.ctx.batcher.after_boundary().await?;
                 }
@@ -664,7 +630,7 @@ impl Session<'_> {
     async fn on_relation(&mut self, rel: Relation, client: &Client) -> Result<(), PgError> {
         // The publication may cover more than this connector captures (FOR ALL TABLES, shared, or
         // `tables` narrowed since it was created): only included tables become events.
-        if !config::table_included(&self.cfg.tables, &rel.namespace, &rel.name) {
+        if !crate::connector::table_included(&self.cfg.tables, &rel.namespace, &rel.name) {
             self.relations.insert(rel.oid, None);
             return Ok(());
         }
@@ -727,7 +693,7 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 /// the slot's retained WAL for `/health`.
 async fn heartbeat_loop(
     cfg: PostgresConfig,
-    status: Arc<crate::pipeline::status::ConnectorStatus>,
+    status: Arc<ConnectorStatus>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let sql = format!(
@@ -758,9 +724,14 @@ async fn heartbeat_loop(
                     _ => None,
                 });
                 if let Some(r) = row {
-                    let server = r.get(0).and_then(parse_lsn);
+                    if let Some(server) = r.get(0).and_then(parse_lsn) {
+                        status.set_server_offset(server);
+                    }
                     let retained = r.get(2).and_then(|s| s.parse::<i64>().ok()).map(|v| v.max(0) as u64);
-                    status.set_server_offsets(server, retained);
+                    status.set_source_health(SourceHealth {
+                        figures: vec![(metrics::RETAINED_WAL_BYTES_FIGURE, retained)],
+                        notes: Vec::new(),
+                    });
                 }
             }
             Err(e) => {
@@ -780,41 +751,59 @@ async fn heartbeat_loop(
     }
 }
 
-impl PostgresConfig {
-    pub fn describe(&self) -> serde_json::Value {
+impl Source for PostgresConfig {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn tables(&self) -> &[String] {
+        &self.tables
+    }
+
+    fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    fn exclusive(&self) -> Option<Exclusive> {
+        Some(Exclusive {
+            key: "slot",
+            identity: format!("{}:{}/{} slot {}", self.host(), self.port(), self.dbname(), self.slot),
+            description: format!("replication slot `{}`", self.slot),
+        })
+    }
+
+    fn describe(&self) -> serde_json::Value {
         serde_json::json!({
             "kind": "postgres",
             "url": self.url.redacted(),
             "tables": self.tables,
-            "snapshot": match self.snapshot { config::SnapshotMode::Initial => "initial", config::SnapshotMode::Never => "never" },
+            "snapshot": self.snapshot.as_str(),
             "slot": self.slot,
             "publication": self.publication,
             "heartbeat_interval_ms": self.heartbeat_interval.as_millis() as u64,
         })
+    }
+
+    fn title(&self) -> String {
+        format!("postgres {}", self.url)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Vec<Finding>> {
+        check::check(self).boxed()
+    }
+
+    fn run(&self, ctx: SourceContext) -> BoxFuture<'_, Result<(), SourceError>> {
+        async move { run(self, ctx).await.map_err(SourceError::new) }.boxed()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn position_round_trips_with_readable_lsn() {
-        let p = Position::Postgres(PgPosition::streaming(0x16B3748));
-        let json = serde_json::to_string(&p).unwrap();
-        assert_eq!(json, r#"{"kind":"postgres","lsn":"0/16B3748"}"#);
-        assert_eq!(serde_json::from_str::<Position>(&json).unwrap(), p);
-    }
-
-    #[test]
-    fn positions_order() {
-        let snap = PgPosition { lsn: 10, snapshot: Some(SnapshotProgress::default()) };
-        let streaming = PgPosition::streaming(10);
-        assert!(streaming.is_after(&snap));
-        assert!(!snap.is_after(&streaming));
-        assert!(PgPosition::streaming(11).is_after(&streaming));
-        assert!(!streaming.is_after(&streaming));
-    }
 
     #[test]
     fn classifies_server_errors() {

@@ -17,11 +17,11 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use super::catalog::{ident, literal, TableInfo};
 use super::types::decode_text;
 use super::{PgError, PgPosition, RelInfo};
+use crate::connector::position::Lsn;
+use crate::connector::{Batcher, Position, SnapshotProgress};
 use crate::event::time::now_ms;
 use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SourceMeta, Value, Version};
 use crate::metrics;
-use crate::pipeline::batch::Batcher;
-use crate::sources::{Position, SnapshotProgress};
 
 pub struct SnapshotRun<'a> {
     pub client: &'a Client,
@@ -115,7 +115,8 @@ impl SnapshotRun<'_> {
                 // A table keyed without a primary key has no order to resume in: after a crash
                 // it is read again from its start (harmless, writes are fenced).
                 progress.after = last_key;
-                let pos = Position::Postgres(PgPosition { lsn: self.consistent_lsn, snapshot: Some(progress.clone()) });
+                let pos =
+                    Position::Postgres(PgPosition { lsn: Lsn(self.consistent_lsn), snapshot: Some(progress.clone()) });
                 // The held event belongs to this chunk: release it so the checkpoint covers it.
                 if let Some(prev) = held.take() {
                     batcher.push(prev);
@@ -133,7 +134,7 @@ impl SnapshotRun<'_> {
             last.snapshot = SnapshotFlag::Last;
             batcher.push(last);
         }
-        let done = Position::Postgres(PgPosition { lsn: self.consistent_lsn, snapshot: None });
+        let done = Position::Postgres(PgPosition { lsn: Lsn(self.consistent_lsn), snapshot: None });
         batcher.mark(done, Some(started_ms), Some(self.consistent_lsn), false);
         batcher.flush().await?;
         Ok(())

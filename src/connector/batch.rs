@@ -6,15 +6,48 @@
 //! batch reaches its row or byte cap or its fill timeout, and the send then waits: the source is
 //! slowed down, memory stays bounded by `buffer_batches` full batches.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::position::Position;
 use super::status::ConnectorStatus;
-use crate::config::PipelineConfig;
 use crate::event::ChangeEvent;
-use crate::sources::Position;
+
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 4096;
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 << 20;
+pub const DEFAULT_MAX_BATCH_WAIT: Duration = Duration::from_millis(5);
+pub const DEFAULT_BUFFER_BATCHES: usize = 4;
+
+/// Batching and buffering of one connector's pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineConfig {
+    /// A batch is handed to the sinks once it holds this many events...
+    pub max_batch_rows: NonZeroUsize,
+    /// ...or this many bytes of row data...
+    pub max_batch_bytes: NonZeroUsize,
+    /// ...or its first event has waited this long, or the source has nothing more right now.
+    pub max_batch_wait: Duration,
+    /// Batches buffered between the source and the sinks; with the limits above this bounds the
+    /// memory a stalled sink can make the daemon hold.
+    pub buffer_batches: NonZeroUsize,
+    /// Health threshold for this connector; the daemon's `max_lag` when absent.
+    pub max_lag: Option<Duration>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            max_batch_rows: NonZeroUsize::new(DEFAULT_MAX_BATCH_ROWS).unwrap(),
+            max_batch_bytes: NonZeroUsize::new(DEFAULT_MAX_BATCH_BYTES).unwrap(),
+            max_batch_wait: DEFAULT_MAX_BATCH_WAIT,
+            buffer_batches: NonZeroUsize::new(DEFAULT_BUFFER_BATCHES).unwrap(),
+            max_lag: None,
+        }
+    }
+}
 
 /// A run of events, and the position that becomes durable once every sink has applied them (and
 /// everything before them).
@@ -27,7 +60,8 @@ pub struct Batch {
     pub newest_commit_ms: Option<i64>,
     /// The batch ends with a heartbeat: applying it proves the pipeline is caught up to it.
     pub heartbeat: bool,
-    /// Source log offset (e.g. LSN) at the batch's end, for `lag_bytes`.
+    /// Source log offset (e.g. LSN) at the batch's end, for `lag_bytes`. (Where the source
+    /// resumes is `checkpoint`: this is only a distance measure.)
     pub offset: Option<u64>,
     pub bytes: usize,
 }

@@ -40,6 +40,17 @@ pub struct SinkStatus {
     pub events_done: u64,
 }
 
+/// Figures and warnings only one kind of source has (the slot's retained WAL, the binlog purge
+/// margin), as the source last sampled them: shown in `/health` beside the generic ones, under
+/// their own names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceHealth {
+    /// `(name, value)`: e.g. `("retained_wal_bytes", Some(4096))`.
+    pub figures: Vec<(&'static str, Option<u64>)>,
+    /// Warnings that hold while this sample does (gone with the next sample that lacks them).
+    pub notes: Vec<String>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     state: Option<ConnectorState>,
@@ -60,14 +71,10 @@ struct Inner {
     applied_offset: Option<u64>,
     /// The server's current log offset, as last sampled.
     server_offset: Option<u64>,
-    retained_bytes: Option<u64>,
     /// Lag in bytes as the source computes it itself (MySQL: across binlog files).
     source_lag_bytes: Option<u64>,
-    /// MySQL: binlog files between the oldest the server keeps and the checkpointed one.
-    purge_margin: Option<u64>,
-    /// MySQL: the checkpointed binlog is the oldest the server keeps and no longer the one it
-    /// writes, so a purge could remove it.
-    purge_risk: bool,
+    /// What only this kind of source can tell, as last sampled.
+    source_health: SourceHealth,
     sinks: Vec<SinkStatus>,
     notes: Vec<String>,
 }
@@ -88,9 +95,9 @@ pub struct Health {
     pub reasons: Vec<String>,
     pub lag_ms: u64,
     pub lag_bytes: Option<u64>,
-    pub retained_bytes: Option<u64>,
     pub checkpoint_age: Option<Duration>,
-    pub purge_margin: Option<u64>,
+    /// The source's own figures, as last sampled.
+    pub source_figures: Vec<(&'static str, Option<u64>)>,
 }
 
 impl ConnectorStatus {
@@ -189,22 +196,20 @@ impl ConnectorStatus {
         self.lock().checkpoint = Some((position, Instant::now()));
     }
 
-    pub fn set_server_offsets(&self, server_offset: Option<u64>, retained_bytes: Option<u64>) {
-        let mut inner = self.lock();
-        if server_offset.is_some() {
-            inner.server_offset = server_offset;
-        }
-        inner.retained_bytes = retained_bytes;
+    /// The server's current log offset (comparable with [`Batch::offset`](super::batch::Batch)),
+    /// for `lag_bytes`.
+    pub fn set_server_offset(&self, server_offset: u64) {
+        self.lock().server_offset = Some(server_offset);
     }
 
+    /// Lag in bytes as the source measured it itself (when offsets do not subtract, e.g. across
+    /// binlog files).
     pub fn set_source_lag_bytes(&self, bytes: Option<u64>) {
         self.lock().source_lag_bytes = bytes;
     }
 
-    pub fn set_purge_margin(&self, files: Option<u64>, at_risk: bool) {
-        let mut inner = self.lock();
-        inner.purge_margin = files;
-        inner.purge_risk = at_risk;
+    pub fn set_source_health(&self, health: SourceHealth) {
+        self.lock().source_health = health;
     }
 
     pub fn health(&self) -> Health {
@@ -265,9 +270,8 @@ impl ConnectorStatus {
             reasons,
             lag_ms,
             lag_bytes,
-            retained_bytes: inner.retained_bytes,
             checkpoint_age: inner.checkpoint.as_ref().map(|(_, at)| at.elapsed()),
-            purge_margin: inner.purge_margin,
+            source_figures: inner.source_health.figures.clone(),
         }
     }
 
@@ -277,11 +281,7 @@ impl ConnectorStatus {
         let inner = self.lock();
         let backlog = inner.events_received.saturating_sub(inner.events_done);
         let mut notes = inner.notes.clone();
-        if inner.purge_risk {
-            notes.push(
-                "the checkpointed binlog is the oldest the server keeps: purging it (PURGE BINARY LOGS, expire_logs_days) would lose changes; keep binlogs longer".into(),
-            );
-        }
+        notes.extend(inner.source_health.notes.iter().cloned());
         let sinks: Vec<Json> = inner
             .sinks
             .iter()
@@ -295,7 +295,7 @@ impl ConnectorStatus {
                 })
             })
             .collect();
-        json!({
+        let mut out = json!({
             "name": self.name,
             "source": self.source_kind,
             "state": h.state,
@@ -304,15 +304,17 @@ impl ConnectorStatus {
             "position": inner.checkpoint.as_ref().map(|(p, _)| p.clone()),
             "lag_ms": h.lag_ms,
             "lag_bytes": h.lag_bytes,
-            "retained_wal_bytes": h.retained_bytes,
             "checkpoint_age_ms": h.checkpoint_age.map(|d| d.as_millis() as u64),
             "backlog": backlog,
             "events_applied": inner.events_done,
             "sinks": sinks,
-            "binlog_purge_margin_files": h.purge_margin,
             "notes": notes,
             "last_error": inner.failure.clone().or_else(|| inner.source_error.clone()),
-        })
+        });
+        for (name, value) in &inner.source_health.figures {
+            out[*name] = json!(value);
+        }
+        out
     }
 }
 
