@@ -131,10 +131,10 @@ fn run(chain: &mut Chain, events: Vec<ChangeEvent>, store: Option<(&StateStore, 
             if batch_no % BATCHES_PER_CHECKPOINT as u64 == 0 {
                 if storing.as_ref().is_some_and(|s| s.is_finished()) {
                     storing.take().expect("checked").join().expect("commit");
-                    chain.stored();
+                    chain.stored().expect("stored");
                 }
                 if storing.is_none() {
-                    let deltas = chain.checkpoint();
+                    let deltas = chain.checkpoint().expect("checkpoint");
                     let pos = Position::Postgres(PgPosition::streaming(Lsn(batch_no)));
                     storing = Some(scope.spawn(move || store.commit(connector, &pos, &deltas).expect("commit")));
                 }
@@ -142,7 +142,7 @@ fn run(chain: &mut Chain, events: Vec<ChangeEvent>, store: Option<(&StateStore, 
         }
         if let Some(s) = storing {
             s.join().expect("commit");
-            chain.stored();
+            chain.stored().expect("stored");
         }
     });
     out

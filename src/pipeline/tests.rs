@@ -1,0 +1,510 @@
+//! The pipeline's own logic, under a memory source and memory sinks (test-only stand-ins that
+//! implement the connector contract; the servers' kinds are tested against real servers in
+//! `tests/`).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::check::Finding;
+use crate::connector::position::{Lsn, PgPosition};
+use crate::connector::{
+    Delivery, Exclusive, PipelineConfig, Position, Sink, SinkSpec, Source, SourceError, WriteReport,
+};
+use crate::event::{ChangeEvent, Encoding, Op, Row, SnapshotFlag, SourceMeta, TableRef, Value, Version};
+use crate::retry::{Classify, ErrorClass};
+use crate::settings::{Diag, Section};
+use crate::state::StateDelta;
+use crate::transforms::TransformConfig;
+
+const NAME: &str = "mem";
+
+fn pos(lsn: u64) -> Position {
+    Position::Postgres(PgPosition::streaming(Lsn(lsn)))
+}
+
+fn event(lsn: u64, index: u64, commit_ms: i64) -> ChangeEvent {
+    let table = Arc::new(TableRef { db: "db".into(), schema: "public".into(), name: "t".into() });
+    let key = Row(vec![("id".into(), Value::Int(index as i64))]);
+    ChangeEvent {
+        op: Op::Create,
+        table,
+        after: Some(Row(vec![("id".into(), Value::Int(index as i64)), ("v".into(), Value::Int(1))])),
+        key,
+        before: None,
+        partial: false,
+        version: Version::new(lsn, index),
+        commit_ts_ms: commit_ms,
+        snapshot: SnapshotFlag::No,
+        source: SourceMeta::Postgres { lsn, tx_id: None },
+    }
+}
+
+/// One batch a memory source hands over: its events, then a boundary at `lsn`.
+#[derive(Debug, Clone)]
+struct Step {
+    lsn: u64,
+    events: usize,
+    commit_ms: i64,
+    heartbeat: bool,
+}
+
+fn steps(lsns: impl IntoIterator<Item = u64>) -> Vec<Step> {
+    lsns.into_iter().map(|lsn| Step { lsn, events: 2, commit_ms: 1_000, heartbeat: false }).collect()
+}
+
+/// Hands over its steps as batches (each flush waits for room, as a real source's does), then
+/// waits to be cancelled.
+#[derive(Debug)]
+struct MemorySource {
+    steps: Vec<Step>,
+    /// Batches handed over to the pipeline.
+    handed: Arc<AtomicUsize>,
+    /// When set, every step after the first waits for a permit of it.
+    hold: Option<Arc<Semaphore>>,
+}
+
+impl Source for MemorySource {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn tables(&self) -> &[String] {
+        &[]
+    }
+
+    fn encoding(&self) -> Encoding {
+        Encoding::default()
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn exclusive(&self) -> Option<Exclusive> {
+        None
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({ "kind": "memory" })
+    }
+
+    fn title(&self) -> String {
+        "memory".into()
+    }
+
+    fn check(&self) -> BoxFuture<'_, Vec<Finding>> {
+        async { Vec::new() }.boxed()
+    }
+
+    fn run(&self, mut ctx: SourceContext) -> BoxFuture<'_, Result<(), SourceError>> {
+        async move {
+            for (n, step) in self.steps.iter().enumerate() {
+                if let (Some(hold), true) = (&self.hold, n > 0) {
+                    hold.acquire().await.expect("hold open").forget();
+                }
+                for i in 0..step.events {
+                    ctx.batcher.push(event(step.lsn, i as u64 + 1, step.commit_ms));
+                }
+                ctx.batcher.mark(pos(step.lsn), Some(step.commit_ms), Some(step.lsn), step.heartbeat);
+                if ctx.batcher.flush().await.is_err() {
+                    return Ok(());
+                }
+                self.handed.fetch_add(1, Ordering::SeqCst);
+            }
+            ctx.cancel.cancelled().await;
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("memory sink: {0:?}")]
+struct MemoryError(ErrorClass);
+
+impl Classify for MemoryError {
+    fn class(&self) -> ErrorClass {
+        self.0
+    }
+}
+
+/// What a memory sink was asked to do, and did.
+#[derive(Debug, Default)]
+struct Log {
+    /// Each successful write: the versions of its events, in order.
+    writes: Vec<Vec<Version>>,
+    /// Failures to answer the next writes with, in order.
+    fail: VecDeque<ErrorClass>,
+    /// Failed attempts, each with the position stored at that moment.
+    failed: Vec<Option<Position>>,
+    /// At each successful write's completion, the position stored at that moment.
+    stored_when_written: Vec<Option<Position>>,
+}
+
+/// A sink that keeps what it is written in memory. With a gate, each write (probes included)
+/// first takes a permit from it, so a test holds writes until it adds permits.
+#[derive(Clone)]
+struct MemorySink {
+    log: Arc<Mutex<Log>>,
+    /// Writes begun (before the gate).
+    entered: Arc<AtomicUsize>,
+    gate: Option<Arc<Semaphore>>,
+    store: StateStore,
+}
+
+impl MemorySink {
+    fn new(store: &StateStore, gated: bool) -> Self {
+        MemorySink {
+            log: Arc::default(),
+            entered: Arc::default(),
+            gate: gated.then(|| Arc::new(Semaphore::new(0))),
+            store: store.clone(),
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap()
+    }
+
+    fn open(&self) {
+        if let Some(g) = &self.gate {
+            g.add_permits(Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    /// Events written so far (probes, which carry none, are not writes of events).
+    fn batches(&self) -> Vec<Vec<Version>> {
+        self.log().writes.iter().filter(|w| !w.is_empty()).cloned().collect()
+    }
+}
+
+impl std::fmt::Debug for MemorySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemorySink")
+    }
+}
+
+impl SinkSpec for MemorySink {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::Fenced
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+
+    fn title(&self) -> String {
+        "memory".into()
+    }
+
+    fn check<'a>(&'a self, _: &'a str, _: &'a [String]) -> BoxFuture<'a, Vec<Finding>> {
+        async { Vec::new() }.boxed()
+    }
+
+    fn build(&self, _ctx: SinkContext) -> Box<dyn Sink> {
+        Box::new(self.clone())
+    }
+}
+
+impl Sink for MemorySink {
+    fn write<'a>(&'a mut self, events: &'a [ChangeEvent]) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
+        async move {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            if let Some(g) = &self.gate {
+                g.acquire().await.expect("gate open").forget();
+            }
+            let stored = self.store.position::<Position>(NAME).unwrap();
+            let mut log = self.log();
+            if let Some(class) = log.fail.pop_front() {
+                log.failed.push(stored);
+                return Err(SinkError::new(MemoryError(class)));
+            }
+            log.writes.push(events.iter().map(|e| e.version).collect());
+            log.stored_when_written.push(stored);
+            Ok(WriteReport { applied: events.len() as u64, ..WriteReport::default() })
+        }
+        .boxed()
+    }
+}
+
+struct Harness {
+    handle: Arc<ConnectorHandle>,
+    store: StateStore,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    handed: Arc<AtomicUsize>,
+    /// Holds the source after its first step until permits are added.
+    hold: Arc<Semaphore>,
+}
+
+fn tmp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tidemark-pipeline-{}-{}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn daemon(dir: &std::path::Path) -> DaemonConfig {
+    DaemonConfig {
+        file: dir.join("tidemark.toml"),
+        data_dir: dir.to_path_buf(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        connectors_dir: dir.to_path_buf(),
+        log_format: crate::config::LogFormat::Text,
+        max_lag: Duration::from_secs(10),
+        shutdown_timeout: Duration::from_secs(30),
+    }
+}
+
+fn transform(toml: &str) -> TransformConfig {
+    let mut d = Diag::new(std::path::Path::new("mem.toml"));
+    let t = TransformConfig::read(
+        std::path::Path::new("mem.toml"),
+        NAME,
+        Section::new("transform[0]", toml.parse().unwrap()),
+        &mut d,
+    );
+    assert!(d.is_empty(), "{:?}", d.into_errors());
+    t.unwrap()
+}
+
+impl Harness {
+    fn start(
+        store: &StateStore,
+        steps: Vec<Step>,
+        sinks: &[&MemorySink],
+        transforms: Vec<TransformConfig>,
+        pipeline: PipelineConfig,
+        paused: bool,
+    ) -> Harness {
+        Harness::start_held(store, steps, sinks, transforms, pipeline, paused, false)
+    }
+
+    /// With `held`, the source waits after its first step until [`Harness::release`].
+    fn start_held(
+        store: &StateStore,
+        steps: Vec<Step>,
+        sinks: &[&MemorySink],
+        transforms: Vec<TransformConfig>,
+        pipeline: PipelineConfig,
+        paused: bool,
+        held: bool,
+    ) -> Harness {
+        let dir = tmp_dir();
+        let handed = Arc::new(AtomicUsize::new(0));
+        let hold = Arc::new(Semaphore::new(0));
+        let source = MemorySource { steps, handed: handed.clone(), hold: held.then(|| hold.clone()) };
+        let config = ConnectorConfig {
+            file: dir.join("mem.toml"),
+            name: NAME.into(),
+            source: Arc::new(source),
+            transforms,
+            sinks: sinks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| SinkConfig {
+                    name: format!("memory-{i}"),
+                    on_error: ErrorPolicy::Fail,
+                    dead_letter: None,
+                    spec: Arc::new((*s).clone()),
+                })
+                .collect(),
+            pipeline,
+        };
+        let daemon = daemon(&dir);
+        let handle = ConnectorHandle::new(config, &daemon);
+        if paused {
+            handle.pause();
+        }
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_connector(
+            handle.clone(),
+            daemon,
+            store.clone(),
+            metrics.clone(),
+            stop.clone(),
+            CancellationToken::new(),
+        ));
+        Harness { handle, store: store.clone(), metrics, stop, task, handed, hold }
+    }
+
+    fn release(&self) {
+        self.hold.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+
+    fn stored(&self) -> Option<Position> {
+        self.store.position(NAME).unwrap()
+    }
+
+    async fn stop(self) -> Arc<ConnectorHandle> {
+        self.stop.cancel();
+        self.task.await.unwrap();
+        self.handle
+    }
+}
+
+/// Wait (with a deadline) until `cond` holds.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn limits(buffer_batches: usize) -> PipelineConfig {
+    PipelineConfig { buffer_batches: std::num::NonZeroUsize::new(buffer_batches).unwrap(), ..PipelineConfig::default() }
+}
+
+fn open_store() -> StateStore {
+    StateStore::open(&tmp_dir()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_is_stored_only_after_every_sink_made_its_batch_durable() {
+    let store = open_store();
+    let fast = MemorySink::new(&store, false);
+    let slow = MemorySink::new(&store, true);
+    let h = Harness::start(&store, steps([100]), &[&fast, &slow], vec![], limits(4), false);
+    until("the fast sink has the batch", || fast.batches().len() == 1).await;
+    assert_eq!(h.stored(), None, "one sink of two has the batch");
+    slow.open();
+    until("the position is stored", || h.stored() == Some(pos(100))).await;
+    // At the moment the slow sink made the batch durable, nothing of it was stored yet.
+    assert_eq!(slow.log().stored_when_written, vec![None]);
+    assert_eq!(slow.batches(), vec![vec![Version::new(100, 1), Version::new(100, 2)]]);
+    let handle = h.stop().await;
+    assert_eq!(handle.status.state(), ConnectorState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_that_queue_behind_a_busy_sink_go_out_as_one_write() {
+    let store = open_store();
+    let sink = MemorySink::new(&store, true);
+    let h = Harness::start_held(&store, steps([10, 20, 30, 40]), &[&sink], vec![], limits(4), false, true);
+    // The first batch is at the sink (held by its gate); the other three queue up behind it.
+    until("the first batch is at the sink", || sink.entered.load(Ordering::SeqCst) == 1).await;
+    h.release();
+    until("the source handed every batch over", || h.handed.load(Ordering::SeqCst) == 4).await;
+    sink.open();
+    until("the last position is stored", || h.stored() == Some(pos(40))).await;
+    let v = |lsn| [Version::new(lsn, 1), Version::new(lsn, 2)];
+    assert_eq!(sink.batches(), vec![v(10).to_vec(), [v(20), v(30), v(40)].concat()]);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_pipeline_backs_up_the_source() {
+    let store = open_store();
+    let sink = MemorySink::new(&store, false);
+    let h = Harness::start(&store, steps((1..=10).map(|i| i * 10)), &[&sink], vec![], limits(2), true);
+    // The channel holds two batches; the third flush waits for room that a paused pipeline
+    // never makes.
+    until("the channel is full", || h.handed.load(Ordering::SeqCst) == 2).await;
+    assert_eq!(h.handle.status.state(), ConnectorState::Paused);
+    assert!(sink.batches().is_empty(), "a paused pipeline writes nothing");
+    assert_eq!(h.stored(), None);
+    assert_eq!(h.handed.load(Ordering::SeqCst), 2, "the source is held at the channel's capacity");
+    h.handle.resume();
+    until("everything arrived", || h.stored() == Some(pos(100))).await;
+    assert_eq!(sink.batches().concat().len(), 20);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_is_retried_and_nothing_is_checkpointed_past_it() {
+    let store = open_store();
+    let sink = MemorySink::new(&store, true);
+    let h = Harness::start_held(&store, steps([100, 200]), &[&sink], vec![], limits(4), false, true);
+    sink.open();
+    until("the first batch is written", || sink.batches().len() == 1).await;
+    // The second batch fails three times, transiently; then goes through.
+    sink.log().fail.extend([ErrorClass::Retry; 3]);
+    h.release();
+    until("the last position is stored", || h.stored() == Some(pos(200))).await;
+    let failed = sink.log().failed.clone();
+    assert_eq!(failed.len(), 3);
+    assert!(failed.iter().all(|p| *p != Some(pos(200))), "stored past the failing batch: {failed:?}");
+    let v = |lsn| vec![Version::new(lsn, 1), Version::new(lsn, 2)];
+    assert_eq!(sink.batches(), vec![v(100), v(200)], "each batch written once, in order");
+    let labels = metrics::sink_labels(NAME, "memory-0");
+    assert_eq!(h.metrics.sink_retries.get_or_create(&labels).get(), 3);
+    assert_eq!(h.handle.status.to_json()["sinks"][0]["state"], "ok");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_failure_that_retrying_cannot_fix_stops_the_connector_unstored() {
+    let store = open_store();
+    let sink = MemorySink::new(&store, false);
+    sink.log().fail.push_back(ErrorClass::Operator);
+    let h = Harness::start(&store, steps([300]), &[&sink], vec![], limits(4), false);
+    until("the connector failed", || h.handle.status.state() == ConnectorState::Failed).await;
+    assert_eq!(h.stored(), None);
+    let error = h.handle.status.to_json()["last_error"].as_str().unwrap().to_string();
+    assert!(error.contains("sink memory-0"), "{error}");
+    assert_eq!(h.handle.status.to_json()["sinks"][0]["state"], "failed");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_applies_what_was_handed_over_and_stores_the_last_position() {
+    let store = open_store();
+    let sink = MemorySink::new(&store, true);
+    let h = Harness::start(&store, steps([1, 2, 3, 4, 5]), &[&sink], vec![], limits(8), false);
+    until("the source handed every batch over", || h.handed.load(Ordering::SeqCst) == 5).await;
+    // Stop while every batch is still in flight, then let the sink take them.
+    h.stop.cancel();
+    sink.open();
+    let (store, task) = (h.store.clone(), h.task);
+    task.await.unwrap();
+    assert_eq!(store.position::<Position>(NAME).unwrap(), Some(pos(5)));
+    assert_eq!(sink.batches().concat().len(), 10);
+    assert_eq!(h.handle.status.state(), ConnectorState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_state_error_stops_the_connector_before_any_checkpoint() {
+    let store = open_store();
+    let window = || {
+        transform(
+            "kind = \"window\"\nname = \"w\"\ntype = \"tumbling\"\nsize = \"1m\"\naggregates = { n = \"count(*)\" }",
+        )
+    };
+    // A first run opens a window and checkpoints it with its position.
+    let sink = MemorySink::new(&store, false);
+    let h = Harness::start(&store, steps([100]), &[&sink], vec![window()], limits(4), false);
+    until("the first position is stored", || h.stored() == Some(pos(100))).await;
+    h.stop().await;
+    let windows = store.entries(NAME, "window:w/windows", b"").unwrap();
+    assert_eq!(windows.len(), 1, "one open window");
+
+    // Its stored state becomes unreadable.
+    let garbage = vec![(windows[0].0.clone(), Some(b"not a window".to_vec()))];
+    store.commit(NAME, &pos(100), &[StateDelta::new("window:w/windows".into(), garbage)]).unwrap();
+
+    // A heartbeat far past the window closes it, which reads the state: the connector stops,
+    // and the heartbeat's position is not stored.
+    let heartbeat = Step { lsn: 200, events: 0, commit_ms: 10 * 60_000, heartbeat: true };
+    let sink = MemorySink::new(&store, false);
+    let h = Harness::start(&store, vec![heartbeat], &[&sink], vec![window()], limits(4), false);
+    until("the connector failed", || h.handle.status.state() == ConnectorState::Failed).await;
+    let error = h.handle.status.to_json()["last_error"].as_str().unwrap().to_string();
+    assert!(error.contains("transform[0]") && error.contains("state store"), "{error}");
+    assert_eq!(h.stored(), Some(pos(100)));
+    assert!(sink.batches().is_empty(), "nothing reached the sink: {:?}", sink.batches());
+    h.stop().await;
+}
