@@ -176,7 +176,9 @@ fn bench(c: &mut Criterion) {
                     fresh += 1;
                     let state = stateful.then(|| store.clone());
                     let connector = format!("bench{fresh}");
-                    let chain = Chain::build(&specs, Encoding::default(), state, connector.as_str().into()).unwrap();
+                    let metrics = tidemark::metrics::Metrics::new();
+                    let chain =
+                        Chain::build(&specs, Encoding::default(), state, connector.as_str().into(), &metrics).unwrap();
                     (chain, input.clone(), connector)
                 },
                 |(mut chain, ev, connector)| run(&mut chain, ev, stateful.then_some((&store, connector.as_str()))),

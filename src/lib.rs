@@ -1,10 +1,20 @@
-//! tidemark: a change-data-capture daemon that keeps Redis (and, later, Elasticsearch and Kafka)
-//! in step with PostgreSQL, never wrong after a crash.
+//! tidemark: a change-data-capture daemon. It reads committed changes from PostgreSQL (logical
+//! replication) and MySQL/MariaDB (the binlog), turns them into Debezium-format events, runs them
+//! through a processing stage (filters, projections, masks, routes, dedup, aggregates, windows),
+//! and applies them to Redis and Elasticsearch caches fenced by source version, so a cache is
+//! never wrong after a crash.
 //!
-//! Layout: [`config`] reads the TOML files; [`sources`] read committed changes; [`event`] is the
-//! change model and its Debezium encoding; [`pipeline`] runs a connector (batches, sinks,
-//! checkpoints); [`sinks`] apply changes; [`state`] stores positions; [`http`] serves health and
-//! metrics; [`daemon`] ties them together.
+//! Layers, each importing only those listed before it:
+//! - leaves: [`settings`] (config-reading primitives), [`retry`] (error classes, backoff),
+//!   [`check`] (findings), [`notify`] (systemd), [`state`] (the embedded store);
+//! - [`event`]: the change model and its Debezium encoding; [`metrics`]: every metric's name;
+//! - [`connector`]: the contract between sources, sinks and the pipeline — the [`connector::Source`]
+//!   and [`connector::Sink`] traits, typed positions, batches, connector status;
+//! - the kinds: [`sources`] (postgres, mysql), [`sinks`] (redis, elasticsearch, stdout), and
+//!   [`transforms`];
+//! - [`config`] assembles the daemon file and connector files from the kinds' readers;
+//! - [`pipeline`] runs one connector (source task, transform chain, sinks, checkpoints);
+//! - [`http`] serves health, metrics and the API; [`daemon`] ties everything together.
 
 pub mod check;
 pub mod config;

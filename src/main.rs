@@ -23,7 +23,7 @@ const EXIT_CONFIG: u8 = 2;
 #[command(
     name = "tidemark",
     version,
-    about = "Change-data-capture from PostgreSQL into Redis, never wrong after a crash"
+    about = "Change-data-capture from PostgreSQL and MySQL/MariaDB into Redis and Elasticsearch caches, never wrong after a crash"
 )]
 struct Cli {
     #[command(subcommand)]

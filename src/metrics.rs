@@ -18,6 +18,7 @@ pub const SINK_RETRIES: &str = "tidemark_sink_retries";
 pub const SINK_WRITE_SECONDS: &str = "tidemark_sink_write_seconds";
 pub const COMMIT_TO_ACK_SECONDS: &str = "tidemark_commit_to_ack_seconds";
 pub const LATE_EVENTS: &str = "tidemark_late_events";
+pub const DEDUP_DROPPED: &str = "tidemark_dedup_dropped";
 /// Upper bounds of the commit-to-acknowledged histogram, in seconds: fine where a cache's
 /// staleness matters (tens of milliseconds to a few seconds).
 pub const COMMIT_TO_ACK_BUCKETS: [f64; 24] = [
@@ -48,6 +49,7 @@ pub const OUTCOME: &str = "outcome";
 pub const COLUMN: &str = "column";
 pub const TYPE: &str = "type";
 pub const REASON: &str = "reason";
+pub const TRANSFORM: &str = "transform";
 
 /// Outcomes of a sink write, per event.
 pub const OUTCOME_APPLIED: &str = "applied";
@@ -68,6 +70,7 @@ pub struct Metrics {
     pub sink_write_seconds: Family<Labels, Histogram>,
     pub commit_to_ack_seconds: Family<Labels, Histogram>,
     pub late_events: Family<Labels, Counter>,
+    pub dedup_dropped: Family<Labels, Counter>,
     pub type_fallbacks: Family<Labels, Counter>,
     pub events_skipped: Family<Labels, Counter>,
     pub snapshot_rows: Family<Labels, Counter>,
@@ -96,6 +99,7 @@ impl Metrics {
         let commit_to_ack_seconds =
             Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(COMMIT_TO_ACK_BUCKETS.iter().copied()));
         let late_events = Family::<Labels, Counter>::default();
+        let dedup_dropped = Family::<Labels, Counter>::default();
         let type_fallbacks = Family::<Labels, Counter>::default();
         let events_skipped = Family::<Labels, Counter>::default();
         let snapshot_rows = Family::<Labels, Counter>::default();
@@ -114,6 +118,11 @@ impl Metrics {
             LATE_EVENTS,
             "Events a window received after their windows had closed (dead-lettered when configured)",
             late_events.clone(),
+        );
+        registry.register(
+            DEDUP_DROPPED,
+            "Events a dedup transform dropped as seen before, by transform",
+            dedup_dropped.clone(),
         );
         registry.register(
             COMMIT_TO_ACK_SECONDS,
@@ -166,6 +175,7 @@ impl Metrics {
             sink_write_seconds,
             commit_to_ack_seconds,
             late_events,
+            dedup_dropped,
             type_fallbacks,
             events_skipped,
             snapshot_rows,

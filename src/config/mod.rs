@@ -329,4 +329,53 @@ max_batch_rows = 0
         }
         assert!(errs.iter().all(|e| e.file == Path::new("c/bad.toml")));
     }
+
+    /// Every secret a connector file can hold stays out of `{:?}` and `/connectors`.
+    #[test]
+    fn no_secret_appears_in_debug_or_describe() {
+        let secrets =
+            ["pg-Secret-1", "my-Secret-2", "redis-Secret-3", "es-Secret-4", "dl-Secret-5", "mask-key-Secret-0006"];
+        let source = |kind: &str| match kind {
+            "postgres" => {
+                format!("kind = \"postgres\"\nurl = \"postgres://u:{}@h/db\"\ntables = [\"public.t\"]", secrets[0])
+            }
+            _ => format!("kind = \"mysql\"\nurl = \"mysql://u:{}@h:3306\"\ntables = [\"db.t\"]", secrets[1]),
+        };
+        for kind in ["postgres", "mysql"] {
+            let text = format!(
+                r#"name = "c"
+[source]
+{}
+[[transform]]
+kind = "mask"
+columns = ["email"]
+key = "{}"
+[[sink]]
+kind = "redis"
+url = "redis://user:{}@127.0.0.1:6379/0"
+on_error = "dead_letter"
+dead_letter_url = "redis://user:{}@127.0.0.1:6379/1"
+[[sink]]
+kind = "elasticsearch"
+url = "http://elastic:{}@127.0.0.1:9200"
+"#,
+                source(kind),
+                secrets[5],
+                secrets[2],
+                secrets[4],
+                secrets[3],
+            );
+            let c = parse_connector(Path::new("c.toml"), &text).unwrap();
+            let debug = format!("{c:?}");
+            let described = format!(
+                "{} {}",
+                c.source.describe(),
+                c.sinks.iter().map(|s| s.describe().to_string()).collect::<Vec<_>>().join(" ")
+            );
+            for secret in secrets {
+                assert!(!debug.contains(secret), "{kind}: `{secret}` in {{:?}}: {debug}");
+                assert!(!described.contains(secret), "{kind}: `{secret}` in describe: {described}");
+            }
+        }
+    }
 }

@@ -11,6 +11,12 @@ use serde_json::{json, Value as Json};
 
 use crate::event::time::now_ms;
 
+/// A connector counts as caught up (lag 0) while its last heartbeat went through every sink
+/// within this many heartbeat intervals...
+const FRESH_HEARTBEATS: u32 = 3;
+/// ...plus this (a heartbeat's own trip through the pipeline).
+const FRESH_GRACE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnectorState {
@@ -222,7 +228,7 @@ impl ConnectorStatus {
         let in_flight = inner.batches_received > inner.batches_done;
         let heartbeat_fresh = inner
             .heartbeat_applied_at
-            .is_some_and(|at| at.elapsed() < self.heartbeat_interval * 3 + Duration::from_secs(1));
+            .is_some_and(|at| at.elapsed() < self.heartbeat_interval * FRESH_HEARTBEATS + FRESH_GRACE);
         let caught_up = !in_flight && heartbeat_fresh;
         let lag_ms = if caught_up {
             0

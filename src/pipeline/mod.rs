@@ -159,7 +159,7 @@ pub async fn run_connector(
         store: store.clone(),
         table_check,
     };
-    let chain = match Chain::build(&transforms, cfg.source.encoding(), Some(store.clone()), name.clone()) {
+    let chain = match Chain::build(&transforms, cfg.source.encoding(), Some(store.clone()), name.clone(), &metrics) {
         Ok(c) => c,
         Err(e) => {
             error!(connector = %name, error = %e, "cannot start the transforms");

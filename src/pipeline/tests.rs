@@ -508,3 +508,18 @@ async fn a_transform_state_error_stops_the_connector_before_any_checkpoint() {
     assert!(sink.batches().is_empty(), "nothing reached the sink: {:?}", sink.batches());
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_dedup_drops_are_counted_in_metrics() {
+    let store = open_store();
+    let sink = MemorySink::new(&store, false);
+    // The same transaction read twice (as a source replays after a reconnect).
+    let h = Harness::start(&store, steps([100, 100]), &[&sink], vec![transform("kind = \"dedup\"")], limits(4), false);
+    until("both batches went through", || h.handed.load(Ordering::SeqCst) == 2 && h.stored() == Some(pos(100))).await;
+    until("the replay was dropped", || {
+        h.metrics.render().contains("tidemark_dedup_dropped_total{connector=\"mem\",transform=\"dedup:0\"} 2")
+    })
+    .await;
+    assert_eq!(sink.batches().concat(), vec![Version::new(100, 1), Version::new(100, 2)]);
+    h.stop().await;
+}

@@ -57,10 +57,6 @@ impl Diag {
         Diag { file: file.into(), errors: Vec::new() }
     }
 
-    pub fn file(&self) -> &Path {
-        &self.file
-    }
-
     pub fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError { file: self.file.to_path_buf(), key: key.into(), message: message.into() });
     }

@@ -7,12 +7,15 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::aggregate::Aggregate;
 use super::config::{Spec, Specs, TransformConfig};
 use super::dedup::Dedup;
 use super::window::Window;
 use crate::connector::DeadLetterTarget;
 use crate::event::{ChangeEvent, Encoding, Op};
+use crate::metrics::{self, Metrics};
 use crate::retry::{Classify, ErrorClass};
 use crate::state::{StateDelta, StateError, StateStore};
 
@@ -82,12 +85,16 @@ pub type Late = (String, Option<DeadLetterTarget>, ChangeEvent, String);
 struct DedupStage {
     cfg: TransformConfig,
     dedup: Dedup,
+    /// `tidemark_dedup_dropped_total` of this transform.
+    dropped: Counter,
 }
 
 impl Transform for DedupStage {
     fn process(&mut self, ev: ChangeEvent, out: &mut Vec<ChangeEvent>) -> Result<(), TransformError> {
         if !self.cfg.applies_to(&ev.table) || self.dedup.keep(&ev).map_err(TransformError::state(&self.cfg))? {
             out.push(ev);
+        } else {
+            self.dropped.inc();
         }
         Ok(())
     }
@@ -252,6 +259,7 @@ impl Chain {
         enc: Encoding,
         store: Option<StateStore>,
         connector: Arc<str>,
+        metrics: &Metrics,
     ) -> Result<Chain, TransformError> {
         let mut stages: Vec<Box<dyn Transform>> = Vec::new();
         for (index, cfg) in specs.0.iter().enumerate() {
@@ -272,12 +280,16 @@ impl Chain {
                 }
                 Spec::Dedup(x) => {
                     // Its state is named by position in the chain: a dedup has no derived table.
-                    let dedup = Dedup::new(x.clone(), store.clone(), connector.clone(), &format!("dedup:{index}"))
-                        .map_err(|e| TransformError::Event {
+                    let id = format!("dedup:{index}");
+                    let dedup = Dedup::new(x.clone(), store.clone(), connector.clone(), &id).map_err(|e| {
+                        TransformError::Event {
                             origin: cfg.origin.clone(),
                             message: format!("cannot load dedup state: {e}"),
-                        })?;
-                    Box::new(DedupStage { cfg: cfg.clone(), dedup })
+                        }
+                    })?;
+                    let labels = vec![(metrics::CONNECTOR, connector.to_string()), (metrics::TRANSFORM, id)];
+                    let dropped = metrics.dedup_dropped.get_or_create(&labels).clone();
+                    Box::new(DedupStage { cfg: cfg.clone(), dedup, dropped })
                 }
                 _ => Box::new(Stateless { cfg: cfg.clone(), enc }),
             });

@@ -23,7 +23,7 @@ use super::agg::{encode_key, values_of, AggSpec, Group, Scalar};
 use super::aggregate::Names;
 use super::state::StateTable;
 use crate::connector::DeadLetterTarget;
-use crate::event::{ChangeEvent, Op, Row, TableRef, Value, Version};
+use crate::event::{ChangeEvent, Op, Row, SourceMeta, TableRef, Value, Version};
 use crate::state::{StateDelta, StateError, StateStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,10 @@ struct Meta {
     db: String,
     #[serde(default)]
     schema: String,
+    /// The source's connector kind (`source.connector`: `postgresql`, `mysql`), so emissions no
+    /// event caused carry a `source` block of the right kind, also after a restart.
+    #[serde(default)]
+    connector: String,
 }
 
 /// A closed window kept for its retention delete.
@@ -137,6 +141,8 @@ pub struct Window {
     sessions: HashMap<Vec<u8>, Vec<(i64, i64)>>,
     /// Late events since the last call to `take_late`.
     late: Vec<(ChangeEvent, String)>,
+    /// The `source` block of the latest event (in memory only).
+    last_source: Option<SourceMeta>,
     pub late_total: u64,
 }
 
@@ -178,6 +184,7 @@ impl Window {
             expiring,
             sessions,
             late: Vec::new(),
+            last_source: None,
             late_total: 0,
         })
     }
@@ -264,7 +271,21 @@ impl Window {
             version,
             commit_ts_ms: commit,
             snapshot: crate::event::SnapshotFlag::No,
-            source: source.unwrap_or(crate::event::SourceMeta::Postgres { lsn: version.hi, tx_id: None }),
+            source: source.unwrap_or_else(|| self.heartbeat_source(version)),
+        }
+    }
+
+    /// The `source` block of an emission no event caused: the last event's (it is where the
+    /// stream was), or after a restart one of the same connector kind at the emission's version.
+    fn heartbeat_source(&self, version: Version) -> SourceMeta {
+        if let Some(s) = &self.last_source {
+            return s.clone();
+        }
+        match self.meta.connector.as_str() {
+            "mysql" => {
+                SourceMeta::Mysql { server_id: 0, gtid: None, file: "".into(), pos: version.hi & 0xffff_ffff, row: 0 }
+            }
+            _ => SourceMeta::Postgres { lsn: version.hi, tx_id: None },
         }
     }
 
@@ -285,6 +306,12 @@ impl Window {
         if *self.meta.schema != *ev.table.schema || *self.meta.db != *ev.table.db {
             self.meta.db = ev.table.db.to_string();
             self.meta.schema = ev.table.schema.to_string();
+        }
+        if self.meta.connector != ev.source.connector() {
+            self.meta.connector = ev.source.connector().to_string();
+        }
+        if self.last_source.as_ref() != Some(&ev.source) {
+            self.last_source = Some(ev.source.clone());
         }
         if !self.cfg.ops.contains(&ev.op) {
             return Ok(());
@@ -561,6 +588,36 @@ mod tests {
         w.heartbeat(125_000, &mut out).unwrap();
         assert_eq!((out.len(), start_of(&out[0])), (1, 60_000));
         assert!(out[0].version > Version::new(3, 1), "a heartbeat emission gets a newer version");
+    }
+
+    #[test]
+    fn emissions_no_event_caused_name_the_real_connector_kind() {
+        let mysql = |e: ChangeEvent| ChangeEvent {
+            source: SourceMeta::Mysql { server_id: 7, gtid: None, file: "b.000003".into(), pos: 400, row: 0 },
+            ..e
+        };
+        let dir = std::env::temp_dir().join(format!("tidemark-window-{}-{}", std::process::id(), fastrand::u64(..)));
+        let store = StateStore::open(&dir).unwrap();
+        let config = || cfg(WindowKind::Tumbling { size: 60_000 }, false);
+        let mut w = Window::new(config(), Some(store.clone()), "c".into(), "w").unwrap();
+        let mut out = Vec::new();
+        w.process(&mysql(ev(1_000, "paid", 10, 1)), &mut out).unwrap();
+        w.process(&mysql(ev(61_000, "paid", 10, 2)), &mut out).unwrap();
+        out.clear();
+        w.heartbeat(125_000, &mut out).unwrap();
+        assert_eq!(out[0].source.connector(), "mysql");
+        // After a restart, before any event, the kind comes from the stored state.
+        w.process(&mysql(ev(130_000, "paid", 1, 3)), &mut Vec::new()).unwrap();
+        let mut deltas = Vec::new();
+        w.checkpoint(&mut deltas);
+        store.commit("c", &1u64, &deltas).unwrap();
+        drop(w);
+        let mut w = Window::new(config(), Some(store), "c".into(), "w").unwrap();
+        out.clear();
+        w.heartbeat(250_000, &mut out).unwrap();
+        assert!(!out.is_empty());
+        assert!(out.iter().all(|e| e.source.connector() == "mysql"), "{:?}", out[0].source);
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

@@ -9,6 +9,8 @@ use crate::sinks::COMMON_KEYS;
 pub const DEFAULT_KEY_TEMPLATE: &str = "{connector}:{table}:{key}";
 pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_VERSION_PREFIX: &str = "tidemark:v:";
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -99,8 +101,8 @@ pub fn read(mut s: Section, d: &mut Diag) -> Option<RedisConfig> {
         d.error(s.key("version_prefix"), "must be non-empty and contain no `{` or `}`");
     }
     let version_field = s.opt_str(d, "version_field");
-    let connect_timeout = s.opt_duration(d, "connect_timeout").unwrap_or(Duration::from_secs(5));
-    let response_timeout = s.opt_duration(d, "response_timeout").unwrap_or(Duration::from_secs(30));
+    let connect_timeout = s.opt_duration(d, "connect_timeout").unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let response_timeout = s.opt_duration(d, "response_timeout").unwrap_or(DEFAULT_RESPONSE_TIMEOUT);
     let mut allowed = COMMON_KEYS.to_vec();
     allowed.extend([
         "url",

@@ -44,6 +44,14 @@ use crate::event::{ChangeEvent, Encoding, Op, Row, SnapshotFlag, SourceMeta, Tab
 use crate::metrics;
 use crate::retry::{Backoff, Classify, ErrorClass};
 
+/// A stream that sends neither an event nor a heartbeat for this many heartbeat periods...
+const SILENT_HEARTBEATS: u32 = 3;
+/// ...plus this (a slow network, a busy server) is treated as a dead connection.
+const SILENCE_GRACE: Duration = Duration::from_secs(5);
+/// An open transaction is held back (so a ROLLBACK can discard it) until it holds this many
+/// batches' worth of bytes; past that it streams on, keeping memory bounded.
+const SPILL_BATCHES: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MyError {
     #[error("mysql {url}: {source}")]
@@ -469,7 +477,7 @@ impl<'a> Session<'a> {
     /// The streaming loop. Priorities (biased select): shutdown, the batch timer, new input. A
     /// stream silent for three heartbeat periods is treated as a dead connection.
     async fn stream(&mut self, stream: &mut mysql_async::BinlogStream) -> Result<(), MyError> {
-        let silence = self.cfg.heartbeat_interval * 3 + Duration::from_secs(5);
+        let silence = self.cfg.heartbeat_interval * SILENT_HEARTBEATS + SILENCE_GRACE;
         let mut first_rotate = true;
         loop {
             let deadline = self.ctx.batcher.deadline();
@@ -681,7 +689,7 @@ impl<'a> Session<'a> {
 
     /// A transaction larger than the buffer (four batches) streams on: memory stays bounded.
     async fn spill_if_large(&mut self) -> Result<(), MyError> {
-        if self.pending_bytes > 4 * self.ctx.batcher.max_bytes() {
+        if self.pending_bytes > SPILL_BATCHES * self.ctx.batcher.max_bytes() {
             self.spilled = true;
             self.release().await?;
         }

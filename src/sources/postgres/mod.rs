@@ -48,6 +48,8 @@ pub const HEARTBEAT_PREFIX: &str = "tidemark_heartbeat";
 const STREAM_BUFFER_EVENTS: usize = 1024;
 /// How often the slot's confirmed position is reported when it moved.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the replication reader waits for the server before it checks in on its own.
+const WAKEUP_INTERVAL: Duration = Duration::from_secs(5);
 
 pub fn parse_lsn(s: &str) -> Option<u64> {
     s.parse::<Lsn>().ok().map(Lsn::as_u64)
@@ -436,7 +438,7 @@ impl Session<'_> {
         .with_options(SESSION_OPTIONS)
         .with_buffer_size(STREAM_BUFFER_EVENTS)
         .with_status_interval(STATUS_INTERVAL)
-        .with_wakeup_interval(Duration::from_secs(5))
+        .with_wakeup_interval(WAKEUP_INTERVAL)
         .with_application_name(format!("tidemark:{}", self.ctx.connector));
         if !start.is_zero() {
             rc = rc.with_ack_lsn(start);
