@@ -20,7 +20,7 @@ pub use batch::{Batch, Batcher, PipelineClosed, PipelineConfig};
 pub use position::{Position, SnapshotProgress};
 pub use sink::{DeadLetterTarget, Delivery, ErrorPolicy, Sink, SinkContext, SinkError, SinkSpec, WriteReport};
 pub use source::{
-    snapshot_again, table_included, CapturedTable, Exclusive, SnapshotMode, Source, SourceContext, SourceError,
-    TableCheck,
+    run_sessions, snapshot_again, table_included, CapturedTable, Exclusive, SessionError, SnapshotMode, Source,
+    SourceContext, SourceError, TableCheck,
 };
 pub use status::{ConnectorState, ConnectorStatus, SinkState, SourceHealth};

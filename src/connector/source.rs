@@ -200,6 +200,49 @@ impl SourceContext {
     }
 }
 
+/// A source kind's error, as the reconnect loop sees it.
+pub trait SessionError: Classify + fmt::Display + Sync {
+    /// The pipeline has closed: the source ends normally.
+    fn pipeline_closed(&self) -> bool;
+}
+
+/// One session of a source kind: connect, snapshot if one is due, stream; from the resume point
+/// given. It owns the connection for its lifetime; any error ends it.
+pub type Session<C, P, E> =
+    for<'a> fn(&'a C, &'a mut SourceContext, Option<P>, &'a mut Backoff) -> BoxFuture<'a, Result<(), E>>;
+
+/// The reconnect loop every source kind runs: sessions one after another, each resuming from the
+/// last acknowledged position ([`SourceContext::recover`] waits for it), until the source is
+/// cancelled, the pipeline closes, or a session fails with an error that retrying cannot fix.
+/// `position` takes the kind's own position out of a stored one.
+pub async fn run_sessions<C: ?Sized, P: Clone, E: SessionError>(
+    cfg: &C,
+    mut ctx: SourceContext,
+    position: fn(Position) -> Option<P>,
+    session: Session<C, P, E>,
+) -> Result<(), E> {
+    let mut backoff = Backoff::default();
+    let mut resume = ctx.resume.take().and_then(position);
+    loop {
+        match session(cfg, &mut ctx, resume.clone(), &mut backoff).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.pipeline_closed() => return Ok(()),
+            Err(e) if e.class() == ErrorClass::Retry && !ctx.cancel.is_cancelled() => {
+                match ctx.recover(&e, &mut backoff).await {
+                    None => return Ok(()),
+                    Some(Some(p)) => {
+                        if let Some(p) = position(p) {
+                            resume = Some(p);
+                        }
+                    }
+                    Some(None) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Why a source stopped: the kind's own error, with its class.
 #[derive(Debug)]
 pub struct SourceError {

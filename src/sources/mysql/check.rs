@@ -3,7 +3,8 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use super::{binary_logs, connect, info_columns, matching_tables, server_info, MyError, MysqlConfig};
+use super::server::{binary_logs, connect, info_columns, matching_tables, server_info, ServerInfo};
+use super::{MyError, MysqlConfig};
 use crate::check::Finding;
 use crate::connector::SnapshotMode;
 
@@ -36,9 +37,22 @@ async fn check_connected(conn: &mut Conn, cfg: &MysqlConfig, out: &mut Vec<Findi
         if s.mariadb { "MariaDB" } else { "MySQL" },
         s.version
     )));
-    let set = |name: &str, value: &str| {
-        format!("SET GLOBAL {name} = '{value}' and put {name}={value} in the server's configuration (my.cnf) so it survives a restart")
-    };
+    check_binlog_settings(&s, out);
+    if !s.mariadb {
+        check_mysql_settings(conn, out).await;
+    }
+    check_grants(conn, cfg, &s, &user, out).await;
+    check_replica_id(conn, cfg, &s, out).await;
+    check_tables(conn, cfg, out).await
+}
+
+/// How to set a server variable for good.
+fn set(name: &str, value: &str) -> String {
+    format!("SET GLOBAL {name} = '{value}' and put {name}={value} in the server's configuration (my.cnf) so it survives a restart")
+}
+
+/// The binlog settings tidemark needs on every server kind.
+fn check_binlog_settings(s: &ServerInfo, out: &mut Vec<Finding>) {
     if s.log_bin {
         out.push(Finding::ok("the binary log is on"));
     } else {
@@ -76,33 +90,39 @@ async fn check_connected(conn: &mut Conn, cfg: &MysqlConfig, out: &mut Vec<Findi
             set("log_bin_compress", "OFF")
         )));
     }
-    if !s.mariadb {
-        let compression: Option<String> =
-            conn.query_first("SELECT CAST(@@binlog_transaction_compression AS CHAR)").await.ok().flatten();
-        if matches!(compression.as_deref(), Some("1" | "ON")) {
-            out.push(Finding::error(format!(
-                "binlog_transaction_compression is ON; {}",
-                set("binlog_transaction_compression", "OFF")
-            )));
-        }
-        let gtid_mode: Option<String> = conn.query_first("SELECT @@gtid_mode").await.ok().flatten();
-        if gtid_mode.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("ON")) {
-            out.push(Finding::ok("gtid_mode is ON: the stream resumes from the executed GTID set"));
-        } else {
-            out.push(Finding::warn(format!(
-                "gtid_mode is {}: the stream resumes by binlog file and offset, not by GTID; set gtid_mode=ON and enforce_gtid_consistency=ON (in steps: OFF_PERMISSIVE, ON_PERMISSIVE, ON)",
-                gtid_mode.unwrap_or_else(|| "unknown".into())
-            )));
-        }
-        let value_options: Option<String> = conn.query_first("SELECT @@binlog_row_value_options").await.ok().flatten();
-        if value_options.as_deref().is_some_and(|v| !v.is_empty()) {
-            out.push(Finding::error(format!(
-                "binlog_row_value_options is {}; {}",
-                value_options.unwrap_or_default(),
-                set("binlog_row_value_options", "")
-            )));
-        }
+}
+
+/// MySQL's own settings: transaction compression, GTID mode, partial JSON.
+async fn check_mysql_settings(conn: &mut Conn, out: &mut Vec<Finding>) {
+    let compression: Option<String> =
+        conn.query_first("SELECT CAST(@@binlog_transaction_compression AS CHAR)").await.ok().flatten();
+    if matches!(compression.as_deref(), Some("1" | "ON")) {
+        out.push(Finding::error(format!(
+            "binlog_transaction_compression is ON; {}",
+            set("binlog_transaction_compression", "OFF")
+        )));
     }
+    let gtid_mode: Option<String> = conn.query_first("SELECT @@gtid_mode").await.ok().flatten();
+    if gtid_mode.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("ON")) {
+        out.push(Finding::ok("gtid_mode is ON: the stream resumes from the executed GTID set"));
+    } else {
+        out.push(Finding::warn(format!(
+            "gtid_mode is {}: the stream resumes by binlog file and offset, not by GTID; set gtid_mode=ON and enforce_gtid_consistency=ON (in steps: OFF_PERMISSIVE, ON_PERMISSIVE, ON)",
+            gtid_mode.unwrap_or_else(|| "unknown".into())
+        )));
+    }
+    let value_options: Option<String> = conn.query_first("SELECT @@binlog_row_value_options").await.ok().flatten();
+    if value_options.as_deref().is_some_and(|v| !v.is_empty()) {
+        out.push(Finding::error(format!(
+            "binlog_row_value_options is {}; {}",
+            value_options.unwrap_or_default(),
+            set("binlog_row_value_options", "")
+        )));
+    }
+}
+
+/// Reading the binlog, and (MySQL) the snapshot's global read lock.
+async fn check_grants(conn: &mut Conn, cfg: &MysqlConfig, s: &ServerInfo, user: &str, out: &mut Vec<Finding>) {
     let grants: Vec<String> = conn.query("SHOW GRANTS").await.unwrap_or_default();
     let all = grants.join(" ").to_uppercase();
     if all.contains("ALL PRIVILEGES") || all.contains("REPLICATION SLAVE") || all.contains("REPLICATION REPLICA") {
@@ -118,9 +138,13 @@ async fn check_connected(conn: &mut Conn, cfg: &MysqlConfig, out: &mut Vec<Findi
         if all.contains("ALL PRIVILEGES") || all.contains("RELOAD") {
             out.push(Finding::ok(format!("{user} may take the initial snapshot's global read lock (RELOAD)")));
         } else {
-            out.push(Finding::error(format!("{user} lacks RELOAD: {}", NO_RELOAD.replace("{user}", &user))));
+            out.push(Finding::error(format!("{user} lacks RELOAD: {}", NO_RELOAD.replace("{user}", user))));
         }
     }
+}
+
+/// This connector's replica server id: not the server's own, not another replica's.
+async fn check_replica_id(conn: &mut Conn, cfg: &MysqlConfig, s: &ServerInfo, out: &mut Vec<Finding>) {
     if s.server_id == cfg.server_id {
         out.push(Finding::error(format!(
             "source.server_id {} is the server's own server_id; set another",
@@ -146,6 +170,10 @@ async fn check_connected(conn: &mut Conn, cfg: &MysqlConfig, out: &mut Vec<Findi
         }
     }
     out.push(Finding::ok(format!("this connector's replica server id is {}", cfg.server_id)));
+}
+
+/// The binlogs kept, and the captured tables.
+async fn check_tables(conn: &mut Conn, cfg: &MysqlConfig, out: &mut Vec<Finding>) -> Result<(), MyError> {
     let logs = binary_logs(conn).await.unwrap_or_default();
     if let (Some(first), Some(last)) = (logs.first(), logs.last()) {
         out.push(Finding::ok(format!("the server keeps binlogs {} to {}", first.0, last.0)));

@@ -16,7 +16,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
 use super::schema::{from_info, TableSchema};
-use super::{connect, current_position, ident, info_columns, query_row, snapshot_position, MyError, MysqlConfig};
+use super::server::{connect, current_position, ident, info_columns};
+use super::{query_row, snapshot_position, MyError, MysqlConfig};
 use crate::connector::position::{coordinate, GtidPosition, GtidState, MyPosition};
 use crate::connector::{Batcher, Position, SnapshotProgress};
 use crate::event::time::now_ms;

@@ -26,7 +26,25 @@ pub async fn check(cfg: &PostgresConfig) -> Vec<Finding> {
     out
 }
 
+/// What the server says of itself and of the connecting role.
+struct Server {
+    user: String,
+    superuser: bool,
+    can_create: bool,
+    max_slots: i32,
+    used_slots: i32,
+}
+
 async fn check_connected(client: &Client, cfg: &PostgresConfig, out: &mut Vec<Finding>) -> Result<(), super::PgError> {
+    let server = check_server(client, out).await?;
+    check_slot(client, cfg, &server, out).await?;
+    let tables = check_tables(client, cfg, &server, out).await?;
+    check_publication(client, cfg, &server, &tables, out).await?;
+    check_heartbeats(client, &server, out).await
+}
+
+/// Version, wal_level, replication rights, WAL senders.
+async fn check_server(client: &Client, out: &mut Vec<Finding>) -> Result<Server, super::PgError> {
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int, current_setting('server_version'),
@@ -69,7 +87,17 @@ async fn check_connected(client: &Client, cfg: &PostgresConfig, out: &mut Vec<Fi
             "max_wal_senders is 0; set it to at least 1 (ALTER SYSTEM SET max_wal_senders = 10) and restart PostgreSQL",
         ));
     }
+    Ok(Server { user, superuser, can_create, max_slots, used_slots })
+}
 
+/// The replication slot: there with the right plugin, or room to create it.
+async fn check_slot(
+    client: &Client,
+    cfg: &PostgresConfig,
+    server: &Server,
+    out: &mut Vec<Finding>,
+) -> Result<(), super::PgError> {
+    let (max_slots, used_slots) = (server.max_slots, server.used_slots);
     let slot = catalog::slot(client, &cfg.slot).await?;
     match &slot {
         Some(s) if s.plugin != "pgoutput" => out.push(Finding::error(format!(
@@ -88,7 +116,17 @@ async fn check_connected(client: &Client, cfg: &PostgresConfig, out: &mut Vec<Fi
         ))),
         None => out.push(Finding::ok(format!("replication slot {} will be created on first start", cfg.slot))),
     }
+    Ok(())
+}
 
+/// The captured tables: matched, keyed, readable.
+async fn check_tables(
+    client: &Client,
+    cfg: &PostgresConfig,
+    server: &Server,
+    out: &mut Vec<Finding>,
+) -> Result<Vec<catalog::TableInfo>, super::PgError> {
+    let user = &server.user;
     let tables = catalog::matching_tables(client, cfg).await?;
     if tables.is_empty() {
         out.push(Finding::error(format!(
@@ -130,7 +168,18 @@ async fn check_connected(client: &Client, cfg: &PostgresConfig, out: &mut Vec<Fi
     if keyed > 0 {
         out.push(Finding::ok(format!("{keyed} table(s) will be captured")));
     }
+    Ok(tables)
+}
 
+/// The publication: covering the captured tables, or creatable by this role.
+async fn check_publication(
+    client: &Client,
+    cfg: &PostgresConfig,
+    server: &Server,
+    tables: &[catalog::TableInfo],
+    out: &mut Vec<Finding>,
+) -> Result<(), super::PgError> {
+    let (user, superuser, can_create) = (&server.user, server.superuser, server.can_create);
     match catalog::publication_tables(client, &cfg.publication).await? {
         Some((true, _)) => out.push(Finding::ok(format!("publication {} exists (FOR ALL TABLES)", cfg.publication))),
         Some((false, present)) => {
@@ -161,7 +210,12 @@ async fn check_connected(client: &Client, cfg: &PostgresConfig, out: &mut Vec<Fi
             tables.iter().map(|t| t.quoted()).collect::<Vec<_>>().join(", ")
         ))),
     }
+    Ok(())
+}
 
+/// Heartbeats (`pg_logical_emit_message`), which keep lag honest on a quiet database.
+async fn check_heartbeats(client: &Client, server: &Server, out: &mut Vec<Finding>) -> Result<(), super::PgError> {
+    let user = &server.user;
     let can_emit: bool = client
         .query_one("SELECT has_function_privilege('pg_logical_emit_message(boolean, text, text)', 'EXECUTE')", &[])
         .await?

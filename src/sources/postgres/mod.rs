@@ -34,8 +34,8 @@ use self::types::{decode_text, PgType, SESSION_OPTIONS};
 use crate::check::Finding;
 use crate::connector::position::{Lsn, PgPosition};
 use crate::connector::{
-    snapshot_again, CapturedTable, ConnectorState, ConnectorStatus, Exclusive, PipelineClosed, Position, SnapshotMode,
-    SnapshotProgress, Source, SourceContext, SourceError, SourceHealth,
+    run_sessions, snapshot_again, CapturedTable, ConnectorState, ConnectorStatus, Exclusive, PipelineClosed, Position,
+    SessionError, SnapshotMode, SnapshotProgress, Source, SourceContext, SourceError, SourceHealth,
 };
 use crate::event::{ChangeEvent, Encoding, Op, Row, SnapshotFlag, SourceMeta, TableRef, Value, Version};
 use crate::metrics::{self, Metrics, OpCounters};
@@ -90,6 +90,12 @@ fn sqlstate_class(code: &str) -> ErrorClass {
         "55006" | "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300" | "53100" | "53200" => ErrorClass::Retry,
         c if c.starts_with("08") => ErrorClass::Retry,
         _ => ErrorClass::Operator,
+    }
+}
+
+impl SessionError for PgError {
+    fn pipeline_closed(&self) -> bool {
+        matches!(self, PgError::Closed(_))
     }
 }
 
@@ -240,33 +246,30 @@ fn pg_micros_to_unix_ms(us: i64) -> i64 {
 
 /// Run the source until cancelled; transient failures reconnect with backoff and resume from the
 /// last durable position.
-pub async fn run(cfg: &PostgresConfig, mut ctx: SourceContext) -> Result<(), PgError> {
-    let mut backoff = Backoff::default();
-    let mut resume = match ctx.resume.take() {
-        Some(Position::Postgres(p)) => Some(p),
+pub async fn run(cfg: &PostgresConfig, ctx: SourceContext) -> Result<(), PgError> {
+    let position = |p| match p {
+        Position::Postgres(p) => Some(p),
         _ => None,
     };
-    loop {
-        let mut session = Session {
-            cfg,
-            ctx: &mut ctx,
-            db: cfg.dbname().into(),
-            relations: HashMap::new(),
-            types: TypeCache::default(),
-        };
-        let result = session.run(resume.clone(), &mut backoff).await;
-        match result {
-            Ok(()) | Err(PgError::Closed(_)) => return Ok(()),
-            Err(e) if e.class() == ErrorClass::Retry && !ctx.cancel.is_cancelled() => {
-                match ctx.recover(&e, &mut backoff).await {
-                    None => return Ok(()),
-                    Some(Some(Position::Postgres(p))) => resume = Some(p),
-                    Some(_) => {}
-                }
-            }
-            Err(e) => return Err(e),
+    run_sessions(cfg, ctx, position, |cfg, ctx, resume, backoff| {
+        async move {
+            let mut session =
+                Session { cfg, ctx, db: cfg.dbname().into(), relations: HashMap::new(), types: TypeCache::default() };
+            session.run(resume, backoff).await
         }
-    }
+        .boxed()
+    })
+    .await
+}
+
+/// The slot a session streams from.
+struct Slot {
+    /// Where a new slot's snapshot and stream start (an existing slot: its confirmed position).
+    consistent_lsn: u64,
+    /// The snapshot a slot created by this session exported.
+    exported: Option<String>,
+    /// The replication session that created the slot, which then streams.
+    gated: Option<ReplicationClient>,
 }
 
 struct Session<'a> {
@@ -278,10 +281,34 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// One session: prepare the captured tables, make sure the slot is there, snapshot if one is
+    /// due, then stream.
     async fn run(&mut self, resume: Option<PgPosition>, backoff: &mut Backoff) -> Result<(), PgError> {
+        let client = catalog::connect(self.cfg).await?;
+        let keyed = self.prepare_tables(&client).await?;
+        let publish: Vec<&TableInfo> = keyed.iter().map(|(t, _)| t).collect();
+        catalog::ensure_publication(&client, &self.cfg.publication, &publish).await?;
+        let needs_snapshot = match &resume {
+            Some(p) => p.snapshot.is_some(),
+            None => self.cfg.snapshot == SnapshotMode::Initial,
+        };
+        let slot = self.ensure_slot(&client, resume.as_ref(), needs_snapshot).await?;
+        let start_lsn = if needs_snapshot {
+            self.snapshot(&client, &keyed, resume.as_ref(), &slot, backoff).await?
+        } else {
+            resume.as_ref().map_or(slot.consistent_lsn, |p| p.lsn.as_u64())
+        };
+        for (t, rel) in keyed {
+            self.relations.insert(t.oid, Some(rel));
+        }
+        self.stream_from(&client, slot.gated, start_lsn, backoff).await
+    }
+
+    /// The captured tables, checked against the transforms and with their decoders; tables that
+    /// cannot be keyed are noted and left out.
+    async fn prepare_tables(&mut self, client: &Client) -> Result<Vec<(TableInfo, RelInfo)>, PgError> {
         let cfg = self.cfg;
-        let client = catalog::connect(cfg).await?;
-        let tables = catalog::matching_tables(&client, cfg).await?;
+        let tables = catalog::matching_tables(client, cfg).await?;
         if tables.is_empty() {
             return Err(PgError::Operator(format!(
                 "no table in database {} matches {}; check source.tables",
@@ -300,17 +327,17 @@ impl Session<'_> {
         self.ctx.captured(&captured).map_err(PgError::Operator)?;
         let mut keyed = Vec::new();
         for t in &tables {
-            match RelInfo::build(
+            let rel = RelInfo::build(
                 &self.db,
                 t,
                 &t.columns,
-                &client,
+                client,
                 &mut self.types,
                 &self.ctx.connector,
                 &self.ctx.metrics,
             )
-            .await?
-            {
+            .await?;
+            match rel {
                 Some(rel) => keyed.push((t.clone(), rel)),
                 None => {
                     let note = t.unkeyed_note();
@@ -319,10 +346,20 @@ impl Session<'_> {
                 }
             }
         }
-        let publish: Vec<&TableInfo> = keyed.iter().map(|(t, _)| t).collect();
-        catalog::ensure_publication(&client, &cfg.publication, &publish).await?;
+        Ok(keyed)
+    }
 
-        let slot = catalog::slot(&client, &cfg.slot).await?;
+    /// The replication slot this session streams from. A missing one is created (on a gated
+    /// replication session that then streams, exporting its snapshot when one is due), unless a
+    /// stored position needs the changes a new slot would not have.
+    async fn ensure_slot(
+        &mut self,
+        client: &Client,
+        resume: Option<&PgPosition>,
+        needs_snapshot: bool,
+    ) -> Result<Slot, PgError> {
+        let cfg = self.cfg;
+        let slot = catalog::slot(client, &cfg.slot).await?;
         if let Some(s) = &slot {
             if s.plugin != "pgoutput" {
                 return Err(PgError::Operator(format!(
@@ -330,78 +367,77 @@ impl Session<'_> {
                     cfg.slot, s.plugin, cfg.slot
                 )));
             }
+            if let Some(pid) = s.active_pid {
+                // Typically the walsender of a previous run that has not yet noticed it is gone.
+                return Err(PgError::Stream(PgWireError::Server(format!(
+                    "replication slot {} is active for PID {pid} (SQLSTATE 55006)",
+                    cfg.slot
+                ))));
+            }
+            return Ok(Slot { consistent_lsn: s.confirmed_flush.unwrap_or(0), exported: None, gated: None });
         }
-        let streaming_resume = resume.as_ref().filter(|p| p.snapshot.is_none()).map(|p| p.lsn.as_u64());
         // A stored position (streaming, or a snapshot in progress) needs the slot that holds the
         // changes since it; a new slot would start later and silently skip them.
-        if slot.is_none() && resume.is_some() {
+        if resume.is_some() {
             return Err(PgError::Operator(format!(
                 "replication slot {} no longer exists, so the changes since the stored position are lost; {}",
                 cfg.slot,
                 snapshot_again(&self.ctx.connector)
             )));
         }
+        let mut repl = ReplicationClient::connect_gated(self.replication_config(wire_lsn(0))).await?;
+        let export = if needs_snapshot { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" };
+        let rows =
+            repl.simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {export}", cfg.slot)).await?;
+        let row = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| PgError::Operator("CREATE_REPLICATION_SLOT returned no row".into()))?;
+        let text = |i: usize| row.get(i).and_then(|v| v.as_ref()).map(|b| String::from_utf8_lossy(b).into_owned());
+        let consistent_lsn = text(1).and_then(|s| parse_lsn(&s)).unwrap_or(0);
+        info!(connector = %self.ctx.connector, slot = %cfg.slot, consistent_point = %format_lsn(consistent_lsn), "created replication slot");
+        Ok(Slot { consistent_lsn, exported: text(2), gated: Some(repl) })
+    }
 
-        // A new slot is created on a gated replication session, exporting its snapshot; the same
-        // session then streams.
-        let mut gated: Option<ReplicationClient> = None;
-        let mut exported: Option<String> = None;
-        let mut consistent_lsn = slot.as_ref().and_then(|s| s.confirmed_flush).unwrap_or(0);
-        let needs_snapshot = match &resume {
-            Some(p) => p.snapshot.is_some(),
-            None => cfg.snapshot == SnapshotMode::Initial,
+    /// Read every captured table (or what a crash left of it to read); returns where streaming
+    /// continues.
+    async fn snapshot(
+        &mut self,
+        client: &Client,
+        keyed: &[(TableInfo, RelInfo)],
+        resume: Option<&PgPosition>,
+        slot: &Slot,
+        backoff: &mut Backoff,
+    ) -> Result<u64, PgError> {
+        let (consistent_lsn, progress) = match resume.and_then(|p| p.snapshot.clone().map(|s| (p.lsn, s))) {
+            Some((lsn, progress)) => (lsn.as_u64(), progress),
+            None => (slot.consistent_lsn, SnapshotProgress::default()),
         };
-        if slot.is_none() {
-            let mut repl = ReplicationClient::connect_gated(self.replication_config(wire_lsn(0))).await?;
-            let export = if needs_snapshot { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" };
-            let rows =
-                repl.simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {export}", cfg.slot)).await?;
-            let row = rows
-                .into_iter()
-                .next()
-                .ok_or_else(|| PgError::Operator("CREATE_REPLICATION_SLOT returned no row".into()))?;
-            let text = |i: usize| row.get(i).and_then(|v| v.as_ref()).map(|b| String::from_utf8_lossy(b).into_owned());
-            consistent_lsn = text(1).and_then(|s| parse_lsn(&s)).unwrap_or(0);
-            exported = text(2);
-            info!(connector = %self.ctx.connector, slot = %cfg.slot, consistent_point = %format_lsn(consistent_lsn), "created replication slot");
-            gated = Some(repl);
-        } else if let Some(pid) = slot.as_ref().and_then(|s| s.active_pid) {
-            // Typically the walsender of a previous run that has not yet noticed it is gone.
-            return Err(PgError::Stream(PgWireError::Server(format!(
-                "replication slot {} is active for PID {pid} (SQLSTATE 55006)",
-                cfg.slot
-            ))));
-        }
-
-        let start_lsn = if needs_snapshot {
-            let progress = match resume.as_ref().and_then(|p| p.snapshot.clone()) {
-                Some(progress) => {
-                    consistent_lsn = resume.as_ref().map_or(consistent_lsn, |p| p.lsn.as_u64());
-                    progress
-                }
-                None => SnapshotProgress::default(),
-            };
-            self.ctx.status.set_state(ConnectorState::Snapshotting);
-            self.ctx.status.set_source_error(None);
-            backoff.reset();
-            info!(connector = %self.ctx.connector, tables = keyed.len(), consistent_point = %format_lsn(consistent_lsn), "snapshot started");
-            let run = snapshot::SnapshotRun {
-                client: &client,
-                connector: &self.ctx.connector,
-                consistent_lsn,
-                chunk_rows: cfg.snapshot_chunk_rows.get(),
-                metrics: &self.ctx.metrics,
-            };
-            run.run(&keyed, progress, exported.as_deref(), &mut self.ctx.batcher).await?;
-            info!(connector = %self.ctx.connector, "snapshot finished");
-            consistent_lsn
-        } else {
-            streaming_resume.unwrap_or(consistent_lsn)
+        self.ctx.status.set_state(ConnectorState::Snapshotting);
+        self.ctx.status.set_source_error(None);
+        backoff.reset();
+        info!(connector = %self.ctx.connector, tables = keyed.len(), consistent_point = %format_lsn(consistent_lsn), "snapshot started");
+        let run = snapshot::SnapshotRun {
+            client,
+            connector: &self.ctx.connector,
+            consistent_lsn,
+            chunk_rows: self.cfg.snapshot_chunk_rows.get(),
+            metrics: &self.ctx.metrics,
         };
+        run.run(keyed, progress, slot.exported.as_deref(), &mut self.ctx.batcher).await?;
+        info!(connector = %self.ctx.connector, "snapshot finished");
+        Ok(consistent_lsn)
+    }
 
-        for (t, rel) in keyed {
-            self.relations.insert(t.oid, Some(rel));
-        }
+    /// Open the replication stream at `start_lsn` (on the gated session that created the slot,
+    /// if this one did) and stream until cancelled or an error ends the session.
+    async fn stream_from(
+        &mut self,
+        client: &Client,
+        gated: Option<ReplicationClient>,
+        start_lsn: u64,
+        backoff: &mut Backoff,
+    ) -> Result<(), PgError> {
         let mut repl = match gated {
             Some(mut g) => {
                 g.start().await?;
@@ -417,7 +453,7 @@ impl Session<'_> {
 
         let heartbeat =
             tokio::spawn(heartbeat_loop(self.cfg.clone(), self.ctx.status.clone(), self.ctx.cancel.child_token()));
-        let result = self.stream(&mut repl, &client).await;
+        let result = self.stream(&mut repl, client).await;
         heartbeat.abort();
         repl.stop();
         result
