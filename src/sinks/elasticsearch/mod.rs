@@ -18,21 +18,19 @@
 //! most `bulk_max_docs` / `bulk_max_bytes`, one after the other. Every item's result is read: a 200 bulk response can
 //! still carry failed items.
 
+mod bulk;
 pub mod check;
 pub mod config;
+mod index;
 pub mod naming;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
-use bytes::Bytes;
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::http::StatusCode;
-use elasticsearch::indices::{IndicesCreateParts, IndicesExistsParts, IndicesRefreshParts};
-use elasticsearch::params::Conflicts;
-use elasticsearch::{BulkParts, DeleteByQueryParts, Elasticsearch, MgetParts};
+use elasticsearch::{Elasticsearch, MgetParts};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use serde::Deserialize;
@@ -40,7 +38,8 @@ use serde_json::{Map, Value as Json};
 
 pub use config::EsConfig;
 
-use self::config::{Auth, Refresh};
+use self::bulk::action;
+use self::config::Auth;
 use self::naming::{doc_id, external_version, index_name};
 use super::template::render;
 use crate::check::Finding;
@@ -333,200 +332,6 @@ impl EsSink {
         }
         Ok(out)
     }
-
-    /// Send the items: lanes concurrently, each lane's bulk requests in order.
-    async fn send(
-        &mut self,
-        items: Vec<Item>,
-        events: &[ChangeEvent],
-        offset: usize,
-        report: &mut WriteReport,
-    ) -> Result<(), EsSinkError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let lanes = items.iter().map(|i| i.lane).max().unwrap_or(0) + 1;
-        let mut by_lane: Vec<Vec<Item>> = (0..lanes).map(|_| Vec::new()).collect();
-        for item in items {
-            by_lane[item.lane].push(item);
-        }
-        let client = self.client()?.clone();
-        let this = &*self;
-        let results = futures_util::future::join_all(
-            by_lane.into_iter().filter(|l| !l.is_empty()).map(|lane| this.send_lane(&client, lane)),
-        )
-        .await;
-        let mut first_error = None;
-        for r in results {
-            match r {
-                Ok(outcomes) => {
-                    for (event, outcome) in outcomes {
-                        match outcome {
-                            Outcome::Applied => report.applied += 1,
-                            Outcome::Stale => report.stale += 1,
-                            Outcome::Rejected(reason) => {
-                                let ev = &events[event - offset];
-                                report.rejected.push((event, format!("{} key {}: {reason}", ev.table, key_text(ev))))
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    if matches!(e, EsSinkError::Busy(ref m) if m.contains("index_not_found")) {
-                        self.known.clear();
-                    }
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    async fn send_lane(&self, client: &Elasticsearch, lane: Vec<Item>) -> Result<Vec<(usize, Outcome)>, EsSinkError> {
-        let mut out = Vec::with_capacity(lane.len());
-        let mut start = 0;
-        while start < lane.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < lane.len()
-                && end - start < self.cfg.bulk_max_docs
-                && (end == start || bytes + lane[end].body.len() <= self.cfg.bulk_max_bytes)
-            {
-                bytes += lane[end].body.len();
-                end += 1;
-            }
-            let mut body = Vec::with_capacity(bytes);
-            for item in &lane[start..end] {
-                body.extend_from_slice(&item.body);
-            }
-            let reply = self.bulk(client, body).await?;
-            if reply.len() != end - start {
-                return Err(EsSinkError::Protocol {
-                    what: "_bulk",
-                    reason: format!("{} results for {} items", reply.len(), end - start),
-                });
-            }
-            for (item, outcome) in lane[start..end].iter().zip(reply) {
-                out.push((item.event, outcome?));
-            }
-            start = end;
-        }
-        Ok(out)
-    }
-
-    /// One bulk request; the outcome of each item, or the error that fails the whole batch.
-    async fn bulk(
-        &self,
-        client: &Elasticsearch,
-        body: Vec<u8>,
-    ) -> Result<Vec<Result<Outcome, EsSinkError>>, EsSinkError> {
-        let mut req = client
-            .bulk(BulkParts::None)
-            .filter_path(&["errors", "items.*.status", "items.*.error", "items.*._id", "items.*._index"])
-            .body(vec![Bytes::from(body)]);
-        if self.cfg.refresh == Refresh::WaitFor {
-            req = req.refresh(elasticsearch::params::Refresh::WaitFor);
-        }
-        let resp = req.send().await.map_err(|e| self.transport(e))?;
-        let status = resp.status_code();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            let mut e = self.status_error("_bulk".into(), resp).await;
-            if let EsSinkError::Status { body, .. } = &mut e {
-                *body =
-                    format!("request larger than the cluster's http.max_content_length; lower bulk_max_bytes ({body})");
-            }
-            return Err(e);
-        }
-        if !status.is_success() {
-            return Err(self.status_error("_bulk".into(), resp).await);
-        }
-        let reply: BulkReply = resp.json().await.map_err(|e| self.transport(e))?;
-        Ok(reply.items.into_iter().map(item_outcome).collect())
-    }
-
-    /// Create `index` unless it exists, with the table's mapping or the cache defaults.
-    async fn ensure_index(&mut self, index: &str, ev: &ChangeEvent) -> Result<(), EsSinkError> {
-        let client = self.client()?.clone();
-        let resp =
-            client.indices().exists(IndicesExistsParts::Index(&[index])).send().await.map_err(|e| self.transport(e))?;
-        match resp.status_code() {
-            StatusCode::OK => {
-                self.known.insert(index.to_string());
-                return Ok(());
-            }
-            StatusCode::NOT_FOUND => {}
-            _ => return Err(self.status_error(format!("HEAD /{index}"), resp).await),
-        }
-        let body = index_body(&self.cfg, &ev.table.to_string());
-        let resp = client
-            .indices()
-            .create(IndicesCreateParts::Index(index))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        let status = resp.status_code();
-        if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            // Created meanwhile (another tidemark, or an alias): fine.
-            if !text.contains("resource_already_exists_exception") {
-                let e = EsSinkError::Status {
-                    url: self.url.clone(),
-                    what: format!("PUT /{index}"),
-                    status: status.as_u16(),
-                    body: text,
-                };
-                return Err(if status == StatusCode::FORBIDDEN { EsSinkError::Forbidden(e.to_string()) } else { e });
-            }
-        }
-        tracing::info!(connector = %self.ctx.connector, index, table = %ev.table, "created index");
-        self.known.insert(index.to_string());
-        Ok(())
-    }
-
-    /// Delete every document of the truncated table's index.
-    async fn truncate(&mut self, ev: &ChangeEvent, at: usize, report: &mut WriteReport) -> Result<(), EsSinkError> {
-        let mut buf = String::new();
-        let index = match self.index_of(ev, &mut buf) {
-            Ok(i) => i,
-            Err(reason) => {
-                report.rejected.push((at, reason));
-                return Ok(());
-            }
-        };
-        let client = self.client()?.clone();
-        // delete_by_query sees what a refresh made searchable; make everything searchable first.
-        let resp = client
-            .indices()
-            .refresh(IndicesRefreshParts::Index(&[&index]))
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        if resp.status_code() == StatusCode::NOT_FOUND {
-            report.applied += 1;
-            return Ok(());
-        }
-        if !resp.status_code().is_success() {
-            return Err(self.status_error(format!("POST /{index}/_refresh"), resp).await);
-        }
-        let resp = client
-            .delete_by_query(DeleteByQueryParts::Index(&[&index]))
-            .conflicts(Conflicts::Proceed)
-            .refresh(true)
-            .body(serde_json::json!({ "query": { "match_all": {} } }))
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        if !resp.status_code().is_success() {
-            return Err(self.status_error(format!("POST /{index}/_delete_by_query"), resp).await);
-        }
-        tracing::info!(connector = %self.ctx.connector, index, "truncate: deleted every document");
-        report.applied += 1;
-        Ok(())
-    }
 }
 
 fn build_client(cfg: &EsConfig) -> Result<Elasticsearch, String> {
@@ -549,107 +354,10 @@ fn build_client(cfg: &EsConfig) -> Result<Elasticsearch, String> {
     Ok(Elasticsearch::new(transport))
 }
 
-/// The body that creates an index for `table`: tidemark's cache settings under the user's
-/// `index_settings`, and the table's mapping or the default one.
-pub fn index_body(cfg: &EsConfig, table: &str) -> Json {
-    let mut settings = Map::new();
-    settings.insert("index.refresh_interval".into(), "1s".into());
-    settings.insert("index.gc_deletes".into(), format!("{}s", cfg.tombstone_ttl.as_secs()).into());
-    flatten_settings("", &cfg.index_settings, &mut settings);
-    let mappings = match cfg.mappings.get(table) {
-        Some(m) => Json::Object(m.clone()),
-        None => serde_json::json!({ "date_detection": false }),
-    };
-    serde_json::json!({ "settings": settings, "mappings": mappings })
-}
-
-/// `{ number_of_shards = 1, index = { codec = "best_compression" } }` → `index.number_of_shards`,
-/// `index.codec`: one spelling, so the user's value replaces tidemark's instead of clashing.
-fn flatten_settings(prefix: &str, from: &Map<String, Json>, out: &mut Map<String, Json>) {
-    for (k, v) in from {
-        let key = if prefix.is_empty() {
-            if k == "index" || k.starts_with("index.") {
-                k.clone()
-            } else {
-                format!("index.{k}")
-            }
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match v {
-            Json::Object(inner) => flatten_settings(&key, inner, out),
-            other => {
-                out.insert(key, other.clone());
-            }
-        }
-    }
-}
-
-fn action(kind: &str, index: &str, id: &str, version: i64) -> Vec<u8> {
-    let mut body = Vec::with_capacity(96 + index.len() + id.len());
-    serde_json::to_writer(
-        &mut body,
-        &serde_json::json!({ kind: { "_index": index, "_id": id, "version": version, "version_type": "external_gte" } }),
-    )
-    .expect("JSON to memory");
-    body.push(b'\n');
-    body
-}
-
 fn key_text(ev: &ChangeEvent) -> String {
     let mut s = String::new();
     render(&[super::template::Part::Key], "", ev, &mut s);
     s
-}
-
-#[derive(Debug)]
-enum Outcome {
-    Applied,
-    Stale,
-    Rejected(String),
-}
-
-#[derive(Deserialize)]
-struct BulkReply {
-    #[serde(default)]
-    items: Vec<HashMap<String, BulkItem>>,
-}
-
-#[derive(Deserialize)]
-struct BulkItem {
-    status: u16,
-    #[serde(default)]
-    error: Option<Json>,
-    #[serde(default, rename = "_index")]
-    index: Option<String>,
-}
-
-/// What one bulk item's result means. Transient failures fail the batch (it is retried whole, in
-/// order, which the versions make harmless); permanent ones reject the event.
-fn item_outcome(item: HashMap<String, BulkItem>) -> Result<Outcome, EsSinkError> {
-    let Some((action, item)) = item.into_iter().next() else {
-        return Err(EsSinkError::Protocol { what: "_bulk", reason: "an empty item".into() });
-    };
-    let reason = || {
-        let e = item.error.as_ref();
-        let field =
-            |e: Option<&Json>, f: &str| e.and_then(|e| e.get(f)).and_then(Json::as_str).unwrap_or("").to_string();
-        let mut text = format!("{}: {}", field(e, "type"), field(e, "reason"));
-        let caused = e.and_then(|e| e.get("caused_by"));
-        if caused.is_some() {
-            text.push_str(&format!(" (caused by {}: {})", field(caused, "type"), field(caused, "reason")));
-        }
-        format!("{} {} in index {}", item.status, text, item.index.as_deref().unwrap_or("?"))
-    };
-    match item.status {
-        200..=299 => Ok(Outcome::Applied),
-        // A delete of a document that is not there still leaves its tombstone.
-        404 if action == "delete" && item.error.is_none() => Ok(Outcome::Applied),
-        409 => Ok(Outcome::Stale),
-        401 | 403 => Err(EsSinkError::Forbidden(reason())),
-        404 | 408 | 429 | 500..=599 => Err(EsSinkError::Busy(reason())),
-        _ => Ok(Outcome::Rejected(reason())),
-    }
 }
 
 impl SinkSpec for EsConfig {
@@ -681,40 +389,5 @@ impl SinkSpec for EsConfig {
 impl Sink for EsSink {
     fn write<'a>(&'a mut self, events: &'a [ChangeEvent]) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
         async move { EsSink::write(self, events).await.map_err(SinkError::new) }.boxed()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_settings_replace_defaults_in_one_spelling() {
-        let mut user = Map::new();
-        user.insert("refresh_interval".into(), "5s".into());
-        user.insert("index".into(), serde_json::json!({ "number_of_shards": 2 }));
-        let mut out = Map::new();
-        out.insert("index.refresh_interval".into(), "1s".into());
-        flatten_settings("", &user, &mut out);
-        assert_eq!(out["index.refresh_interval"], "5s");
-        assert_eq!(out["index.number_of_shards"], 2);
-        assert_eq!(out.len(), 2);
-    }
-
-    #[test]
-    fn item_results() {
-        let item = |action: &str, status: u16, error: Option<Json>| {
-            HashMap::from([(action.to_string(), BulkItem { status, error, index: Some("i".into()) })])
-        };
-        assert!(matches!(item_outcome(item("index", 201, None)), Ok(Outcome::Applied)));
-        assert!(matches!(item_outcome(item("delete", 404, None)), Ok(Outcome::Applied)));
-        assert!(matches!(item_outcome(item("index", 409, None)), Ok(Outcome::Stale)));
-        let mapping = serde_json::json!({"type": "mapper_parsing_exception", "reason": "failed to parse field [n]"});
-        match item_outcome(item("index", 400, Some(mapping))) {
-            Ok(Outcome::Rejected(r)) => assert!(r.contains("mapper_parsing_exception") && r.contains("[n]"), "{r}"),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(item_outcome(item("index", 429, None)), Err(EsSinkError::Busy(_))));
-        assert!(matches!(item_outcome(item("index", 403, None)), Err(EsSinkError::Forbidden(_))));
     }
 }
