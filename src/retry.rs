@@ -22,6 +22,38 @@ pub trait Classify {
     fn class(&self) -> ErrorClass;
 }
 
+/// An error of any kind that keeps its class: what a source or sink kind hands the pipeline (its
+/// own error type stays inside the kind; the pipeline needs only the message and the class).
+#[derive(Debug)]
+pub struct Classified {
+    class: ErrorClass,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Classified {
+    pub fn new<E: Classify + std::error::Error + Send + Sync + 'static>(error: E) -> Self {
+        Classified { class: error.class(), error: Box::new(error) }
+    }
+}
+
+impl std::fmt::Display for Classified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for Classified {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+impl Classify for Classified {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+}
+
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 

@@ -66,6 +66,15 @@ pub struct Batch {
     pub bytes: usize,
 }
 
+/// Wait until a batch's [`Batcher::deadline`], forever when there is none (for a `select!`
+/// branch guarded by `deadline.is_some()`).
+pub async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The pipeline has stopped; the source should stop too.
 #[derive(Debug, thiserror::Error)]
 #[error("the pipeline has stopped")]

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 
 use crate::check::Finding;
 use crate::event::{ChangeEvent, Encoding};
-use crate::retry::{Classify, ErrorClass};
+use crate::retry::Classified;
 use crate::settings::{Diag, SecretUrl, Section};
 
 /// What a replayed event does to a sink, which decides what a crash costs.
@@ -84,35 +84,7 @@ pub struct WriteReport {
 }
 
 /// Why a write failed as a whole: the kind's own error, with its class.
-#[derive(Debug)]
-pub struct SinkError {
-    class: ErrorClass,
-    error: Box<dyn std::error::Error + Send + Sync>,
-}
-
-impl SinkError {
-    pub fn new<E: Classify + std::error::Error + Send + Sync + 'static>(error: E) -> Self {
-        SinkError { class: error.class(), error: Box::new(error) }
-    }
-}
-
-impl fmt::Display for SinkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.error.fmt(f)
-    }
-}
-
-impl std::error::Error for SinkError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.error.source()
-    }
-}
-
-impl Classify for SinkError {
-    fn class(&self) -> ErrorClass {
-        self.class
-    }
-}
+pub type SinkError = Classified;
 
 /// What every sink knows about the connector it serves.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use super::status::ConnectorStatus;
 use crate::check::Finding;
 use crate::event::{Encoding, TableRef};
 use crate::metrics::Metrics;
-use crate::retry::{Backoff, Classify, ErrorClass};
+use crate::retry::{Backoff, Classified, Classify, ErrorClass};
 use crate::state::StateStore;
 
 /// A configured source (`[source]` of a connector file): one kind of server to read committed
@@ -200,6 +200,9 @@ impl SourceContext {
     }
 }
 
+/// Why a source stopped: the kind's own error, with its class.
+pub type SourceError = Classified;
+
 /// A source kind's error, as the reconnect loop sees it.
 pub trait SessionError: Classify + fmt::Display + Sync {
     /// The pipeline has closed: the source ends normally.
@@ -240,37 +243,6 @@ pub async fn run_sessions<C: ?Sized, P: Clone, E: SessionError>(
             }
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// Why a source stopped: the kind's own error, with its class.
-#[derive(Debug)]
-pub struct SourceError {
-    class: ErrorClass,
-    error: Box<dyn std::error::Error + Send + Sync>,
-}
-
-impl SourceError {
-    pub fn new<E: Classify + std::error::Error + Send + Sync + 'static>(error: E) -> Self {
-        SourceError { class: error.class(), error: Box::new(error) }
-    }
-}
-
-impl fmt::Display for SourceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.error.fmt(f)
-    }
-}
-
-impl std::error::Error for SourceError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.error.source()
-    }
-}
-
-impl Classify for SourceError {
-    fn class(&self) -> ErrorClass {
-        self.class
     }
 }
 

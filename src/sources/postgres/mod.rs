@@ -32,6 +32,7 @@ use self::catalog::{TableInfo, TypeCache};
 use self::pgoutput::{Datum, Message, OldKind, Relation, Tuple};
 use self::types::{decode_text, PgType, SESSION_OPTIONS};
 use crate::check::Finding;
+use crate::connector::batch;
 use crate::connector::position::{Lsn, PgPosition};
 use crate::connector::{
     run_sessions, snapshot_again, CapturedTable, ConnectorState, ConnectorStatus, Exclusive, PipelineClosed, Position,
@@ -506,7 +507,7 @@ impl Session<'_> {
                         }
                     }
                 }
-                _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                _ = batch::until(deadline), if deadline.is_some() => {
                     self.ctx.batcher.flush().await?;
                 }
                 ev = repl.recv() => {
@@ -717,13 +718,6 @@ fn fill_unchanged(rel: &RelInfo, new: &Tuple, old: &Tuple) -> Row {
         .map(|(n, o)| if *n == Datum::Unchanged { o.clone() } else { n.clone() })
         .collect();
     rel.row(&merged).0
-}
-
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Write a heartbeat message into the WAL every interval (so an idle database still moves the

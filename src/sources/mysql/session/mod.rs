@@ -17,6 +17,7 @@ use super::server::{
     ServerInfo,
 };
 use super::{binlog, rows, snapshot, MyError, MysqlConfig, SILENCE_GRACE, SILENT_HEARTBEATS};
+use crate::connector::batch;
 use crate::connector::position::{coordinate, Gtid, GtidPosition, GtidSet, GtidState, MyPosition};
 use crate::connector::{
     snapshot_again, table_included, CapturedTable, ConnectorState, Position, SnapshotMode, SourceContext,
@@ -323,7 +324,7 @@ impl<'a> Session<'a> {
                     let _ = self.ctx.batcher.try_flush();
                     return Ok(());
                 }
-                _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                _ = batch::until(deadline), if deadline.is_some() => {
                     self.ctx.batcher.flush().await?;
                 }
                 next = tokio::time::timeout(silence, stream.next()) => {
@@ -594,11 +595,4 @@ fn fingerprint(tme: &TableMapEvent<'_>) -> Vec<u8> {
         }
     }
     f
-}
-
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
