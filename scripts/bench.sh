@@ -20,6 +20,8 @@
 #   (b') tidemark draining the same backlog into Redis
 #   (a'') mysqlbinlog decoding the same backlog's rows to /dev/null      (a decoding reader, for context)
 #   (f') tidemark draining it into the stdout sink, redirected to /dev/null  (decode + encode alone)
+# BENCH_BIN=PATH measures that tidemark binary instead of this tree's release build (e.g. an
+# earlier commit's, to compare two builds on the same backlogs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +44,8 @@ median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (
 bash scripts/services.sh
 log "building (release)"
 cargo build --release --quiet --bin tidemark
+TIDEMARK=${BENCH_BIN:-target/release/tidemark}
+log "measuring $TIDEMARK"
 cargo bench --quiet --no-run --bench latency 2>/dev/null
 LATENCY_BIN=$(ls -t target/release/deps/latency-* | grep -v '\.d$' | head -n 1)
 
@@ -98,7 +102,7 @@ publication = "bench_pub"
 kind = "redis"
 url = "$REDIS_URL"
 TOML
-  target/release/tidemark run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
+  "$TIDEMARK" run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
   pid=$!
 }
 
@@ -211,7 +215,7 @@ publication = "es_pub"
 kind = "elasticsearch"
 url = "$ES_URL"
 TOML
-  target/release/tidemark run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
+  "$TIDEMARK" run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
   pid=$!
 }
 
@@ -299,7 +303,7 @@ bench_binlog() { # $1: label, $2: port, $3: mysqlbinlog, $4: SQL for the current
     mkdir -p "$dir/connectors"
     printf 'data_dir = "%s/data"\nhttp_addr = "%s"\nconnectors_dir = "connectors"\n' "$dir" "$HTTP" > "$dir/tidemark.toml"
     printf 'name = "%s"\n[source]\nkind = "mysql"\nurl = "%s"\ntables = ["%s.bench"]\nsnapshot = "never"\n%s\n' "$1" "$MYURL" "$MYDB" "$2" > "$dir/connectors/c.toml"
-    target/release/tidemark run -c "$dir/tidemark.toml" >"$3" 2>"$dir/tidemark.log" &
+    "$TIDEMARK" run -c "$dir/tidemark.toml" >"$3" 2>"$dir/tidemark.log" &
     pid=$!
   }
   wait_checkpoint() {
