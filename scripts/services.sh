@@ -60,6 +60,8 @@ command -v curl >/dev/null || missing+=(curl)
 command -v socat >/dev/null || missing+=(socat)       # TLS in front of the test cluster
 command -v openssl >/dev/null || missing+=(openssl)   # the test CA and certificate
 command -v gpgv >/dev/null || missing+=(gpgv)         # Debian's signature on the MySQL packages
+command -v promtool >/dev/null || missing+=(prometheus)  # checks and unit-tests the alerting rules
+command -v systemd-analyze >/dev/null || missing+=(systemd)  # verifies and rates the systemd unit
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
 if [ ${#missing[@]} -gt 0 ]; then install_pkgs "${missing[@]}"; fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || install_pkgs python3-venv

@@ -32,6 +32,9 @@ pub const LAG_BYTES: &str = "tidemark_lag_bytes";
 pub const RETAINED_WAL_BYTES: &str = "tidemark_retained_wal_bytes";
 pub const CHECKPOINT_AGE_SECONDS: &str = "tidemark_checkpoint_age_seconds";
 pub const CONNECTOR_HEALTHY: &str = "tidemark_connector_healthy";
+pub const CONNECTOR_FAILED: &str = "tidemark_connector_failed";
+pub const BINLOG_PURGE_RISK: &str = "tidemark_binlog_purge_risk";
+pub const RESIDENT_MEMORY_BYTES: &str = "tidemark_resident_memory_bytes";
 pub const SNAPSHOT_ROWS: &str = "tidemark_snapshot_rows";
 pub const BINLOG_PURGE_MARGIN: &str = "tidemark_binlog_purge_margin_files";
 
@@ -39,6 +42,7 @@ pub const BINLOG_PURGE_MARGIN: &str = "tidemark_binlog_purge_margin_files";
 /// [`Metrics::source_figure`] names.
 pub const RETAINED_WAL_BYTES_FIGURE: &str = "retained_wal_bytes";
 pub const BINLOG_PURGE_MARGIN_FIGURE: &str = "binlog_purge_margin_files";
+pub const BINLOG_PURGE_RISK_FIGURE: &str = "binlog_purge_risk";
 
 /// Label keys.
 pub const CONNECTOR: &str = "connector";
@@ -79,6 +83,9 @@ pub struct Metrics {
     pub retained_wal_bytes: Family<Labels, Gauge>,
     pub checkpoint_age_seconds: Family<Labels, FloatGauge>,
     pub connector_healthy: Family<Labels, Gauge>,
+    pub connector_failed: Family<Labels, Gauge>,
+    pub binlog_purge_risk: Family<Labels, Gauge>,
+    pub resident_memory_bytes: Gauge,
     pub binlog_purge_margin: Family<Labels, Gauge>,
 }
 
@@ -108,6 +115,9 @@ impl Metrics {
         let retained_wal_bytes = Family::<Labels, Gauge>::default();
         let checkpoint_age_seconds = Family::<Labels, FloatGauge>::default();
         let connector_healthy = Family::<Labels, Gauge>::default();
+        let connector_failed = Family::<Labels, Gauge>::default();
+        let binlog_purge_risk = Family::<Labels, Gauge>::default();
+        let resident_memory_bytes = Gauge::default();
         let binlog_purge_margin = Family::<Labels, Gauge>::default();
 
         registry.register(EVENTS, "Change events read from sources, by table and op", events.clone());
@@ -166,6 +176,17 @@ impl Metrics {
             "MySQL/MariaDB: binlog files between the oldest the server keeps and the checkpointed one (0 while the server writes a newer one: a purge could lose changes)",
             binlog_purge_margin.clone(),
         );
+        registry.register(
+            CONNECTOR_FAILED,
+            "1 when the connector has stopped on an error that needs an operator",
+            connector_failed.clone(),
+        );
+        registry.register(
+            BINLOG_PURGE_RISK,
+            "MySQL/MariaDB: 1 when the checkpointed binlog is the oldest the server keeps and no longer the one it writes (a purge would lose changes)",
+            binlog_purge_risk.clone(),
+        );
+        registry.register(RESIDENT_MEMORY_BYTES, "The daemon's resident set size", resident_memory_bytes.clone());
 
         Metrics {
             registry,
@@ -184,6 +205,9 @@ impl Metrics {
             retained_wal_bytes,
             checkpoint_age_seconds,
             connector_healthy,
+            connector_failed,
+            binlog_purge_risk,
+            resident_memory_bytes,
             binlog_purge_margin,
         }
     }
@@ -193,6 +217,7 @@ impl Metrics {
         match figure {
             RETAINED_WAL_BYTES_FIGURE => Some(&self.retained_wal_bytes),
             BINLOG_PURGE_MARGIN_FIGURE => Some(&self.binlog_purge_margin),
+            BINLOG_PURGE_RISK_FIGURE => Some(&self.binlog_purge_risk),
             _ => None,
         }
     }

@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::connector::ConnectorState;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::ConnectorHandle;
 
@@ -64,14 +65,25 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
             st.metrics.checkpoint_age_seconds.get_or_create(&labels).set(age.as_secs_f64());
         }
         st.metrics.connector_healthy.get_or_create(&labels).set(i64::from(h.healthy));
+        st.metrics.connector_failed.get_or_create(&labels).set(i64::from(h.state == ConnectorState::Failed));
         for (figure, value) in &h.source_figures {
             if let (Some(gauge), Some(v)) = (st.metrics.source_figure(figure), value) {
                 gauge.get_or_create(&labels).set(*v as i64);
             }
         }
     }
+    if let Some(rss) = resident_bytes() {
+        st.metrics.resident_memory_bytes.set(rss as i64);
+    }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], st.metrics.render())
         .into_response()
+}
+
+/// This process's resident set size (Linux: `VmRSS` of `/proc/self/status`).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim();
+    kib.parse::<u64>().ok().map(|k| k * 1024)
 }
 
 fn describe(c: &ConnectorHandle) -> Value {

@@ -4,6 +4,7 @@ mod cli;
 mod cluster;
 mod elasticsearch;
 mod mysql_redis;
+mod operating;
 mod outage;
 mod postgres_redis;
 mod support;

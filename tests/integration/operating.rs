@@ -47,9 +47,11 @@ fn the_systemd_unit_verifies_and_is_hardened() {
 
 #[test]
 fn the_alerting_rules_pass_promtool_and_their_unit_tests() {
-    let (ok, text) = run(Command::new("promtool").args(["check", "rules"]).arg(repo("deploy/prometheus/tidemark.rules.yml")));
+    let (ok, text) =
+        run(Command::new("promtool").args(["check", "rules"]).arg(repo("deploy/prometheus/tidemark.rules.yml")));
     assert!(ok, "promtool check rules:\n{text}");
-    let (ok, text) = run(Command::new("promtool").args(["test", "rules"]).arg(repo("deploy/prometheus/tidemark.rules.test.yml")));
+    let (ok, text) =
+        run(Command::new("promtool").args(["test", "rules"]).arg(repo("deploy/prometheus/tidemark.rules.test.yml")));
     assert!(ok, "promtool test rules:\n{text}");
     // Every alert has a unit test.
     let rules = std::fs::read_to_string(repo("deploy/prometheus/tidemark.rules.yml")).unwrap();
@@ -137,7 +139,9 @@ async fn rules_and_dashboard_name_only_metrics_a_daemon_exports() {
     assert!(!queries.is_empty());
     let alert_exprs: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("expr: ")).collect();
 
-    for (what, text) in [("rules", alert_exprs.join("\n")), ("dashboard", queries.join("\n")), ("rule tests", tests.clone())] {
+    for (what, text) in
+        [("rules", alert_exprs.join("\n")), ("dashboard", queries.join("\n")), ("rule tests", tests.clone())]
+    {
         let names = named(&text);
         assert!(!names.is_empty(), "{what} name no metric");
         for name in names {

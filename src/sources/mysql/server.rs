@@ -256,10 +256,11 @@ pub async fn poll_server(
         } else {
             Vec::new()
         };
-        status.set_source_health(SourceHealth {
-            figures: vec![(metrics::BINLOG_PURGE_MARGIN_FIGURE, Some(ahead))],
-            notes,
-        });
+        let figures = vec![
+            (metrics::BINLOG_PURGE_MARGIN_FIGURE, Some(ahead)),
+            (metrics::BINLOG_PURGE_RISK_FIGURE, Some(u64::from(at_risk))),
+        ];
+        status.set_source_health(SourceHealth { figures, notes });
         if at_risk {
             if !warned {
                 warn!(connector = %status.name, file = %at.file, "the checkpointed binlog is the oldest the server keeps: purging it would lose changes");
