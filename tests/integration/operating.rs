@@ -167,3 +167,50 @@ async fn rules_and_dashboard_name_only_metrics_a_daemon_exports() {
     d.terminate();
     env.cleanup().await;
 }
+
+/// `docker build -f deploy/docker/Dockerfile .` without a Docker engine: the build stage's context
+/// made exactly as its `COPY` lines say, and its `RUN cargo …` command run in it, so a file the
+/// build needs but the Dockerfile leaves out fails here.
+#[test]
+fn the_docker_build_stage_builds_from_what_the_dockerfile_copies() {
+    let dockerfile = std::fs::read_to_string(repo("deploy/docker/Dockerfile")).unwrap();
+    let stage: Vec<&str> = dockerfile
+        .lines()
+        .skip_while(|l| !l.starts_with("FROM ") || !l.contains(" AS build"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("FROM "))
+        .collect();
+    let ctx = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it").join(unique("docker"));
+    let workdir = stage.iter().find_map(|l| l.strip_prefix("WORKDIR ")).expect("WORKDIR in the build stage");
+    let root = ctx.join(workdir.trim_start_matches('/'));
+    std::fs::create_dir_all(&root).unwrap();
+    let mut command = None;
+    for line in &stage {
+        if let Some(args) = line.strip_prefix("COPY ") {
+            let parts: Vec<&str> = args.split_whitespace().collect();
+            let (sources, dest) = parts.split_at(parts.len() - 1);
+            let dest = root.join(dest[0].trim_start_matches("./"));
+            for src in sources {
+                let from = repo(src);
+                let to = if sources.len() > 1 || dest.to_string_lossy().ends_with('/') { dest.join(src) } else { dest.clone() };
+                let (ok, text) = run(Command::new("cp").arg("-r").arg(&from).arg(&to));
+                assert!(ok, "COPY {src}: {text}");
+            }
+        } else if let Some(cmd) = line.strip_prefix("RUN ") {
+            command = Some(cmd.to_string());
+        }
+    }
+    let command = command.expect("a RUN cargo command in the build stage");
+    assert!(command.starts_with("cargo "), "{command}");
+    // The image builds into its own target/; sharing this build's keeps the dependencies built once.
+    let (ok, text) = run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .current_dir(&root)
+            .env("CARGO_TARGET_DIR", repo("target"))
+            .env_remove("RUSTFLAGS"),
+    );
+    assert!(ok, "`{command}` in the Dockerfile's context failed:\n{text}");
+    std::fs::remove_dir_all(&ctx).ok();
+}
