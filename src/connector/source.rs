@@ -53,6 +53,12 @@ pub trait Source: fmt::Debug + Send + Sync {
     /// How often an idle source proves it is caught up (see [`ConnectorStatus`]'s lag).
     fn heartbeat_interval(&self) -> Duration;
 
+    /// The names of the figures this kind reports in its health section
+    /// ([`super::SourceHealth`]), shown in `/health` (as `null` until the first sample).
+    fn health_figures(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// The replication resource this source holds exclusively, if any: two connectors whose
     /// sources return the same one are refused at configuration time.
     fn exclusive(&self) -> Option<Exclusive>;

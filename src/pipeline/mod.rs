@@ -30,8 +30,8 @@ use self::sink_runner::SinkRunner;
 use crate::config::{ConnectorConfig, DaemonConfig};
 use crate::connector::position::KindMismatch;
 use crate::connector::{
-    Batcher, ConnectorState, ConnectorStatus, DeadLetterTarget, ErrorPolicy, SinkContext, SinkError, SourceContext,
-    TableCheck,
+    snapshot_again, Batcher, ConnectorState, ConnectorStatus, DeadLetterTarget, ErrorPolicy, SinkContext, SinkError,
+    SourceContext, SourceHealth, TableCheck,
 };
 use crate::metrics::{self, Metrics};
 use crate::retry::Backoff;
@@ -75,6 +75,8 @@ impl ConnectorHandle {
         for s in &config.sinks {
             status.add_sink(&s.name, s.kind_name());
         }
+        let figures = config.source.health_figures().iter().map(|f| (*f, None)).collect();
+        status.set_source_health(SourceHealth { figures, notes: Vec::new() });
         Arc::new(ConnectorHandle { config, status, paused: watch::channel(false).0 })
     }
 
@@ -133,7 +135,11 @@ pub async fn run_connector(
         Ok(p) => p,
         Err(e) => {
             error!(connector = %name, error = %e, "cannot read stored position");
-            status.fail(e.to_string());
+            let way_out = match e {
+                StateError::Corrupt { .. } => format!("; {}", snapshot_again(&name)),
+                _ => String::new(),
+            };
+            status.fail(format!("{e}{way_out}"));
             return;
         }
     };

@@ -16,11 +16,42 @@ pub const LOG_EVERY_ATTEMPTS: u32 = 20;
 
 /// What is being retried, for `/health`, the metrics and the log.
 pub struct Target<'a> {
-    /// As the log names it: a sink's name, or `window <name>`.
+    /// As the log names it (its `sink` field): a sink's name, or `window <name>`.
     pub name: &'a str,
-    /// When a sink is what waits: its index in the connector's status and its metric labels,
-    /// so `/health` shows it retrying and `tidemark_sink_retries_total` counts.
-    pub sink: Option<(usize, &'a Labels)>,
+    /// When a sink is what waits: its index in the connector's status, so `/health` shows it
+    /// retrying.
+    pub sink: Option<usize>,
+    /// The metric labels of a sink whose own writes are retried (`tidemark_sink_retries_total`);
+    /// `None` for a dead-letter target, whose failures are not the sink's.
+    pub retries: Option<&'a Labels>,
+    /// The log message of a failed attempt, and of the first success after failures.
+    pub failed: &'static str,
+    pub recovered: &'static str,
+}
+
+impl<'a> Target<'a> {
+    /// A sink's own writes.
+    pub fn sink(name: &'a str, index: usize, labels: &'a Labels) -> Self {
+        Target {
+            name,
+            sink: Some(index),
+            retries: Some(labels),
+            failed: "sink write failed; retrying",
+            recovered: "sink recovered",
+        }
+    }
+
+    /// A dead letter, which holds the batch (and, of a sink's rejected event, shows the sink
+    /// retrying) without counting as the sink's retry.
+    pub fn dead_letter(name: &'a str, sink: Option<usize>) -> Self {
+        Target {
+            name,
+            sink,
+            retries: None,
+            failed: "cannot write dead letter; retrying",
+            recovered: "dead letter written",
+        }
+    }
 }
 
 /// Why a [`Retrying`] loop gave up.
@@ -61,8 +92,8 @@ impl<'a> Retrying<'a> {
     /// The attempt succeeded: passes its result through.
     pub fn succeeded<T>(&mut self, done: T) -> T {
         if self.backoff.attempts() > 0 {
-            info!(connector = %self.ctx.name, target = self.target.name, "recovered");
-            if let Some((index, _)) = self.target.sink {
+            info!(connector = %self.ctx.name, sink = self.target.name, "{}", self.target.recovered);
+            if let Some(index) = self.target.sink {
                 self.ctx.status.set_sink_state(index, SinkState::Ok, None);
             }
         }
@@ -78,10 +109,12 @@ impl<'a> Retrying<'a> {
         let delay = self.backoff.next_delay();
         let attempts = self.backoff.attempts();
         if attempts == 1 || attempts % LOG_EVERY_ATTEMPTS == 0 {
-            warn!(connector = %self.ctx.name, target = self.target.name, error = %e, attempt = attempts, "write failed; retrying");
+            warn!(connector = %self.ctx.name, sink = self.target.name, error = %e, attempt = attempts, "{}", self.target.failed);
         }
-        if let Some((index, labels)) = self.target.sink {
+        if let Some(index) = self.target.sink {
             self.ctx.status.set_sink_state(index, SinkState::Retrying, Some(e.to_string()));
+        }
+        if let Some(labels) = self.target.retries {
             self.ctx.metrics.sink_retries.get_or_create(labels).inc();
         }
         tokio::select! {

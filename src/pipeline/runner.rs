@@ -163,17 +163,21 @@ impl Pipeline {
         }
         for (n, newest_commit_ms, heartbeat, offset, checkpoint) in done {
             self.ctx.status.batch_done(n, newest_commit_ms, heartbeat, offset);
-            if let Some(pos) = checkpoint {
-                let newer = match &self.newest {
-                    None => true,
-                    Some(prev) => pos.is_after(prev)?,
-                };
-                if newer {
-                    self.newest = Some(pos.clone());
-                    self.pending = Some(pos);
-                    self.pending_current = true;
-                }
+            // Operator state matches `pending` only while the group's last batch ends at it: a
+            // later batch without a position (a transaction split across batches) moved the
+            // state past it. A boundary at the same position (an idle server's heartbeat) keeps
+            // it.
+            let (newer, same) = match (&checkpoint, &self.newest) {
+                (None, _) => (false, false),
+                (Some(_), None) => (true, false),
+                (Some(pos), Some(prev)) => (pos.is_after(prev)?, pos == prev),
+            };
+            if newer {
+                let pos = checkpoint.expect("newer");
+                self.newest = Some(pos.clone());
+                self.pending = Some(pos);
             }
+            self.pending_current = newer || same;
         }
         Ok(())
     }
@@ -192,7 +196,7 @@ impl Pipeline {
             let dl = self.late_letters.entry(window.clone()).or_insert_with(|| DeadLetters::new(&target, ctx));
             let who = format!("window {window}");
             let mut backoff = Backoff::default();
-            let target = Target { name: &who, sink: None };
+            let target = Target::dead_letter(&who, None);
             let mut retry = Retrying::new(&self.ctx, target, &mut backoff);
             loop {
                 match dl.write(&ev, &who, &reason).await {

@@ -28,7 +28,7 @@ impl SinkRunner {
     /// Write until the batch is durable, retrying transient failures with backoff. Returns an
     /// error only when the connector must stop.
     pub async fn write(&mut self, events: &[ChangeEvent], ctx: &Shared) -> Result<(), PipelineError> {
-        let target = Target { name: &self.name, sink: Some((self.index, &self.labels)) };
+        let target = Target::sink(&self.name, self.index, &self.labels);
         let mut retry = Retrying::new(ctx, target, &mut self.backoff);
         let (report, started) = loop {
             let started = Instant::now();
@@ -91,7 +91,7 @@ impl SinkRunner {
                 let dl = self.dead_letters.as_mut().expect("built for dead_letter policy");
                 // The event is acknowledged only once its dead letter is written: a dead-letter
                 // target that is down holds the pipeline, like a sink that is down.
-                let target = Target { name: &self.name, sink: Some((self.index, &self.labels)) };
+                let target = Target::dead_letter(&self.name, Some(self.index));
                 let name = &self.name;
                 let mut backoff = Backoff::default();
                 let mut retry = Retrying::new(ctx, target, &mut backoff);

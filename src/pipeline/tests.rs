@@ -47,17 +47,19 @@ fn event(lsn: u64, index: u64, commit_ms: i64) -> ChangeEvent {
     }
 }
 
-/// One batch a memory source hands over: its events, then a boundary at `lsn`.
+/// One batch a memory source hands over: its events (versions `(lsn, 1..)`), then a boundary at
+/// `lsn` unless `boundary` is false (a transaction split across batches).
 #[derive(Debug, Clone)]
 struct Step {
     lsn: u64,
     events: usize,
     commit_ms: i64,
     heartbeat: bool,
+    boundary: bool,
 }
 
 fn steps(lsns: impl IntoIterator<Item = u64>) -> Vec<Step> {
-    lsns.into_iter().map(|lsn| Step { lsn, events: 2, commit_ms: 1_000, heartbeat: false }).collect()
+    lsns.into_iter().map(|lsn| Step { lsn, events: 2, commit_ms: 1_000, heartbeat: false, boundary: true }).collect()
 }
 
 /// Hands over its steps as batches (each flush waits for room, as a real source's does), then
@@ -113,7 +115,9 @@ impl Source for MemorySource {
                 for i in 0..step.events {
                     ctx.batcher.push(event(step.lsn, i as u64 + 1, step.commit_ms));
                 }
-                ctx.batcher.mark(pos(step.lsn), Some(step.commit_ms), Some(step.lsn), step.heartbeat);
+                if step.boundary {
+                    ctx.batcher.mark(pos(step.lsn), Some(step.commit_ms), Some(step.lsn), step.heartbeat);
+                }
                 if ctx.batcher.flush().await.is_err() {
                     return Ok(());
                 }
@@ -498,7 +502,7 @@ async fn a_transform_state_error_stops_the_connector_before_any_checkpoint() {
 
     // A heartbeat far past the window closes it, which reads the state: the connector stops,
     // and the heartbeat's position is not stored.
-    let heartbeat = Step { lsn: 200, events: 0, commit_ms: 10 * 60_000, heartbeat: true };
+    let heartbeat = Step { lsn: 200, events: 0, commit_ms: 10 * 60_000, heartbeat: true, boundary: true };
     let sink = MemorySink::new(&store, false);
     let h = Harness::start(&store, vec![heartbeat], &[&sink], vec![window()], limits(4), false);
     until("the connector failed", || h.handle.status.state() == ConnectorState::Failed).await;
@@ -522,4 +526,90 @@ async fn events_a_dedup_drops_are_counted_in_metrics() {
     .await;
     assert_eq!(sink.batches().concat(), vec![Version::new(100, 1), Version::new(100, 2)]);
     h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_state_is_stored_only_with_the_position_it_belongs_to() {
+    let store = open_store();
+    let sink = MemorySink::new(&store, true);
+    // The third batch is the first part of a transaction: no boundary after it.
+    let mut script = steps([100, 200]);
+    script.push(Step { lsn: 300, events: 2, commit_ms: 1_000, heartbeat: false, boundary: false });
+    let dedup = vec![transform("kind = \"dedup\"")];
+    let h = Harness::start_held(&store, script, &[&sink], dedup, limits(4), false, true);
+    until("the first batch is at the sink", || sink.entered.load(Ordering::SeqCst) == 1).await;
+    h.release();
+    // The other two queue behind it and go to the sink as one group.
+    until("the source handed every batch over", || h.handed.load(Ordering::SeqCst) == 3).await;
+    sink.open();
+    until("every event is written", || sink.batches().concat().len() == 6).await;
+    let (store, handle) = (h.store.clone(), h.stop().await);
+    assert_eq!(handle.status.state(), ConnectorState::Stopped);
+    // The dedup remembers two ids per batch: whatever position is stored, its state is the
+    // state at that position, never one that includes the unfinished transaction's events.
+    let ids = store.entries(NAME, "dedup:0", b"").unwrap().len();
+    let stored = store.position::<Position>(NAME).unwrap();
+    let expected = match &stored {
+        None => 0,
+        Some(p) if *p == pos(100) => 2,
+        Some(p) if *p == pos(200) => 4,
+        Some(p) => panic!("stored {p:?}"),
+    };
+    assert_eq!(ids, expected, "{ids} ids stored with position {stored:?}");
+}
+
+#[derive(Debug)]
+struct FiguresSource;
+
+impl Source for FiguresSource {
+    fn kind(&self) -> &'static str {
+        "figures"
+    }
+    fn tables(&self) -> &[String] {
+        &[]
+    }
+    fn encoding(&self) -> Encoding {
+        Encoding::default()
+    }
+    fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn health_figures(&self) -> &'static [&'static str] {
+        &[metrics::RETAINED_WAL_BYTES_FIGURE]
+    }
+    fn exclusive(&self) -> Option<Exclusive> {
+        None
+    }
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    fn title(&self) -> String {
+        "figures".into()
+    }
+    fn check(&self) -> BoxFuture<'_, Vec<Finding>> {
+        async { Vec::new() }.boxed()
+    }
+    fn run(&self, _ctx: SourceContext) -> BoxFuture<'_, Result<(), SourceError>> {
+        async { Ok(()) }.boxed()
+    }
+}
+
+#[test]
+fn a_sources_own_figures_are_in_health_before_their_first_sample() {
+    let dir = tmp_dir();
+    let config = ConnectorConfig {
+        file: dir.join("f.toml"),
+        name: "f".into(),
+        source: Arc::new(FiguresSource),
+        transforms: vec![],
+        sinks: vec![],
+        pipeline: PipelineConfig::default(),
+    };
+    let handle = ConnectorHandle::new(config, &daemon(&dir));
+    let json = handle.status.to_json();
+    assert!(
+        json.as_object().unwrap().contains_key("retained_wal_bytes") && json["retained_wal_bytes"].is_null(),
+        "{json}"
+    );
+    assert!(!json.as_object().unwrap().contains_key("binlog_purge_margin_files"), "{json}");
 }

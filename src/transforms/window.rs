@@ -275,14 +275,16 @@ impl Window {
         }
     }
 
-    /// The `source` block of an emission no event caused: the last event's (it is where the
-    /// stream was), or after a restart one of the same connector kind at the emission's version.
+    /// The `source` block of an emission no event caused: of the source's connector kind (the
+    /// last event's, or after a restart the stored one), at the emission's version, in no
+    /// transaction.
     fn heartbeat_source(&self, version: Version) -> SourceMeta {
-        if let Some(s) = &self.last_source {
-            return s.clone();
-        }
-        match self.meta.connector.as_str() {
-            "mysql" => {
+        match (&self.last_source, self.meta.connector.as_str()) {
+            // Where the stream was, but in no transaction.
+            (Some(SourceMeta::Mysql { server_id, file, pos, .. }), _) => {
+                SourceMeta::Mysql { server_id: *server_id, gtid: None, file: file.clone(), pos: *pos, row: 0 }
+            }
+            (None, "mysql") => {
                 SourceMeta::Mysql { server_id: 0, gtid: None, file: "".into(), pos: version.hi & 0xffff_ffff, row: 0 }
             }
             _ => SourceMeta::Postgres { lsn: version.hi, tx_id: None },

@@ -192,7 +192,11 @@ fn the_docker_build_stage_builds_from_what_the_dockerfile_copies() {
             let dest = root.join(dest[0].trim_start_matches("./"));
             for src in sources {
                 let from = repo(src);
-                let to = if sources.len() > 1 || dest.to_string_lossy().ends_with('/') { dest.join(src) } else { dest.clone() };
+                let to = if sources.len() > 1 || dest.to_string_lossy().ends_with('/') {
+                    dest.join(src)
+                } else {
+                    dest.clone()
+                };
                 let (ok, text) = run(Command::new("cp").arg("-r").arg(&from).arg(&to));
                 assert!(ok, "COPY {src}: {text}");
             }
@@ -203,14 +207,12 @@ fn the_docker_build_stage_builds_from_what_the_dockerfile_copies() {
     let command = command.expect("a RUN cargo command in the build stage");
     assert!(command.starts_with("cargo "), "{command}");
     // The image builds into its own target/; sharing this build's keeps the dependencies built once.
-    let (ok, text) = run(
-        Command::new("sh")
-            .arg("-c")
-            .arg(&command)
-            .current_dir(&root)
-            .env("CARGO_TARGET_DIR", repo("target"))
-            .env_remove("RUSTFLAGS"),
-    );
+    let (ok, text) = run(Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", repo("target"))
+        .env_remove("RUSTFLAGS"));
     assert!(ok, "`{command}` in the Dockerfile's context failed:\n{text}");
     std::fs::remove_dir_all(&ctx).ok();
 }

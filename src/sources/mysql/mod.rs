@@ -36,6 +36,7 @@ use crate::connector::{
     SourceError,
 };
 use crate::event::{Encoding, Row};
+use crate::metrics;
 use crate::retry::{Classify, ErrorClass};
 
 /// A stream that sends neither an event nor a heartbeat for this many heartbeat periods...
@@ -139,6 +140,10 @@ impl Source for MysqlConfig {
 
     fn heartbeat_interval(&self) -> Duration {
         self.heartbeat_interval
+    }
+
+    fn health_figures(&self) -> &'static [&'static str] {
+        &[metrics::BINLOG_PURGE_MARGIN_FIGURE, metrics::BINLOG_PURGE_RISK_FIGURE]
     }
 
     fn exclusive(&self) -> Option<Exclusive> {

@@ -800,6 +800,10 @@ impl Source for PostgresConfig {
         self.heartbeat_interval
     }
 
+    fn health_figures(&self) -> &'static [&'static str] {
+        &[metrics::RETAINED_WAL_BYTES_FIGURE]
+    }
+
     fn exclusive(&self) -> Option<Exclusive> {
         Some(Exclusive {
             key: "slot",
