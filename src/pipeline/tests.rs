@@ -71,6 +71,8 @@ struct MemorySource {
     handed: Arc<AtomicUsize>,
     /// When set, every step after the first waits for a permit of it.
     hold: Option<Arc<Semaphore>>,
+    /// Its health section's figures.
+    figures: &'static [&'static str],
 }
 
 impl Source for MemorySource {
@@ -88,6 +90,10 @@ impl Source for MemorySource {
 
     fn heartbeat_interval(&self) -> Duration {
         Duration::from_secs(1)
+    }
+
+    fn health_figures(&self) -> &'static [&'static str] {
+        self.figures
     }
 
     fn exclusive(&self) -> Option<Exclusive> {
@@ -309,7 +315,7 @@ impl Harness {
         let dir = tmp_dir();
         let handed = Arc::new(AtomicUsize::new(0));
         let hold = Arc::new(Semaphore::new(0));
-        let source = MemorySource { steps, handed: handed.clone(), hold: held.then(|| hold.clone()) };
+        let source = MemorySource { steps, handed: handed.clone(), hold: held.then(|| hold.clone()), figures: &[] };
         let config = ConnectorConfig {
             file: dir.join("mem.toml"),
             name: NAME.into(),
@@ -558,49 +564,18 @@ async fn operator_state_is_stored_only_with_the_position_it_belongs_to() {
     assert_eq!(ids, expected, "{ids} ids stored with position {stored:?}");
 }
 
-#[derive(Debug)]
-struct FiguresSource;
-
-impl Source for FiguresSource {
-    fn kind(&self) -> &'static str {
-        "figures"
-    }
-    fn tables(&self) -> &[String] {
-        &[]
-    }
-    fn encoding(&self) -> Encoding {
-        Encoding::default()
-    }
-    fn heartbeat_interval(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn health_figures(&self) -> &'static [&'static str] {
-        &[metrics::RETAINED_WAL_BYTES_FIGURE]
-    }
-    fn exclusive(&self) -> Option<Exclusive> {
-        None
-    }
-    fn describe(&self) -> serde_json::Value {
-        serde_json::json!({})
-    }
-    fn title(&self) -> String {
-        "figures".into()
-    }
-    fn check(&self) -> BoxFuture<'_, Vec<Finding>> {
-        async { Vec::new() }.boxed()
-    }
-    fn run(&self, _ctx: SourceContext) -> BoxFuture<'_, Result<(), SourceError>> {
-        async { Ok(()) }.boxed()
-    }
-}
-
 #[test]
 fn a_sources_own_figures_are_in_health_before_their_first_sample() {
     let dir = tmp_dir();
     let config = ConnectorConfig {
         file: dir.join("f.toml"),
         name: "f".into(),
-        source: Arc::new(FiguresSource),
+        source: Arc::new(MemorySource {
+            steps: vec![],
+            handed: Arc::default(),
+            hold: None,
+            figures: &[metrics::RETAINED_WAL_BYTES_FIGURE],
+        }),
         transforms: vec![],
         sinks: vec![],
         pipeline: PipelineConfig::default(),
