@@ -170,7 +170,10 @@ impl Pipeline {
             let (newer, same) = match (&checkpoint, &self.newest) {
                 (None, _) => (false, false),
                 (Some(_), None) => (true, false),
-                (Some(pos), Some(prev)) => (pos.is_after(prev)?, pos == prev),
+                (Some(pos), Some(prev)) => {
+                    let newer = pos.is_after(prev)?;
+                    (newer, !newer && pos == prev)
+                }
             };
             if newer {
                 let pos = checkpoint.expect("newer");

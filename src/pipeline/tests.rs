@@ -366,6 +366,12 @@ impl Harness {
     }
 }
 
+/// Wait until the connector has failed; its error.
+async fn failure(h: &Harness) -> String {
+    until("the connector failed", || h.handle.status.state() == ConnectorState::Failed).await;
+    h.handle.status.to_json()["last_error"].as_str().unwrap_or_default().to_string()
+}
+
 /// Wait (with a deadline) until `cond` holds.
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -462,9 +468,8 @@ async fn a_sink_failure_that_retrying_cannot_fix_stops_the_connector_unstored() 
     let sink = MemorySink::new(&store, false);
     sink.log().fail.push_back(ErrorClass::Operator);
     let h = Harness::start(&store, steps([300]), &[&sink], vec![], limits(4), false);
-    until("the connector failed", || h.handle.status.state() == ConnectorState::Failed).await;
+    let error = failure(&h).await;
     assert_eq!(h.stored(), None);
-    let error = h.handle.status.to_json()["last_error"].as_str().unwrap().to_string();
     assert!(error.contains("sink memory-0"), "{error}");
     assert_eq!(h.handle.status.to_json()["sinks"][0]["state"], "failed");
     h.stop().await;
@@ -511,8 +516,7 @@ async fn a_transform_state_error_stops_the_connector_before_any_checkpoint() {
     let heartbeat = Step { lsn: 200, events: 0, commit_ms: 10 * 60_000, heartbeat: true, boundary: true };
     let sink = MemorySink::new(&store, false);
     let h = Harness::start(&store, vec![heartbeat], &[&sink], vec![window()], limits(4), false);
-    until("the connector failed", || h.handle.status.state() == ConnectorState::Failed).await;
-    let error = h.handle.status.to_json()["last_error"].as_str().unwrap().to_string();
+    let error = failure(&h).await;
     assert!(error.contains("transform[0]") && error.contains("state store"), "{error}");
     assert_eq!(h.stored(), Some(pos(100)));
     assert!(sink.batches().is_empty(), "nothing reached the sink: {:?}", sink.batches());
@@ -587,4 +591,20 @@ fn a_sources_own_figures_are_in_health_before_their_first_sample() {
         "{json}"
     );
     assert!(!json.as_object().unwrap().contains_key("binlog_purge_margin_files"), "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_stored_position_stops_the_connector_with_the_way_out() {
+    let store = open_store();
+    // A GTID that is neither MariaDB's nor MySQL's (as a hand-edited `offsets set` could store).
+    let bad = serde_json::json!({ "kind": "mysql", "file": "b.000001", "pos": 4, "gtid": "nonsense" });
+    store.set_position(NAME, &bad).unwrap();
+    let sink = MemorySink::new(&store, false);
+    let h = Harness::start(&store, steps([100]), &[&sink], vec![], limits(4), false);
+    let error = failure(&h).await;
+    assert!(error.contains("unreadable") && error.contains("nonsense"), "{error}");
+    assert!(error.contains(&format!("tidemark offsets reset {NAME}")), "{error}");
+    assert!(sink.batches().is_empty());
+    assert_eq!(store.position::<serde_json::Value>(NAME).unwrap(), Some(bad), "the stored position is left as it was");
+    h.stop().await;
 }
