@@ -62,9 +62,9 @@ fn events() -> Vec<ChangeEvent> {
                 after: Some(row),
                 partial: false,
                 version: Version::new(i as u64 / 4 + 1, i as u64 % 4 + 1),
-                commit_ts_ms: 1_700_000_000_000 + i as i64,
+                commit_us: (1_700_000_000_000 + i as i64) * 1000,
                 snapshot: SnapshotFlag::No,
-                source: SourceMeta::Postgres { lsn: i as u64, tx_id: None },
+                source: SourceMeta::Postgres { lsn: i as u64, last_commit_lsn: None, tx_id: None },
             }
         })
         .collect()

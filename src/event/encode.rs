@@ -6,11 +6,15 @@
 
 use std::fmt::Write;
 
-use base64::Engine;
-use serde_json::{json, Value as Json};
+use std::sync::Arc;
 
-use super::time::{iso_utc, write_time, MICROS_PER_DAY};
-use super::Value;
+use base64::Engine;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::Value as Json;
+
+use super::time::{iso_utc_fixed, write_time_trimmed, MICROS_PER_DAY};
+use super::{Op, Value};
 use crate::settings::{Diag, Section};
 
 /// `decimal_handling`: how NUMERIC/DECIMAL values are written.
@@ -55,13 +59,58 @@ pub enum IntervalHandling {
     String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoding {
     pub decimal: DecimalHandling,
     pub time: TimePrecision,
     pub binary: BinaryHandling,
     pub interval: IntervalHandling,
+    /// `unavailable_value_placeholder`: what an envelope holds for a value the source did not
+    /// send (an unchanged TOASTed PostgreSQL column). Caches never see it: they keep the stored
+    /// value.
+    pub unavailable: Arc<str>,
+    /// `skipped_operations`: operations dropped before the processing stage (Debezium's
+    /// `skipped.operations`; tidemark skips none by default, since a cache must see truncates).
+    pub skipped: SkippedOps,
 }
+
+/// A set of operations, as Debezium's `skipped.operations` names them (`c,u,d,t` or `none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SkippedOps(u8);
+
+impl SkippedOps {
+    const ALL: [(Op, &'static str); 4] = [(Op::Create, "c"), (Op::Update, "u"), (Op::Delete, "d"), (Op::Truncate, "t")];
+
+    pub fn contains(self, op: Op) -> bool {
+        Self::ALL.iter().position(|(o, _)| *o == op).is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Parse `c,u,d,t` (any of them) or `none`.
+    pub fn parse(text: &str) -> Result<SkippedOps, String> {
+        let mut set = 0u8;
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "none" {
+                continue;
+            }
+            match Self::ALL.iter().position(|(_, code)| *code == part) {
+                Some(i) => set |= 1 << i,
+                None => {
+                    return Err(format!(
+                        "`{part}` is not an operation: use any of c, u, d, t (comma-separated), or none"
+                    ))
+                }
+            }
+        }
+        Ok(SkippedOps(set))
+    }
+}
+
+/// Debezium's `unavailable.value.placeholder` default.
+pub const UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
 
 impl Default for Encoding {
     fn default() -> Self {
@@ -70,11 +119,20 @@ impl Default for Encoding {
             time: TimePrecision::Adaptive,
             binary: BinaryHandling::Bytes,
             interval: IntervalHandling::Numeric,
+            unavailable: UNAVAILABLE_PLACEHOLDER.into(),
+            skipped: SkippedOps::default(),
         }
     }
 }
 
-pub const ENCODING_KEYS: [&str; 4] = ["decimal_handling", "time_precision", "binary_handling", "interval_handling"];
+pub const ENCODING_KEYS: [&str; 6] = [
+    "decimal_handling",
+    "time_precision",
+    "binary_handling",
+    "interval_handling",
+    "unavailable_value_placeholder",
+    "skipped_operations",
+];
 
 impl Encoding {
     /// Debezium's MySQL connector defaults to `adaptive_time_microseconds` (TIME in microseconds).
@@ -113,31 +171,21 @@ impl Encoding {
                 Some("numeric") => IntervalHandling::Numeric,
                 _ => dflt.interval,
             },
+            unavailable: s.opt_str(d, "unavailable_value_placeholder").map_or(dflt.unavailable, Arc::from),
+            skipped: match s.opt_str(d, "skipped_operations").map(|t| SkippedOps::parse(&t)) {
+                Some(Ok(set)) => set,
+                Some(Err(e)) => {
+                    d.error(s.key("skipped_operations"), e);
+                    dflt.skipped
+                }
+                None => dflt.skipped,
+            },
         }
     }
 
-    /// The Debezium JSON form of a value.
+    /// The Debezium JSON form of a value, as a `serde_json` value (documents, expressions).
     pub fn to_json(&self, v: &Value) -> Json {
-        match v {
-            Value::Null => Json::Null,
-            Value::Bool(b) => Json::Bool(*b),
-            Value::Int(i) => Json::from(*i),
-            Value::UInt(u) => Json::from(*u),
-            Value::Float(f) => float_json(*f),
-            Value::Numeric { text, scale } => self.numeric_json(text, *scale),
-            Value::Text(s) | Value::Json(s) => Json::String(s.clone()),
-            Value::Bytes(b) => Json::String(self.bytes_text(b)),
-            Value::Array(items) => Json::Array(items.iter().map(|v| self.to_json(v)).collect()),
-            Value::Date(d) => Json::from(*d),
-            Value::Time { micros, precision } => Json::from(self.time_number(*micros, *precision)),
-            Value::Timestamp { micros, precision } => Json::from(self.timestamp_number(*micros, *precision)),
-            Value::TimeTz { .. } | Value::TimestampTz { .. } | Value::Interval { .. } => {
-                match self.interval_or_zoned(v) {
-                    Some(text) => Json::String(text),
-                    None => Json::from(interval_micros(v)),
-                }
-            }
-        }
+        serde_json::to_value(Encoded(v, self)).unwrap_or(Json::Null)
     }
 
     /// The text a Redis hash field holds for a value: the Debezium JSON value, with strings
@@ -188,9 +236,12 @@ impl Encoding {
     }
 
     fn timestamp_number(&self, micros: i64, precision: u8) -> i64 {
-        if micros == i64::MAX || micros == i64::MIN {
-            return micros; // PostgreSQL 'infinity' / '-infinity', as Debezium maps them
-        }
+        // PostgreSQL 'infinity' / '-infinity' become the JDBC driver's sentinels, as in Debezium.
+        let micros = match micros {
+            i64::MAX => 9_223_372_036_825_200_000,
+            i64::MIN => -9_223_372_036_832_400_000,
+            m => m,
+        };
         let millis = match self.time {
             TimePrecision::Adaptive | TimePrecision::AdaptiveTimeMicroseconds => precision <= 3,
             TimePrecision::Connect => true,
@@ -216,69 +267,131 @@ impl Encoding {
         }
     }
 
-    fn numeric_json(&self, text: &str, scale: Option<u16>) -> Json {
-        if !text.trim_start_matches('-').starts_with(|c: char| c.is_ascii_digit()) {
-            return Json::String(text.to_string()); // NaN, Infinity, -Infinity
-        }
-        match self.decimal {
-            DecimalHandling::String => Json::String(text.to_string()),
-            DecimalHandling::Double => text.parse::<f64>().map(float_json).unwrap_or(Json::Null),
-            DecimalHandling::Precise => {
-                let frac_digits = text.split_once('.').map_or(0, |(_, f)| f.len());
-                let target = scale.map_or(frac_digits, usize::from).max(frac_digits);
-                let bytes = unscaled_twos_complement(text, target);
-                let value = base64::engine::general_purpose::STANDARD.encode(bytes);
-                match scale {
-                    Some(_) => Json::String(value),
-                    None => json!({ "scale": target, "value": value }),
+    /// The precise form of a finite decimal: base64 of the unscaled value (with the scale
+    /// beside it for a column without a declared one).
+    fn precise(&self, text: &str, scale: Option<u16>) -> (String, usize) {
+        let frac_digits = text.split_once('.').map_or(0, |(_, f)| f.len());
+        let target = scale.map_or(frac_digits, usize::from).max(frac_digits);
+        (base64::engine::general_purpose::STANDARD.encode(unscaled_twos_complement(text, target)), target)
+    }
+}
+
+/// A value together with the encoding options it is written under: serializes to exactly the
+/// JSON Debezium writes for it (through [`super::json::JavaFormatter`], byte for byte).
+pub struct Encoded<'a>(pub &'a Value, pub &'a Encoding);
+
+impl Serialize for Encoded<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let enc = self.1;
+        match self.0 {
+            Value::Null => ser.serialize_unit(),
+            Value::Bool(b) => ser.serialize_bool(*b),
+            Value::Int(i) => ser.serialize_i64(*i),
+            Value::UInt(u) => ser.serialize_u64(*u),
+            Value::Float(f) => float(*f, ser),
+            Value::Numeric { text, scale } => {
+                let finite = text.trim_start_matches('-').starts_with(|c: char| c.is_ascii_digit());
+                match enc.decimal {
+                    DecimalHandling::String => ser.serialize_str(text),
+                    DecimalHandling::Double => match text.parse::<f64>() {
+                        Ok(f) => float(f, ser),
+                        Err(_) => ser.serialize_unit(),
+                    },
+                    // Debezium's precise mode has no form for NaN and the infinities: null.
+                    DecimalHandling::Precise if !finite => ser.serialize_unit(),
+                    DecimalHandling::Precise => {
+                        let (value, target) = enc.precise(text, *scale);
+                        match scale {
+                            Some(_) => ser.serialize_str(&value),
+                            None => {
+                                let mut m = ser.serialize_map(Some(2))?;
+                                m.serialize_entry("scale", &target)?;
+                                m.serialize_entry("value", &value)?;
+                                m.end()
+                            }
+                        }
+                    }
                 }
             }
-        }
-    }
-
-    /// Text forms of zoned times and (in string mode) intervals; `None` for a numeric interval.
-    fn interval_or_zoned(&self, v: &Value) -> Option<String> {
-        match *v {
-            Value::TimestampTz { micros, .. } => Some(match micros {
+            Value::Text(s) | Value::Json(s) => ser.serialize_str(s),
+            Value::Bytes(b) => ser.serialize_str(&enc.bytes_text(b)),
+            Value::Array(items) => {
+                let mut seq = ser.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&Encoded(item, enc))?;
+                }
+                seq.end()
+            }
+            Value::Date(d) => ser.serialize_i32(*d),
+            Value::Time { micros, precision } => ser.serialize_i64(enc.time_number(*micros, *precision)),
+            Value::Timestamp { micros, precision } => ser.serialize_i64(enc.timestamp_number(*micros, *precision)),
+            Value::TimestampTz { micros, precision } => ser.serialize_str(&match *micros {
                 i64::MAX => "infinity".into(),
                 i64::MIN => "-infinity".into(),
-                m => iso_utc(m),
+                m => iso_utc_fixed(m, *precision),
             }),
             Value::TimeTz { micros, offset_secs, .. } => {
-                let utc = (micros - offset_secs as i64 * 1_000_000).rem_euclid(MICROS_PER_DAY);
-                let mut s = String::new();
-                write_time(&mut s, utc);
+                let utc = (micros - *offset_secs as i64 * 1_000_000).rem_euclid(MICROS_PER_DAY);
+                let mut s = String::with_capacity(20);
+                write_time_trimmed(&mut s, utc);
                 s.push('Z');
-                Some(s)
+                ser.serialize_str(&s)
             }
-            Value::Interval { months, days, micros } if self.interval == IntervalHandling::String => {
-                Some(iso_interval(months, days, micros))
+            Value::Interval { months, days, micros } => match enc.interval {
+                IntervalHandling::String => ser.serialize_str(&iso_interval(*months, *days, *micros)),
+                IntervalHandling::Numeric => ser.serialize_i64(interval_micros(*months, *days, *micros)),
+            },
+            Value::Point { x, y } => {
+                let mut m = ser.serialize_map(Some(4))?;
+                m.serialize_entry("x", &JavaDouble(*x))?;
+                m.serialize_entry("y", &JavaDouble(*y))?;
+                m.serialize_entry("wkb", &base64::engine::general_purpose::STANDARD.encode(point_wkb(*x, *y)))?;
+                m.serialize_entry("srid", &())?;
+                m.end()
             }
-            _ => None,
+            Value::Unavailable => ser.serialize_str(&enc.unavailable),
         }
     }
 }
 
-fn float_json(f: f64) -> Json {
+/// A double that stays a double (`2.0`, not `2`) in every serializer.
+struct JavaDouble(f64);
+
+impl Serialize for JavaDouble {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        float(self.0, ser)
+    }
+}
+
+/// Finite doubles as numbers; `NaN`, `Infinity` and `-Infinity` as strings (Jackson's
+/// `WRITE_NAN_AS_STRINGS`, which Kafka Connect leaves on).
+fn float<S: Serializer>(f: f64, ser: S) -> Result<S::Ok, S::Error> {
     if f.is_finite() {
-        serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)
+        ser.serialize_f64(f)
     } else if f.is_nan() {
-        Json::String("NaN".into())
+        ser.serialize_str("NaN")
     } else if f > 0.0 {
-        Json::String("Infinity".into())
+        ser.serialize_str("Infinity")
     } else {
-        Json::String("-Infinity".into())
+        ser.serialize_str("-Infinity")
     }
 }
 
-/// Debezium's MicroDuration: a month is 365.25 / 12 = 30.4375 days.
-fn interval_micros(v: &Value) -> i64 {
-    match *v {
-        Value::Interval { months, days, micros } => {
-            months as i64 * 2_629_800_000_000 + days as i64 * MICROS_PER_DAY + micros
-        }
-        _ => 0,
-    }
+/// Well-known binary of a 2-D point, little-endian (as Debezium's `Geometry.wkb`).
+fn point_wkb(x: f64, y: f64) -> [u8; 21] {
+    let mut wkb = [0u8; 21];
+    wkb[0] = 1;
+    wkb[1..5].copy_from_slice(&1u32.to_le_bytes());
+    wkb[5..13].copy_from_slice(&x.to_le_bytes());
+    wkb[13..21].copy_from_slice(&y.to_le_bytes());
+    wkb
+}
+
+/// Debezium's MicroDuration: a month is 365.25 / 12 = 30.4375 days; an interval beyond 64-bit
+/// microseconds saturates, as Debezium's does (PostgreSQL allows ±178,000,000 years).
+fn interval_micros(months: i32, days: i32, micros: i64) -> i64 {
+    let total = months as i128 * 2_629_800_000_000 + days as i128 * MICROS_PER_DAY as i128 + micros as i128;
+    total.clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
 fn iso_interval(months: i32, days: i32, micros: i64) -> String {
@@ -366,6 +479,8 @@ fn unscaled_twos_complement(text: &str, scale: usize) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn text(enc: &Encoding, v: &Value) -> String {
@@ -393,7 +508,21 @@ mod tests {
         assert_eq!(text(&e, &Value::Time { micros: 3_600_000_001, precision: 6 }), "3600000001");
         assert_eq!(
             text(&e, &Value::TimestampTz { micros: 1_704_110_400_000_000, precision: 6 }),
-            "2024-01-01T12:00:00Z"
+            "2024-01-01T12:00:00.000000Z"
+        );
+        assert_eq!(
+            text(&e, &Value::TimestampTz { micros: 1_704_110_400_500_000, precision: 3 }),
+            "2024-01-01T12:00:00.500Z"
+        );
+        assert_eq!(text(&e, &Value::TimeTz { micros: 3_600_250_000, offset_secs: 0, precision: 6 }), "01:00:00.25Z");
+        // Beyond 64-bit microseconds an interval saturates, as Debezium's does.
+        assert_eq!(text(&e, &Value::Interval { months: 2_136_000_000, days: 0, micros: 0 }), i64::MAX.to_string());
+        assert_eq!(text(&e, &Value::Interval { months: -2_136_000_000, days: 0, micros: 0 }), i64::MIN.to_string());
+        assert_eq!(text(&e, &Value::Timestamp { micros: i64::MAX, precision: 6 }), "9223372036825200000");
+        assert_eq!(text(&e, &Value::Timestamp { micros: i64::MIN, precision: 3 }), "-9223372036832400");
+        assert_eq!(
+            text(&e, &Value::Point { x: 1.5, y: 2.0 }),
+            r#"{"x":1.5,"y":2.0,"wkb":"AQEAAAAAAAAAAAD4PwAAAAAAAABA","srid":null}"#
         );
         assert_eq!(text(&e, &Value::TimeTz { micros: 3_600_000_000, offset_secs: 3600, precision: 6 }), "00:00:00Z");
         assert_eq!(text(&e, &Value::Interval { months: 1, days: 1, micros: 1 }), "2716200000001");
@@ -410,6 +539,7 @@ mod tests {
             time: TimePrecision::Connect,
             binary: BinaryHandling::Hex,
             interval: IntervalHandling::String,
+            ..Encoding::default()
         };
         assert_eq!(e.to_json(&Value::Numeric { text: "12.34".into(), scale: Some(2) }), json!("BNI="));
         assert_eq!(

@@ -2,6 +2,7 @@
 
 pub mod encode;
 pub mod envelope;
+pub mod json;
 pub mod time;
 
 use std::fmt;
@@ -131,6 +132,15 @@ pub enum Value {
         micros: i64,
     },
     Array(Vec<Value>),
+    /// A 2-D point (PostgreSQL `point`), written as Debezium's geometry struct.
+    Point {
+        x: f64,
+        y: f64,
+    },
+    /// A value the source did not send: an unchanged TOASTed PostgreSQL column. Envelopes write
+    /// the placeholder in its place; rows hide it ([`Row::get`], [`Row::iter`]), so caches keep
+    /// the value they hold.
+    Unavailable,
 }
 
 impl Value {
@@ -151,24 +161,32 @@ impl Value {
 }
 
 /// Named column values. A row may be *partial*: a column whose value the source did not send
-/// (an unchanged TOASTed PostgreSQL value) is simply absent, and sinks leave it untouched.
+/// (an unchanged TOASTed PostgreSQL value) holds [`Value::Unavailable`], which every accessor but
+/// [`Row::iter_all`] hides, so sinks and transforms see it as absent and leave it untouched.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Row(pub Vec<(Arc<str>, Value)>);
 
 impl Row {
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
+        self.0.iter().find(|(n, v)| &**n == name && !matches!(v, Value::Unavailable)).map(|(_, v)| v)
     }
 
+    /// How many columns hold a value (unavailable ones not counted).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
+    /// The columns that hold a value, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().filter(|(_, v)| !matches!(v, Value::Unavailable)).map(|(n, v)| (&**n, v))
+    }
+
+    /// Every column, unavailable ones included (for envelopes, which write the placeholder).
+    pub fn iter_all(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.0.iter().map(|(n, v)| (&**n, v))
     }
 
@@ -180,8 +198,17 @@ impl Row {
 /// Where a snapshot row sits in its snapshot (Debezium's `source.snapshot`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotFlag {
+    /// A streamed change.
     No,
+    /// The first row of the snapshot.
+    First,
+    /// The first row of a table (not the snapshot's first).
+    FirstInTable,
+    /// Any other snapshot row.
     Yes,
+    /// The last row of a table (not the snapshot's last).
+    LastInTable,
+    /// The snapshot's last row.
     Last,
 }
 
@@ -189,28 +216,81 @@ impl SnapshotFlag {
     pub const fn as_str(self) -> &'static str {
         match self {
             SnapshotFlag::No => "false",
+            SnapshotFlag::First => "first",
+            SnapshotFlag::FirstInTable => "first_in_data_collection",
             SnapshotFlag::Yes => "true",
+            SnapshotFlag::LastInTable => "last_in_data_collection",
             SnapshotFlag::Last => "last",
         }
+    }
+
+    pub const fn is_snapshot(self) -> bool {
+        !matches!(self, SnapshotFlag::No)
+    }
+}
+
+/// Sets Debezium's snapshot markers with one row of lookahead: a snapshot reader hands every
+/// row to [`SnapshotMarks::push`] and says where each table ends; rows come back out one behind,
+/// marked.
+#[derive(Debug, Default)]
+pub struct SnapshotMarks {
+    held: Option<ChangeEvent>,
+    started: bool,
+    table_started: bool,
+}
+
+impl SnapshotMarks {
+    /// Take the next row; returns the previous one, now that its marker is known.
+    pub fn push(&mut self, mut ev: ChangeEvent) -> Option<ChangeEvent> {
+        ev.snapshot = if !self.started {
+            SnapshotFlag::First
+        } else if !self.table_started {
+            SnapshotFlag::FirstInTable
+        } else {
+            SnapshotFlag::Yes
+        };
+        self.started = true;
+        self.table_started = true;
+        self.held.replace(ev)
+    }
+
+    /// The current table has no more rows: the held row is its last.
+    pub fn end_table(&mut self) {
+        if self.table_started {
+            if let Some(ev) = &mut self.held {
+                // Debezium: the first row of the snapshot stays `first` unless it is also the last.
+                if ev.snapshot != SnapshotFlag::First {
+                    ev.snapshot = SnapshotFlag::LastInTable;
+                }
+            }
+        }
+        self.table_started = false;
+    }
+
+    /// Give up the held row (at a checkpoint, which must cover it) with the marker it has now.
+    pub fn release(&mut self) -> Option<ChangeEvent> {
+        self.held.take()
+    }
+
+    /// The snapshot is complete: the held row is its last.
+    pub fn finish(&mut self) -> Option<ChangeEvent> {
+        let mut ev = self.held.take()?;
+        ev.snapshot = SnapshotFlag::Last;
+        Some(ev)
     }
 }
 
 /// Source-specific fields of Debezium's `source` block.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceMeta {
-    Postgres {
-        lsn: u64,
-        tx_id: Option<u32>,
-    },
-    /// MySQL/MariaDB: the binlog coordinates of the rows event, the row's index in it, and the
-    /// transaction's GTID (`domain-server-seq` on MariaDB, `uuid:gno` on MySQL).
-    Mysql {
-        server_id: u32,
-        gtid: Option<Arc<str>>,
-        file: Arc<str>,
-        pos: u64,
-        row: u32,
-    },
+    /// PostgreSQL: the change's own LSN, the end LSN of the last transaction committed before it
+    /// in this stream (Debezium's `sequence` is `[last_commit_lsn, lsn]`), and the transaction id
+    /// (the snapshot transaction's for snapshot rows).
+    Postgres { lsn: u64, last_commit_lsn: Option<u64>, tx_id: Option<u64> },
+    /// MySQL/MariaDB: the binlog coordinates of the rows event, the row's index in it, the
+    /// transaction's GTID (`domain-server-seq` on MariaDB, `uuid:gno` on MySQL) and the thread
+    /// that wrote it (`None` for snapshot rows and statements).
+    Mysql { server_id: u32, gtid: Option<Arc<str>>, file: Arc<str>, pos: u64, row: u32, thread: Option<u32> },
 }
 
 impl SourceMeta {
@@ -235,13 +315,19 @@ pub struct ChangeEvent {
     /// into the stored row instead of replacing the row.
     pub partial: bool,
     pub version: Version,
-    /// Commit time at the source, milliseconds since the epoch.
-    pub commit_ts_ms: i64,
+    /// Commit time at the source, microseconds since the epoch (as precise as the source
+    /// records it: PostgreSQL and MySQL 8+ to the microsecond, MariaDB to the second).
+    pub commit_us: i64,
     pub snapshot: SnapshotFlag,
     pub source: SourceMeta,
 }
 
 impl ChangeEvent {
+    /// Commit time at the source, milliseconds since the epoch.
+    pub fn commit_ts_ms(&self) -> i64 {
+        self.commit_us.div_euclid(1000)
+    }
+
     pub fn approx_bytes(&self) -> usize {
         64 + self.key.approx_bytes()
             + self.before.as_ref().map_or(0, Row::approx_bytes)

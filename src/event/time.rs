@@ -29,20 +29,34 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// Append `HH:MM:SS[.fff[fff]]` for microseconds since midnight; the fraction is written in groups
-/// of three digits, as Java's ISO formatter does, and omitted when zero.
-pub fn write_time(out: &mut String, micros_of_day: i64) {
+/// Append `HH:MM:SS` and, unless zero, the fraction with its trailing zeros trimmed (`.5`,
+/// `.25`, `.000001`), as Java's ISO time formatters write it.
+pub fn write_time_trimmed(out: &mut String, micros_of_day: i64) {
+    write_hms(out, micros_of_day);
+    let frac = micros_of_day.rem_euclid(MICROS_PER_SEC);
+    if frac != 0 {
+        let digits = format!("{frac:06}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+}
+
+/// Append `HH:MM:SS` and the fraction padded to `digits` places (none for 0), as Debezium's
+/// `ZonedTimestamp` writes a column of that precision.
+pub fn write_time_fixed(out: &mut String, micros_of_day: i64, digits: u8) {
+    write_hms(out, micros_of_day);
+    let digits = digits.min(6) as usize;
+    if digits > 0 {
+        let frac = format!("{:06}", micros_of_day.rem_euclid(MICROS_PER_SEC));
+        out.push('.');
+        out.push_str(&frac[..digits]);
+    }
+}
+
+fn write_hms(out: &mut String, micros_of_day: i64) {
     use std::fmt::Write;
     let secs = micros_of_day.div_euclid(MICROS_PER_SEC);
-    let frac = micros_of_day.rem_euclid(MICROS_PER_SEC);
     let _ = write!(out, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
-    if frac != 0 {
-        if frac % 1000 == 0 {
-            let _ = write!(out, ".{:03}", frac / 1000);
-        } else {
-            let _ = write!(out, ".{frac:06}");
-        }
-    }
 }
 
 /// Append `YYYY-MM-DD` (years outside 0..=9999 get a sign, as ISO-8601 expanded years).
@@ -56,14 +70,20 @@ pub fn write_date(out: &mut String, days: i64) {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` for microseconds since the epoch (UTC).
-pub fn iso_utc(micros: i64) -> String {
+/// `YYYY-MM-DDTHH:MM:SS[.f…]Z` for microseconds since the epoch (UTC), the fraction padded to
+/// the column's precision.
+pub fn iso_utc_fixed(micros: i64, digits: u8) -> String {
     let mut out = String::with_capacity(32);
     write_date(&mut out, micros.div_euclid(MICROS_PER_DAY));
     out.push('T');
-    write_time(&mut out, micros.rem_euclid(MICROS_PER_DAY));
+    write_time_fixed(&mut out, micros.rem_euclid(MICROS_PER_DAY), digits);
     out.push('Z');
     out
+}
+
+/// Current wall-clock time in nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 /// Current wall-clock time in milliseconds since the epoch.
@@ -89,9 +109,13 @@ mod tests {
 
     #[test]
     fn iso_text() {
-        assert_eq!(iso_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso_utc(1_704_110_400_123_000), "2024-01-01T12:00:00.123Z");
-        assert_eq!(iso_utc(1_704_110_400_123_456), "2024-01-01T12:00:00.123456Z");
-        assert_eq!(iso_utc(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(iso_utc_fixed(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso_utc_fixed(0, 6), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(iso_utc_fixed(1_704_110_400_500_000, 3), "2024-01-01T12:00:00.500Z");
+        assert_eq!(iso_utc_fixed(1_704_110_400_123_456, 6), "2024-01-01T12:00:00.123456Z");
+        assert_eq!(iso_utc_fixed(-1, 6), "1969-12-31T23:59:59.999999Z");
+        let mut t = String::new();
+        write_time_trimmed(&mut t, 41_400_250_000);
+        assert_eq!(t, "11:30:00.25");
     }
 }

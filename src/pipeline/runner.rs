@@ -146,8 +146,11 @@ impl Pipeline {
         let mut any_heartbeat = false;
         let mut done = Vec::with_capacity(batches.len());
         for batch in batches {
-            let Batch { events: input, checkpoint, newest_commit_ms, heartbeat, offset, .. } = batch;
+            let Batch { events: mut input, checkpoint, newest_commit_ms, heartbeat, offset, .. } = batch;
             let n = input.len();
+            if !self.encoding.skipped.is_empty() {
+                input.retain(|ev| !self.encoding.skipped.contains(ev.op));
+            }
             let heartbeat_ms = if heartbeat { newest_commit_ms } else { None };
             events.extend(self.chain.apply(input, heartbeat_ms).map_err(PipelineError::Transform)?);
             self.late().await?;
@@ -195,7 +198,7 @@ impl Pipeline {
                 warn!(connector = %self.ctx.name, %window, %reason, table = %ev.table, "late event counted (no dead-letter target for this window)");
                 continue;
             };
-            let ctx = SinkContext { connector: self.ctx.name.clone(), encoding: self.encoding };
+            let ctx = SinkContext { connector: self.ctx.name.clone(), encoding: self.encoding.clone() };
             let dl = self.late_letters.entry(window.clone()).or_insert_with(|| DeadLetters::new(&target, ctx));
             let who = format!("window {window}");
             let mut backoff = Backoff::default();

@@ -62,7 +62,7 @@ impl SinkRunner {
         let now_ms = crate::event::time::now_ms();
         let to_ack = ctx.metrics.commit_to_ack_seconds.get_or_create(&self.labels);
         for ev in events.iter().filter(|e| e.snapshot == SnapshotFlag::No) {
-            to_ack.observe((now_ms - ev.commit_ts_ms).max(0) as f64 / 1000.0);
+            to_ack.observe((now_ms - ev.commit_ts_ms()).max(0) as f64 / 1000.0);
         }
     }
 

@@ -41,9 +41,9 @@ fn event(lsn: u64, index: u64, commit_ms: i64) -> ChangeEvent {
         before: None,
         partial: false,
         version: Version::new(lsn, index),
-        commit_ts_ms: commit_ms,
+        commit_us: commit_ms * 1000,
         snapshot: SnapshotFlag::No,
-        source: SourceMeta::Postgres { lsn, tx_id: None },
+        source: SourceMeta::Postgres { lsn, last_commit_lsn: None, tx_id: None },
     }
 }
 

@@ -8,7 +8,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::check::Finding;
 use crate::connector::{Delivery, Sink, SinkContext, SinkError, SinkSpec, WriteReport};
-use crate::event::envelope::envelope_json;
+use crate::event::envelope::Envelope;
+use crate::event::json;
+use crate::event::time::now_ns;
 use crate::event::ChangeEvent;
 use crate::retry::{Classify, ErrorClass};
 
@@ -70,9 +72,10 @@ impl StdoutSink {
 
     async fn write_all(&mut self, events: &[ChangeEvent]) -> Result<WriteReport, StdoutError> {
         self.buf.clear();
+        let now_ns = now_ns();
         for ev in events {
-            serde_json::to_writer(&mut self.buf, &envelope_json(ev, &self.ctx.connector, &self.ctx.encoding))
-                .map_err(std::io::Error::from)?;
+            let envelope = Envelope { ev, connector: &self.ctx.connector, enc: &self.ctx.encoding, now_ns };
+            json::write(&mut self.buf, &envelope).map_err(std::io::Error::from)?;
             self.buf.push(b'\n');
         }
         self.out.write_all(&self.buf).await?;

@@ -321,7 +321,7 @@ impl Groups {
             after,
             partial: false,
             version: cause.version,
-            commit_ts_ms: cause.commit_ts_ms,
+            commit_us: cause.commit_us,
             snapshot: cause.snapshot,
             source: cause.source.clone(),
         });
@@ -371,9 +371,9 @@ mod tests {
             after: (op != Op::Delete).then_some(row),
             partial: false,
             version: Version::new(v, 1),
-            commit_ts_ms: 0,
+            commit_us: 0,
             snapshot: SnapshotFlag::No,
-            source: SourceMeta::Postgres { lsn: v, tx_id: None },
+            source: SourceMeta::Postgres { lsn: v, last_commit_lsn: None, tx_id: None },
         }
     }
 

@@ -291,7 +291,7 @@ impl Chain {
                     let dropped = metrics.dedup_dropped.get_or_create(&labels).clone();
                     Box::new(DedupStage { cfg: cfg.clone(), dedup, dropped })
                 }
-                _ => Box::new(Stateless { cfg: cfg.clone(), enc }),
+                _ => Box::new(Stateless { cfg: cfg.clone(), enc: enc.clone() }),
             });
         }
         Ok(Chain { stages, spare: Vec::new() })

@@ -163,9 +163,9 @@ mod tests {
             after: Some(row),
             partial: false,
             version: Version::new(1, 1),
-            commit_ts_ms: 0,
+            commit_us: 0,
             snapshot: SnapshotFlag::No,
-            source: SourceMeta::Postgres { lsn: 1, tx_id: None },
+            source: SourceMeta::Postgres { lsn: 1, last_commit_lsn: None, tx_id: None },
         }
     }
 

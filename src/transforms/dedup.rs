@@ -85,7 +85,7 @@ impl Dedup {
             return Ok(true);
         }
         let Some(id) = self.id(ev) else { return Ok(true) };
-        self.now = self.now.max(ev.commit_ts_ms);
+        self.now = self.now.max(ev.commit_ts_ms());
         self.expire()?;
         if let Some(at) = self.seen.get(&id)?.copied() {
             if self.now - at < self.cfg.ttl {
@@ -94,8 +94,8 @@ impl Dedup {
             }
             self.by_time.remove(&(at, id.clone()));
         }
-        *self.seen.get_mut(&id)? = Some(ev.commit_ts_ms);
-        self.by_time.insert((ev.commit_ts_ms, id));
+        *self.seen.get_mut(&id)? = Some(ev.commit_ts_ms());
+        self.by_time.insert((ev.commit_ts_ms(), id));
         if self.by_time.len() > self.cfg.max_entries {
             if let Some((_, oldest)) = self.by_time.pop_first() {
                 *self.seen.get_mut(&oldest)? = None;
@@ -142,9 +142,9 @@ mod tests {
             after: Some(Row(vec![(Arc::from("id"), Value::Int(id)), (Arc::from("token"), Value::Text(token.into()))])),
             partial: false,
             version: Version::new(v, 1),
-            commit_ts_ms: t,
+            commit_us: t * 1000,
             snapshot: SnapshotFlag::No,
-            source: SourceMeta::Postgres { lsn: v, tx_id: None },
+            source: SourceMeta::Postgres { lsn: v, last_commit_lsn: None, tx_id: None },
         }
     }
 

@@ -193,7 +193,7 @@ impl FilterExpr {
             ctx.add_variable_as_val("table", text(&ev.table.name));
         }
         if self.uses.ts_ms {
-            ctx.add_variable_as_val("ts_ms", Box::new(CelInt::from(ev.commit_ts_ms)));
+            ctx.add_variable_as_val("ts_ms", Box::new(CelInt::from(ev.commit_ts_ms())));
         }
         let only = (!self.refs.whole_row).then_some(&self.refs.columns);
         if self.uses.key {
@@ -317,9 +317,9 @@ mod tests {
             after: (op != Op::Delete).then_some(row),
             partial: false,
             version: Version::new(1, 1),
-            commit_ts_ms: 1000,
+            commit_us: 1_000_000,
             snapshot: SnapshotFlag::No,
-            source: SourceMeta::Postgres { lsn: 1, tx_id: None },
+            source: SourceMeta::Postgres { lsn: 1, last_commit_lsn: None, tx_id: None },
         }
     }
 

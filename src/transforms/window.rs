@@ -199,7 +199,7 @@ impl Window {
 
     fn event_time(&self, ev: &ChangeEvent) -> Option<i64> {
         match &self.cfg.time {
-            TimeSource::Commit => Some(ev.commit_ts_ms),
+            TimeSource::Commit => Some(ev.commit_ts_ms()),
             TimeSource::Column(c) => {
                 let row = ev.after.as_ref().or(ev.before.as_ref())?;
                 match row.get(c)? {
@@ -256,7 +256,7 @@ impl Window {
             Row(cols)
         });
         let (db, schema, source, commit) = match cause {
-            Some(c) => (c.table.db.clone(), c.table.schema.clone(), Some(c.source.clone()), c.commit_ts_ms),
+            Some(c) => (c.table.db.clone(), c.table.schema.clone(), Some(c.source.clone()), c.commit_ts_ms()),
             None => {
                 (self.meta.db.as_str().into(), self.meta.schema.as_str().into(), None, self.meta.max_time.unwrap_or(0))
             }
@@ -269,7 +269,7 @@ impl Window {
             after,
             partial: false,
             version,
-            commit_ts_ms: commit,
+            commit_us: commit * 1000,
             snapshot: crate::event::SnapshotFlag::No,
             source: source.unwrap_or_else(|| self.heartbeat_source(version)),
         }
@@ -281,13 +281,23 @@ impl Window {
     fn heartbeat_source(&self, version: Version) -> SourceMeta {
         match (&self.last_source, self.meta.connector.as_str()) {
             // Where the stream was, but in no transaction.
-            (Some(SourceMeta::Mysql { server_id, file, pos, .. }), _) => {
-                SourceMeta::Mysql { server_id: *server_id, gtid: None, file: file.clone(), pos: *pos, row: 0 }
-            }
-            (None, "mysql") => {
-                SourceMeta::Mysql { server_id: 0, gtid: None, file: "".into(), pos: version.hi & 0xffff_ffff, row: 0 }
-            }
-            _ => SourceMeta::Postgres { lsn: version.hi, tx_id: None },
+            (Some(SourceMeta::Mysql { server_id, file, pos, .. }), _) => SourceMeta::Mysql {
+                server_id: *server_id,
+                gtid: None,
+                file: file.clone(),
+                pos: *pos,
+                row: 0,
+                thread: None,
+            },
+            (None, "mysql") => SourceMeta::Mysql {
+                server_id: 0,
+                gtid: None,
+                file: "".into(),
+                pos: version.hi & 0xffff_ffff,
+                row: 0,
+                thread: None,
+            },
+            _ => SourceMeta::Postgres { lsn: version.hi, last_commit_lsn: None, tx_id: None },
         }
     }
 
@@ -327,7 +337,7 @@ impl Window {
             return Ok(());
         };
         self.meta.max_time = Some(self.meta.max_time.map_or(t, |m| m.max(t)));
-        self.meta.anchor = Some((self.meta.max_time.expect("set above"), ev.commit_ts_ms));
+        self.meta.anchor = Some((self.meta.max_time.expect("set above"), ev.commit_ts_ms()));
         let Some(row) = ev.after.as_ref().or(ev.before.as_ref()) else { return Ok(()) };
         let group: Vec<Option<Scalar>> = self.cfg.group_by.iter().map(|c| row.get(c).and_then(Scalar::of)).collect();
         let values = values_of(&self.cfg.aggregates, row);
@@ -553,9 +563,9 @@ mod tests {
             ])),
             partial: false,
             version: Version::new(v, 1),
-            commit_ts_ms: t,
+            commit_us: t * 1000,
             snapshot: SnapshotFlag::No,
-            source: SourceMeta::Postgres { lsn: v, tx_id: None },
+            source: SourceMeta::Postgres { lsn: v, last_commit_lsn: None, tx_id: None },
         }
     }
 
@@ -595,7 +605,14 @@ mod tests {
     #[test]
     fn emissions_no_event_caused_name_the_real_connector_kind() {
         let mysql = |e: ChangeEvent| ChangeEvent {
-            source: SourceMeta::Mysql { server_id: 7, gtid: None, file: "b.000003".into(), pos: 400, row: 0 },
+            source: SourceMeta::Mysql {
+                server_id: 7,
+                gtid: None,
+                file: "b.000003".into(),
+                pos: 400,
+                row: 0,
+                thread: None,
+            },
             ..e
         };
         let dir = std::env::temp_dir().join(format!("tidemark-window-{}-{}", std::process::id(), fastrand::u64(..)));

@@ -2,6 +2,7 @@
 
 mod cli;
 mod cluster;
+mod conformance;
 mod elasticsearch;
 mod mysql_redis;
 mod operating;

@@ -87,9 +87,9 @@ mod tests {
             after: None,
             partial: false,
             version: Version::default(),
-            commit_ts_ms: 0,
+            commit_us: 0,
             snapshot: SnapshotFlag::No,
-            source: SourceMeta::Postgres { lsn: 0, tx_id: None },
+            source: SourceMeta::Postgres { lsn: 0, last_commit_lsn: None, tx_id: None },
         }
     }
 

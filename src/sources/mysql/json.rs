@@ -1,10 +1,11 @@
-//! MySQL's binary JSON as the text MySQL itself prints for it (`SELECT json_column`), so a row
-//! read from the binlog and the same row read by the snapshot's query carry the same JSON text.
+//! MySQL's binary JSON as compact text, as Debezium writes it for rows from the binlog: MySQL's
+//! own printer (`SELECT json_column`) without its whitespace, so a row read from the binlog and
+//! the same row read by the snapshot's query (whose text [`compact`] strips) carry the same text.
 //!
 //! MySQL's printer: objects in stored key order (by key length, then bytes), `", "` and `": "`
-//! between items, doubles with `.0` when integral and in exponent form outside 1e-15..1e15,
-//! decimals with their scale, dates and times as quoted strings with microseconds, other opaque
-//! values as `"base64:type<N>:<data>"`.
+//! between items (here `,` and `:`), doubles with `.0` when integral and in exponent form outside
+//! 1e-15..1e15, decimals with their scale, dates and times as quoted strings with microseconds,
+//! other opaque values as `"base64:type<N>:<data>"`.
 
 use std::fmt::Write;
 
@@ -16,13 +17,37 @@ pub fn to_text(dom: &JsonDom) -> String {
     out
 }
 
+/// JSON text as MySQL prints it, without the whitespace between tokens.
+pub fn compact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn write_dom(out: &mut String, dom: &JsonDom) {
     match dom {
         JsonDom::Container(JsonContainer::Array(items)) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(", ");
+                    out.push(',');
                 }
                 write_dom(out, item);
             }
@@ -34,10 +59,10 @@ fn write_dom(out: &mut String, dom: &JsonDom) {
             out.push('{');
             for (i, (key, value)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push_str(", ");
+                    out.push(',');
                 }
                 write_string(out, key);
-                out.push_str(": ");
+                out.push(':');
                 write_dom(out, value);
             }
             out.push('}');
@@ -138,6 +163,7 @@ mod tests {
         obj.insert("a".to_string(), JsonDom::Container(JsonContainer::Array(vec![])));
         obj.insert("bb".to_string(), JsonDom::Scalar(JsonScalar::String("q\"\\\n\u{1}\u{1f}\u{7f}é🎉/".into())));
         let dom = JsonDom::Container(JsonContainer::Object(obj));
-        assert_eq!(to_text(&dom), "{\"a\": [], \"bb\": \"q\\\"\\\\\\n\\u0001\\u001f\u{7f}é🎉/\", \"zz\": 1}");
+        assert_eq!(to_text(&dom), "{\"a\":[],\"bb\":\"q\\\"\\\\\\n\\u0001\\u001f\u{7f}é🎉/\",\"zz\":1}");
+        assert_eq!(compact(r#"{"a": [1, 2], "b \" c": "x y"}"#), r#"{"a":[1,2],"b \" c":"x y"}"#);
     }
 }

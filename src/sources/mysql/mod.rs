@@ -135,7 +135,7 @@ impl Source for MysqlConfig {
     }
 
     fn encoding(&self) -> Encoding {
-        self.encoding
+        self.encoding.clone()
     }
 
     fn heartbeat_interval(&self) -> Duration {

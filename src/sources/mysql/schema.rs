@@ -466,7 +466,7 @@ pub fn convert(kind: &Kind, v: BinlogValue<'_>, origin: Origin) -> (Value, bool)
         (Kind::Float | Kind::Double, MyValue::Double(f)) => Some(Value::Float(f)),
         (Kind::Double, MyValue::Float(f)) => Some(Value::Float(float_from_f32(f))),
         (Kind::Text, MyValue::Bytes(b)) => return text_or_bytes(b),
-        (Kind::Json, MyValue::Bytes(b)) => String::from_utf8(b).ok().map(Value::Json),
+        (Kind::Json, MyValue::Bytes(b)) => String::from_utf8(b).ok().map(|t| Value::Json(super::json::compact(&t))),
         (Kind::Binary { pad_to }, MyValue::Bytes(mut b)) => {
             if let Some(n) = pad_to {
                 if origin == Origin::Binlog && b.len() < *n {

@@ -21,7 +21,7 @@ use super::{query_row, snapshot_position, MyError, MysqlConfig};
 use crate::connector::position::{coordinate, GtidPosition, GtidState, MyPosition};
 use crate::connector::{Batcher, Position, SnapshotProgress};
 use crate::event::time::now_ms;
-use crate::event::{ChangeEvent, Op, SnapshotFlag, SourceMeta, Version};
+use crate::event::{ChangeEvent, Op, SnapshotFlag, SnapshotMarks, SourceMeta, Version};
 use crate::metrics::{self, Metrics};
 
 pub struct SnapshotRun<'a> {
@@ -108,9 +108,10 @@ impl SnapshotRun<'_> {
         let started_ms = now_ms();
         let version = Version::new(coordinate(&at.file, at.pos), 0);
         let file: std::sync::Arc<str> = at.file.as_str().into();
-        let gtid: Option<std::sync::Arc<str>> = at.gtid.as_ref().map(|g| g.to_string().into());
         let chunk = self.cfg.snapshot_chunk_rows.get();
-        let mut held: Option<ChangeEvent> = None; // one event of lookahead, to flag the last row
+        // One row of lookahead, for Debezium's first/last markers. A checkpoint covers only the
+        // rows handed over, so it names the key of the last of those, not of the held row.
+        let mut marks = SnapshotMarks::default();
         for (db, table) in tables {
             let qualified = format!("{db}.{table}");
             if progress.done.contains(&qualified) {
@@ -131,6 +132,8 @@ impl SnapshotRun<'_> {
                 _ => None,
             };
             progress.table = Some(qualified.clone());
+            let mut released_key = after.clone();
+            let mut held_key: Option<Vec<Option<String>>> = None;
             loop {
                 let sql = chunk_query(db, table, &schema, after.as_deref(), chunk);
                 // Streamed, not collected: a table without a key is read in one pass, and its rows
@@ -140,11 +143,10 @@ impl SnapshotRun<'_> {
                 let mut last_key = None;
                 while let Some(row) = result.next().await? {
                     n += 1;
-                    if schema.by_primary_key {
-                        last_key = Some(
-                            schema.key.iter().map(|&k| row.as_ref(k).map(|v| v.as_sql(false))).collect::<Vec<_>>(),
-                        );
-                    }
+                    let key: Option<Vec<Option<String>>> = schema
+                        .by_primary_key
+                        .then(|| schema.key.iter().map(|&k| row.as_ref(k).map(|v| v.as_sql(false))).collect());
+                    last_key.clone_from(&key);
                     let values = query_row(&schema, row);
                     let ev = ChangeEvent {
                         op: Op::Read,
@@ -154,21 +156,29 @@ impl SnapshotRun<'_> {
                         after: Some(values),
                         partial: false,
                         version,
-                        commit_ts_ms: started_ms,
+                        commit_us: started_ms * 1000,
                         snapshot: SnapshotFlag::Yes,
+                        // As Debezium: snapshot rows name the snapshot's binlog coordinates, no
+                        // server, GTID or thread.
                         source: SourceMeta::Mysql {
                             server_id: 0,
-                            gtid: gtid.clone(),
+                            gtid: None,
                             file: file.clone(),
                             pos: at.pos,
                             row: 0,
+                            thread: None,
                         },
                     };
-                    if let Some(prev) = held.replace(ev) {
+                    if let Some(prev) = marks.push(ev) {
                         batcher.push(prev);
+                        if let Some(k) = std::mem::replace(&mut held_key, key) {
+                            released_key = Some(k);
+                        }
                         if batcher.is_full() {
                             batcher.flush().await?;
                         }
+                    } else {
+                        held_key = key;
                     }
                 }
                 drop(result);
@@ -178,19 +188,16 @@ impl SnapshotRun<'_> {
                     break;
                 }
                 after = last_key;
-                progress.after = after.clone();
-                if let Some(prev) = held.take() {
-                    batcher.push(prev);
-                }
+                progress.after = released_key.clone();
                 batcher.mark(snapshot_position(at, progress.clone()), Some(started_ms), None, false);
                 batcher.flush().await?;
             }
+            marks.end_table();
             progress.done.push(qualified);
             progress.table = None;
             progress.after = None;
         }
-        if let Some(mut last) = held.take() {
-            last.snapshot = SnapshotFlag::Last;
+        if let Some(last) = marks.finish() {
             batcher.push(last);
         }
         let done = Position::Mysql(MyPosition { snapshot: None, ..at.clone() });

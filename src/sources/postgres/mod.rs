@@ -201,7 +201,7 @@ impl RelInfo {
                 Datum::Null => Value::Null,
                 Datum::Unchanged => {
                     partial = true;
-                    continue;
+                    Value::Unavailable
                 }
                 Datum::Text(b) => {
                     let text = String::from_utf8_lossy(b);
@@ -234,15 +234,20 @@ impl RelInfo {
 struct Txn {
     commit_lsn: u64,
     xid: u32,
-    commit_ms: i64,
+    /// Commit time, Unix microseconds.
+    commit_us: i64,
     index: u64,
 }
 
-/// PostgreSQL's epoch (2000-01-01) in Unix milliseconds.
-const PG_EPOCH_MS: i64 = 946_684_800_000;
+/// PostgreSQL's epoch (2000-01-01) in Unix microseconds.
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+fn pg_micros_to_unix_us(us: i64) -> i64 {
+    us + PG_EPOCH_US
+}
 
 fn pg_micros_to_unix_ms(us: i64) -> i64 {
-    us.div_euclid(1000) + PG_EPOCH_MS
+    pg_micros_to_unix_us(us).div_euclid(1000)
 }
 
 /// Run the source until cancelled; transient failures reconnect with backoff and resume from the
@@ -254,8 +259,14 @@ pub async fn run(cfg: &PostgresConfig, ctx: SourceContext) -> Result<(), PgError
     };
     run_sessions(cfg, ctx, position, |cfg, ctx, resume, backoff| {
         async move {
-            let mut session =
-                Session { cfg, ctx, db: cfg.dbname().into(), relations: HashMap::new(), types: TypeCache::default() };
+            let mut session = Session {
+                cfg,
+                ctx,
+                db: cfg.dbname().into(),
+                relations: HashMap::new(),
+                types: TypeCache::default(),
+                last_commit_lsn: None,
+            };
             session.run(resume, backoff).await
         }
         .boxed()
@@ -279,6 +290,9 @@ struct Session<'a> {
     db: Arc<str>,
     relations: HashMap<u32, Option<RelInfo>>,
     types: TypeCache,
+    /// The end LSN of the last transaction committed in this stream (Debezium's `lsn_commit`,
+    /// the first half of `source.sequence`); a resumed stream starts from the stored one.
+    last_commit_lsn: Option<u64>,
 }
 
 impl Session<'_> {
@@ -295,8 +309,10 @@ impl Session<'_> {
         };
         let slot = self.ensure_slot(&client, resume.as_ref(), needs_snapshot).await?;
         let start_lsn = if needs_snapshot {
+            self.last_commit_lsn = None;
             self.snapshot(&client, &keyed, resume.as_ref(), &slot, backoff).await?
         } else {
+            self.last_commit_lsn = resume.as_ref().map(|p| p.lsn.as_u64());
             resume.as_ref().map_or(slot.consistent_lsn, |p| p.lsn.as_u64())
         };
         for (t, rel) in keyed {
@@ -524,12 +540,13 @@ impl Session<'_> {
                 *txn = Some(Txn {
                     commit_lsn: final_lsn.as_u64(),
                     xid,
-                    commit_ms: pg_micros_to_unix_ms(commit_time_micros),
+                    commit_us: pg_micros_to_unix_us(commit_time_micros),
                     index: 0,
                 });
             }
             ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
                 txn.take();
+                self.last_commit_lsn = Some(end_lsn.as_u64());
                 let pos = Position::Postgres(PgPosition::streaming(Lsn(end_lsn.as_u64())));
                 self.ctx.batcher.mark(
                     pos,
@@ -547,9 +564,9 @@ impl Session<'_> {
                     self.ctx.batcher.after_boundary().await?;
                 }
             }
-            ReplicationEvent::XLogData { data, .. } => {
+            ReplicationEvent::XLogData { wal_start, data, .. } => {
                 let msg = pgoutput::decode(data)?;
-                self.handle_message(msg, txn, client).await?;
+                self.handle_message(msg, wal_start.as_u64(), txn, client).await?;
                 if self.ctx.batcher.is_full() {
                     self.ctx.batcher.flush().await?;
                 }
@@ -561,14 +578,21 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn handle_message(&mut self, msg: Message, txn: &mut Option<Txn>, client: &Client) -> Result<(), PgError> {
+    /// One pgoutput message, written at `lsn`.
+    async fn handle_message(
+        &mut self,
+        msg: Message,
+        lsn: u64,
+        txn: &mut Option<Txn>,
+        client: &Client,
+    ) -> Result<(), PgError> {
         match msg {
             Message::Relation(rel) => self.on_relation(rel, client).await?,
             Message::Insert { relation, new } => {
                 let Some(rel) = self.relation(relation) else { return Ok(()) };
                 let (after, _) = rel.row(&new);
                 let key = rel.key_from(&after).unwrap_or_default();
-                let ev = self.event(txn, relation, Op::Create, key, None, Some(after), false);
+                let ev = self.event(lsn, txn, relation, Op::Create, key, None, Some(after), false);
                 self.push(ev);
             }
             Message::Update { relation, old, new } => {
@@ -587,13 +611,13 @@ impl Session<'_> {
                 match old_key {
                     // The key changed: like Debezium, a delete of the old key and a create of the new.
                     Some(old_key) => {
-                        let del = self.event(txn, relation, Op::Delete, old_key, before.clone(), None, false);
+                        let del = self.event(lsn, txn, relation, Op::Delete, old_key, before.clone(), None, false);
                         self.push(del);
-                        let create = self.event(txn, relation, Op::Create, new_key, None, Some(after), partial);
+                        let create = self.event(lsn, txn, relation, Op::Create, new_key, None, Some(after), partial);
                         self.push(create);
                     }
                     None => {
-                        let ev = self.event(txn, relation, Op::Update, new_key, before, Some(after), partial);
+                        let ev = self.event(lsn, txn, relation, Op::Update, new_key, before, Some(after), partial);
                         self.push(ev);
                     }
                 }
@@ -602,13 +626,13 @@ impl Session<'_> {
                 let Some(rel) = self.relation(relation) else { return Ok(()) };
                 let (before, _) = rel.row(&tuple);
                 let key = rel.key_from(&before).unwrap_or_default();
-                let ev = self.event(txn, relation, Op::Delete, key, Some(before), None, false);
+                let ev = self.event(lsn, txn, relation, Op::Delete, key, Some(before), None, false);
                 self.push(ev);
             }
             Message::Truncate { relations, .. } => {
                 for relation in relations {
                     if self.relation(relation).is_some() {
-                        let ev = self.event(txn, relation, Op::Truncate, Row::default(), None, None, false);
+                        let ev = self.event(lsn, txn, relation, Op::Truncate, Row::default(), None, None, false);
                         self.push(ev);
                     }
                 }
@@ -633,6 +657,7 @@ impl Session<'_> {
     #[allow(clippy::too_many_arguments)]
     fn event(
         &self,
+        lsn: u64,
         txn: &mut Option<Txn>,
         relation: u32,
         op: Op,
@@ -643,10 +668,10 @@ impl Session<'_> {
     ) -> ChangeEvent {
         let rel = self.relation(relation).expect("checked by caller");
         rel.counters.get(op).inc();
-        let (commit_lsn, xid, commit_ms, index) = match txn {
+        let (commit_lsn, xid, commit_us, index) = match txn {
             Some(t) => {
                 t.index += 1;
-                (t.commit_lsn, Some(t.xid), t.commit_ms, t.index)
+                (t.commit_lsn, Some(t.xid as u64), t.commit_us, t.index)
             }
             None => (0, None, 0, 0),
         };
@@ -658,9 +683,9 @@ impl Session<'_> {
             after,
             partial,
             version: Version::new(commit_lsn, index),
-            commit_ts_ms: commit_ms,
+            commit_us,
             snapshot: SnapshotFlag::No,
-            source: SourceMeta::Postgres { lsn: commit_lsn, tx_id: xid },
+            source: SourceMeta::Postgres { lsn, last_commit_lsn: self.last_commit_lsn, tx_id: xid },
         }
     }
 
@@ -793,7 +818,7 @@ impl Source for PostgresConfig {
     }
 
     fn encoding(&self) -> Encoding {
-        self.encoding
+        self.encoding.clone()
     }
 
     fn heartbeat_interval(&self) -> Duration {

@@ -20,7 +20,7 @@ use super::{PgError, PgPosition, RelInfo};
 use crate::connector::position::Lsn;
 use crate::connector::{Batcher, Position, SnapshotProgress};
 use crate::event::time::now_ms;
-use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SourceMeta, Value, Version};
+use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SnapshotMarks, SourceMeta, Value, Version};
 use crate::metrics;
 
 pub struct SnapshotRun<'a> {
@@ -47,7 +47,11 @@ impl SnapshotRun<'_> {
             self.client.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", literal(name))).await?;
         }
         let started_ms = now_ms();
-        let mut held: Option<ChangeEvent> = None; // one event of lookahead, to flag the last row
+        // The snapshot transaction's id, as Debezium reports it in every snapshot row.
+        let tx_id = snapshot_txid(self.client).await?;
+        // One row of lookahead, for Debezium's first/last markers. A checkpoint covers only the
+        // rows handed over, so it names the key of the last of those, not of the held row.
+        let mut marks = SnapshotMarks::default();
         let remaining: Vec<&(TableInfo, RelInfo)> =
             tables.iter().filter(|(t, _)| !progress.done.contains(&t.qualified())).collect();
         for (table, rel) in remaining {
@@ -56,7 +60,8 @@ impl SnapshotRun<'_> {
                 _ => None,
             };
             progress.table = Some(table.qualified());
-            progress.after = resume_after;
+            let mut released_key = resume_after.clone();
+            let mut held_key: Option<Vec<Option<String>>> = None;
             let rows_counter = self
                 .metrics
                 .snapshot_rows
@@ -65,11 +70,10 @@ impl SnapshotRun<'_> {
                     (metrics::TABLE, table.qualified()),
                 ])
                 .clone();
-            self.client.batch_execute(&cursor_query(table, rel, progress.after.as_deref())).await?;
+            self.client.batch_execute(&cursor_query(table, rel, resume_after.as_deref())).await?;
             let fetch = format!("FETCH FORWARD {} FROM tidemark_snapshot", self.chunk_rows);
             loop {
                 let mut n = 0usize;
-                let mut last_key: Option<Vec<Option<String>>> = None;
                 for msg in self.client.simple_query(&fetch).await? {
                     let SimpleQueryMessage::Row(r) = msg else { continue };
                     n += 1;
@@ -87,9 +91,8 @@ impl SnapshotRun<'_> {
                         };
                         fields.push((col.name.clone(), v));
                     }
-                    if rel.by_primary_key {
-                        last_key = Some(rel.key.iter().map(|&k| r.get(k).map(str::to_string)).collect());
-                    }
+                    let key: Option<Vec<Option<String>>> =
+                        rel.by_primary_key.then(|| rel.key.iter().map(|&k| r.get(k).map(str::to_string)).collect());
                     let after = Row(fields);
                     let ev = ChangeEvent {
                         op: Op::Read,
@@ -99,12 +102,17 @@ impl SnapshotRun<'_> {
                         after: Some(after),
                         partial: false,
                         version: Version::new(self.consistent_lsn, 0),
-                        commit_ts_ms: started_ms,
+                        commit_us: started_ms * 1000,
                         snapshot: SnapshotFlag::Yes,
-                        source: SourceMeta::Postgres { lsn: self.consistent_lsn, tx_id: None },
+                        source: SourceMeta::Postgres { lsn: self.consistent_lsn, last_commit_lsn: None, tx_id },
                     };
-                    if let Some(prev) = held.replace(ev) {
+                    if let Some(prev) = marks.push(ev) {
                         batcher.push(prev);
+                        if let Some(k) = std::mem::replace(&mut held_key, key.clone()) {
+                            released_key = Some(k);
+                        }
+                    } else {
+                        held_key = key;
                     }
                 }
                 rows_counter.inc_by(n as u64);
@@ -114,24 +122,20 @@ impl SnapshotRun<'_> {
                 }
                 // A table keyed without a primary key has no order to resume in: after a crash
                 // it is read again from its start (harmless, writes are fenced).
-                progress.after = last_key;
+                progress.after = released_key.clone();
                 let pos =
                     Position::Postgres(PgPosition { lsn: Lsn(self.consistent_lsn), snapshot: Some(progress.clone()) });
-                // The held event belongs to this chunk: release it so the checkpoint covers it.
-                if let Some(prev) = held.take() {
-                    batcher.push(prev);
-                }
                 batcher.mark(pos, Some(started_ms), None, false);
                 batcher.flush().await?;
             }
+            marks.end_table();
             self.client.batch_execute("CLOSE tidemark_snapshot").await?;
             progress.done.push(table.qualified());
             progress.table = None;
             progress.after = None;
         }
         self.client.batch_execute("COMMIT").await?;
-        if let Some(mut last) = held.take() {
-            last.snapshot = SnapshotFlag::Last;
+        if let Some(last) = marks.finish() {
             batcher.push(last);
         }
         let done = Position::Postgres(PgPosition { lsn: Lsn(self.consistent_lsn), snapshot: None });
@@ -139,6 +143,18 @@ impl SnapshotRun<'_> {
         batcher.flush().await?;
         Ok(())
     }
+}
+
+/// The id of the snapshot's transaction (Debezium's query: `txid_current()`, or on a standby,
+/// where none can be assigned, the snapshot's xmin).
+async fn snapshot_txid(client: &Client) -> Result<Option<u64>, PgError> {
+    let sql = "SELECT (CASE WHEN pg_is_in_recovery() THEN txid_snapshot_xmin(txid_current_snapshot()) \
+               ELSE txid_current() END)::text";
+    let rows = client.simple_query(sql).await?;
+    Ok(rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => r.get(0).and_then(|t| t.parse().ok()),
+        _ => None,
+    }))
 }
 
 /// A cursor over `t` in primary-key order, after the last key read (when resuming).

@@ -39,6 +39,8 @@ pub enum PgType {
     Interval,
     Uuid,
     Enum,
+    /// `point`, as Debezium's geometry struct.
+    Point,
     Array(Box<PgType>),
     /// Anything else, kept as its text form; the name goes into the warning metric.
     Other(String),
@@ -64,6 +66,8 @@ impl PgType {
             1266 => TimeTz,
             1700 => Numeric,
             2950 => Uuid,
+            600 => Point,
+            1017 => arr(Point),
             1000 => arr(Bool),
             1001 => arr(Bytea),
             1002 | 1003 | 1009 | 1014 | 1015 => arr(Text),
@@ -123,6 +127,10 @@ fn parse(ty: &PgType, typmod: i32, s: &str) -> Option<Value> {
             _ => return None,
         }),
         PgType::Int => Value::Int(s.parse().ok()?),
+        PgType::Point => {
+            let (x, y) = s.strip_prefix('(')?.strip_suffix(')')?.split_once(',')?;
+            Value::Point { x: x.trim().parse().ok()?, y: y.trim().parse().ok()? }
+        }
         PgType::Float => Value::Float(match s {
             "NaN" => f64::NAN,
             "Infinity" => f64::INFINITY,

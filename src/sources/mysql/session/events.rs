@@ -11,7 +11,7 @@ use super::super::MyError;
 use super::{has_crc, Session, Txn};
 use crate::connector::position::coordinate;
 use crate::connector::table_included;
-use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, TableRef, Version};
+use crate::event::{ChangeEvent, Op, Row, SnapshotFlag, SourceMeta, TableRef, Version};
 
 impl Session<'_> {
     /// One binlog event: the events `mysql_common` does not decode first (by type code), then
@@ -71,16 +71,19 @@ impl Session<'_> {
                 let text = format!("{source}:{}", g.gno());
                 // MySQL writes DDL as GTID + query with no XID: the group is one statement unless
                 // a BEGIN follows.
+                let committed = g.original_commit_timestamp();
                 self.txn = Txn {
                     gtid: None,
                     mysql_gtid: Some((source, g.gno())),
                     gtid_text: Some(text.into()),
+                    commit_us: (committed > 0).then_some(committed as i64),
+                    thread: None,
                     standalone: true,
                     open: true,
                 };
                 self.advance(&header);
             }
-            EventData::QueryEvent(q) => self.on_query(&q.schema(), &q.query(), &header).await?,
+            EventData::QueryEvent(q) => self.on_query(&q.schema(), &q.query(), q.thread_id(), &header).await?,
             EventData::XidEvent(_) => {
                 self.commit(&header).await?;
             }
@@ -112,6 +115,9 @@ impl Session<'_> {
                     gtid: Some(g),
                     mysql_gtid: None,
                     gtid_text: Some(g.to_string().into()),
+                    // MariaDB's GTID events carry seconds only, and replace the `BEGIN`.
+                    commit_us: None,
+                    thread: None,
                     standalone: flags & binlog::GTID_FLAG_STANDALONE != 0,
                     open: true,
                 };
@@ -135,7 +141,13 @@ impl Session<'_> {
     }
 
     /// A query event: transaction control (BEGIN, COMMIT, ROLLBACK, XA), or a statement (DDL).
-    async fn on_query(&mut self, schema: &str, sql: &str, header: &BinlogEventHeader) -> Result<(), MyError> {
+    async fn on_query(
+        &mut self,
+        schema: &str,
+        sql: &str,
+        thread: u32,
+        header: &BinlogEventHeader,
+    ) -> Result<(), MyError> {
         let trimmed = sql.trim();
         let upper = trimmed.get(..trimmed.len().min(32)).unwrap_or("").to_ascii_uppercase();
         let starts_txn = upper == "BEGIN"
@@ -144,6 +156,7 @@ impl Session<'_> {
         if starts_txn {
             self.txn.open = true;
             self.txn.standalone = false;
+            self.txn.thread = Some(thread);
             if upper == "BEGIN" || upper.starts_with("XA START") {
                 self.advance(header);
                 return Ok(());
@@ -210,14 +223,24 @@ impl Session<'_> {
                     after: None,
                     partial: false,
                     version,
-                    commit_ts_ms: header.timestamp() as i64 * 1000,
+                    commit_us: self.txn.commit_us(header),
                     snapshot: SnapshotFlag::No,
-                    source: self.source_meta(header, 0),
+                    source: statement_meta(self.source_meta(header, 0)),
                 };
                 self.pending.push(ev);
             }
         }
         Ok(())
+    }
+}
+
+/// A statement's source block: a statement, not rows, so Debezium names no thread for it.
+fn statement_meta(meta: SourceMeta) -> SourceMeta {
+    match meta {
+        SourceMeta::Mysql { server_id, gtid, file, pos, row, .. } => {
+            SourceMeta::Mysql { server_id, gtid, file, pos, row, thread: None }
+        }
+        other => other,
     }
 }
 

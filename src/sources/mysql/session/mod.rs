@@ -43,8 +43,20 @@ struct Txn {
     /// MySQL: the transaction's GTID (source, number).
     mysql_gtid: Option<(String, u64)>,
     gtid_text: Option<Arc<str>>,
+    /// MySQL 8+: the commit time from the GTID event (`original_commit_timestamp`), microseconds.
+    commit_us: Option<i64>,
+    /// The thread that wrote the transaction (from its `BEGIN`).
+    thread: Option<u32>,
     standalone: bool,
     open: bool,
+}
+
+impl Txn {
+    /// The transaction's commit time: the GTID event's microseconds where the server writes
+    /// them, else the event header's seconds (MariaDB, MySQL 5.7).
+    fn commit_us(&self, header: &BinlogEventHeader) -> i64 {
+        self.commit_us.unwrap_or(header.timestamp() as i64 * 1_000_000)
+    }
 }
 
 pub struct Session<'a> {
@@ -468,6 +480,7 @@ impl<'a> Session<'a> {
             file: self.file.clone(),
             pos: end.saturating_sub(header.event_size() as u64),
             row,
+            thread: self.txn.thread,
         }
     }
 
@@ -482,7 +495,7 @@ impl<'a> Session<'a> {
             ));
         }
         let coordinate = coordinate(&self.file, header.log_pos() as u64);
-        let commit_ms = header.timestamp() as i64 * 1000;
+        let commit_us = self.txn.commit_us(header);
         let mut index: u64 = 0;
         let mut events = Vec::new();
         let images = rows::decode(rows.rows_data(), &mapped.tme, before_cols.as_deref(), after_cols.as_deref())
@@ -504,7 +517,7 @@ impl<'a> Session<'a> {
                     after,
                     partial: false,
                     version: Version::new(coordinate, index),
-                    commit_ts_ms: commit_ms,
+                    commit_us,
                     snapshot: SnapshotFlag::No,
                     source: source.clone(),
                 });

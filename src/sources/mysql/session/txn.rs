@@ -84,8 +84,8 @@ impl Session<'_> {
         if let Some((source, gno)) = &self.txn.mysql_gtid {
             self.gtid_set.add(source, *gno);
         }
+        let commit_ms = self.txn.commit_us(header).div_euclid(1000);
         self.txn = Txn::default();
-        let commit_ms = header.timestamp() as i64 * 1000;
         let pos = self.position();
         self.ctx.batcher.mark(pos, Some(commit_ms), Some(coordinate(&self.file, self.pos)), false);
         self.ctx.batcher.after_boundary().await?;
