@@ -28,7 +28,7 @@ PG_PORT = os.environ.get("CONFORMANCE_PG_PORT", "5432")
 MYSQL_PORT = os.environ.get("CONFORMANCE_MYSQL_PORT", "3309")
 
 
-def sql_file(kind, name):
+def sql_file(name):
     return os.path.join(ROOT, "tests", "conformance", name)
 
 
@@ -47,12 +47,12 @@ def prepare(kind):
         psql("postgres", "-c", "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'dbz_conformance'")
         psql("postgres", "-c", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         psql("postgres", "-c", f"CREATE DATABASE {DB}")
-        with open(sql_file(kind, "postgres.sql")) as f:
+        with open(sql_file("postgres.sql")) as f:
             psql(DB, stdin=f)
         psql(DB, "-c", "CREATE PUBLICATION dbz_conformance FOR ALL TABLES")
     else:
         mysql("-e", f"DROP DATABASE IF EXISTS {DB}; CREATE DATABASE {DB}")
-        with open(sql_file(kind, "mysql.sql")) as f:
+        with open(sql_file("mysql.sql")) as f:
             mysql(DB, stdin=f)
 
 
@@ -75,7 +75,7 @@ def snapshot_rows(kind):
 
 
 def apply_changes(kind):
-    with open(sql_file(kind, f"{kind}_changes.sql")) as f:
+    with open(sql_file(f"{kind}_changes.sql")) as f:
         if kind == "postgres":
             psql(DB, stdin=f)
         else:

@@ -552,4 +552,63 @@ mod tests {
         let d = Encoding { decimal: DecimalHandling::Double, ..Encoding::default() };
         assert_eq!(d.to_json(&Value::Numeric { text: "1.25".into(), scale: Some(2) }), json!(1.25));
     }
+
+    /// Property tests at the edges: intervals saturate exactly, timestamps of any 64-bit value
+    /// encode (and read back) without overflow, doubles round-trip through Java's text.
+    #[test]
+    fn conversions_hold_at_their_edges() {
+        let e = Encoding::default();
+        let mut rng = fastrand::Rng::with_seed(12);
+        for _ in 0..100_000 {
+            let (months, days, micros) = (rng.i32(..), rng.i32(..), rng.i64(..));
+            let exact = months as i128 * 2_629_800_000_000 + days as i128 * 86_400_000_000 + micros as i128;
+            let want = exact.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+            assert_eq!(e.to_json(&Value::Interval { months, days, micros }), Json::from(want));
+
+            let m = rng.i64(..);
+            let precision = rng.u8(0..=6);
+            let text = match e.to_json(&Value::TimestampTz { micros: m, precision }) {
+                Json::String(t) => t,
+                other => panic!("{other}"),
+            };
+            if m != i64::MAX && m != i64::MIN {
+                assert_eq!(read_iso(&text), m - m.rem_euclid(10i64.pow(6 - precision as u32)), "{m} {text}");
+            }
+            let _ = e.to_json(&Value::Timestamp { micros: m, precision });
+            let _ = e.to_json(&Value::TimeTz {
+                micros: m.rem_euclid(86_400_000_000),
+                offset_secs: rng.i32(-57_600..57_600),
+                precision,
+            });
+
+            let d = f64::from_bits(rng.u64(..));
+            if d.is_finite() {
+                let mut t = String::new();
+                crate::event::json::java_double(&mut t, d);
+                assert_eq!(t.parse::<f64>().unwrap().to_bits(), d.to_bits(), "{t}");
+                let plain = (1e-3..1e7).contains(&d.abs());
+                assert_eq!(!t.contains('E'), plain, "{t}");
+                assert!(t.contains('.'), "{t}");
+            }
+        }
+    }
+
+    /// Microseconds since the epoch of `[±]YYYY-MM-DDTHH:MM:SS[.f]Z`.
+    fn read_iso(t: &str) -> i64 {
+        let t = t.strip_suffix('Z').unwrap();
+        let (date, time) = t.rsplit_once('T').unwrap();
+        let (neg, date) = match date.strip_prefix('-') {
+            Some(d) => (true, d),
+            None => (false, date.trim_start_matches('+')),
+        };
+        let mut parts = date.split('-').map(|p| p.parse::<i64>().unwrap());
+        let (y, mo, d) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        let y = if neg { -y } else { y };
+        let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+        let mut hms = hms.split(':').map(|p| p.parse::<i64>().unwrap());
+        let secs = hms.next().unwrap() * 3600 + hms.next().unwrap() * 60 + hms.next().unwrap();
+        let frac: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().unwrap() };
+        let days = crate::event::time::days_from_civil(y, mo as u32, d as u32);
+        (days as i128 * 86_400_000_000 + secs as i128 * 1_000_000 + frac as i128) as i64
+    }
 }

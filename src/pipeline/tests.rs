@@ -18,6 +18,7 @@ use crate::connector::position::{Lsn, PgPosition};
 use crate::connector::{
     Delivery, Exclusive, PipelineConfig, Position, Sink, SinkSpec, Source, SourceError, WriteReport,
 };
+use crate::event::encode::SkippedOps;
 use crate::event::{ChangeEvent, Encoding, Op, Row, SnapshotFlag, SourceMeta, TableRef, Value, Version};
 use crate::retry::{Classify, ErrorClass};
 use crate::settings::{Diag, Section};
@@ -73,6 +74,7 @@ struct MemorySource {
     hold: Option<Arc<Semaphore>>,
     /// Its health section's figures.
     figures: &'static [&'static str],
+    encoding: Encoding,
 }
 
 impl Source for MemorySource {
@@ -85,7 +87,7 @@ impl Source for MemorySource {
     }
 
     fn encoding(&self) -> Encoding {
-        Encoding::default()
+        self.encoding.clone()
     }
 
     fn heartbeat_interval(&self) -> Duration {
@@ -299,11 +301,13 @@ impl Harness {
         pipeline: PipelineConfig,
         paused: bool,
     ) -> Harness {
-        Harness::start_held(store, steps, sinks, transforms, pipeline, paused, false)
+        Harness::start_with(store, steps, sinks, transforms, pipeline, paused, false, Encoding::default())
     }
 
-    /// With `held`, the source waits after its first step until [`Harness::release`].
-    fn start_held(
+    /// With `held`, the source waits after its first step until [`Harness::release`]; its
+    /// events are written under `encoding`.
+    #[allow(clippy::too_many_arguments)]
+    fn start_with(
         store: &StateStore,
         steps: Vec<Step>,
         sinks: &[&MemorySink],
@@ -311,11 +315,13 @@ impl Harness {
         pipeline: PipelineConfig,
         paused: bool,
         held: bool,
+        encoding: Encoding,
     ) -> Harness {
         let dir = tmp_dir();
         let handed = Arc::new(AtomicUsize::new(0));
         let hold = Arc::new(Semaphore::new(0));
-        let source = MemorySource { steps, handed: handed.clone(), hold: held.then(|| hold.clone()), figures: &[] };
+        let source =
+            MemorySource { steps, handed: handed.clone(), hold: held.then(|| hold.clone()), figures: &[], encoding };
         let config = ConnectorConfig {
             file: dir.join("mem.toml"),
             name: NAME.into(),
@@ -410,7 +416,16 @@ async fn a_position_is_stored_only_after_every_sink_made_its_batch_durable() {
 async fn batches_that_queue_behind_a_busy_sink_go_out_as_one_write() {
     let store = open_store();
     let sink = MemorySink::new(&store, true);
-    let h = Harness::start_held(&store, steps([10, 20, 30, 40]), &[&sink], vec![], limits(4), false, true);
+    let h = Harness::start_with(
+        &store,
+        steps([10, 20, 30, 40]),
+        &[&sink],
+        vec![],
+        limits(4),
+        false,
+        true,
+        Encoding::default(),
+    );
     // The first batch is at the sink (held by its gate); the other three queue up behind it.
     until("the first batch is at the sink", || sink.entered.load(Ordering::SeqCst) == 1).await;
     h.release();
@@ -444,7 +459,8 @@ async fn a_paused_pipeline_backs_up_the_source() {
 async fn a_failing_sink_is_retried_and_nothing_is_checkpointed_past_it() {
     let store = open_store();
     let sink = MemorySink::new(&store, true);
-    let h = Harness::start_held(&store, steps([100, 200]), &[&sink], vec![], limits(4), false, true);
+    let h =
+        Harness::start_with(&store, steps([100, 200]), &[&sink], vec![], limits(4), false, true, Encoding::default());
     sink.open();
     until("the first batch is written", || sink.batches().len() == 1).await;
     // The second batch fails three times, transiently; then goes through.
@@ -539,6 +555,21 @@ async fn events_a_dedup_drops_are_counted_in_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_operations_never_reach_a_sink_and_the_position_still_moves() {
+    let store = open_store();
+    let sink = MemorySink::new(&store, false);
+    let skip_creates = Encoding { skipped: SkippedOps::parse("c").unwrap(), ..Encoding::default() };
+    let h = Harness::start_with(&store, steps([100, 200]), &[&sink], vec![], limits(4), false, false, skip_creates);
+    until("both positions are stored", || h.stored() == Some(pos(200))).await;
+    assert!(sink.batches().concat().is_empty(), "creates were skipped: {:?}", sink.batches());
+    h.stop().await;
+    assert!(SkippedOps::parse("c,x").unwrap_err().contains("`x` is not an operation"));
+    assert!(SkippedOps::parse("none").unwrap().is_empty());
+    let set = SkippedOps::parse("t, d").unwrap();
+    assert!(set.contains(Op::Truncate) && set.contains(Op::Delete) && !set.contains(Op::Update));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_state_is_stored_only_with_the_position_it_belongs_to() {
     let store = open_store();
     let sink = MemorySink::new(&store, true);
@@ -546,7 +577,7 @@ async fn operator_state_is_stored_only_with_the_position_it_belongs_to() {
     let mut script = steps([100, 200]);
     script.push(Step { lsn: 300, events: 2, commit_ms: 1_000, heartbeat: false, boundary: false });
     let dedup = vec![transform("kind = \"dedup\"")];
-    let h = Harness::start_held(&store, script, &[&sink], dedup, limits(4), false, true);
+    let h = Harness::start_with(&store, script, &[&sink], dedup, limits(4), false, true, Encoding::default());
     until("the first batch is at the sink", || sink.entered.load(Ordering::SeqCst) == 1).await;
     h.release();
     // The other two queue behind it and go to the sink as one group.
@@ -579,6 +610,7 @@ fn a_sources_own_figures_are_in_health_before_their_first_sample() {
             handed: Arc::default(),
             hold: None,
             figures: &[metrics::RETAINED_WAL_BYTES_FIGURE],
+            encoding: Encoding::default(),
         }),
         transforms: vec![],
         sinks: vec![],

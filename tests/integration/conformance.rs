@@ -360,8 +360,6 @@ fn normalize_run_values(rec: &mut Record, prev: &mut BTreeMap<String, J>, source
                 return Err(format!("the last commit {c} is after the change's lsn {lsn}"));
             }
         }
-        src.get_mut("sequence").map(|s| *s = J::Null);
-        src.get_mut("lsn").map(|s| *s = J::Num(lsn.to_string()));
         let rel = relation(prev.get("last_commit"), &last_commit);
         prev.insert("last_commit".into(), last_commit);
         *src.get_mut("sequence").unwrap() = rel;

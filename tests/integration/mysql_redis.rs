@@ -368,8 +368,11 @@ async fn every_type(url: &str) {
     d.wait_streaming().await;
     env.exec(&insert(11)).await; // through the binlog
 
-    // JSON as the server itself prints the column (MariaDB: the text as written).
+    // JSON as the server itself prints the column (MariaDB: the text as written); on MySQL
+    // without the spaces between tokens, as Debezium writes binlog rows (no string here holds
+    // ", " or ": ").
     let js: String = env.my.query_first("SELECT CAST(js AS CHAR) FROM t WHERE id = 1").await.unwrap().unwrap();
+    let js = if env.mysql { js.replace(", ", ",").replace(": ", ":") } else { js };
     let mut expected: BTreeMap<&str, &str> = [
         ("ti", "-128"),
         ("tiu", "255"),

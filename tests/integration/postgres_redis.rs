@@ -272,7 +272,7 @@ async fn update_leaving_a_toasted_column_unchanged_keeps_it() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .find(|e| e["op"] == "u" && e["after"]["id"] == 1)
         .expect("update event");
-    assert!(update["after"].get("body").is_none(), "expected a partial row: {update}");
+    assert_eq!(update["after"]["body"], "__debezium_unavailable_value", "expected Debezium's placeholder: {update}");
 
     // The JSON format merges the partial row too.
     let mut r = redis_conn().await;
@@ -395,7 +395,7 @@ async fn every_type_round_trips_with_the_documented_encoding() {
         let ext: BTreeMap<String, String> =
             redis::cmd("HGETALL").arg(format!("{}:t:{}", env.name, base + 2)).query_async(&mut r).await.unwrap();
         assert_eq!(ext.get("c_date").map(String::as_str), Some("-735160"), "{ext:?}"); // 44 BC = proleptic year -43 (PostgreSQL agrees)
-        assert_eq!(ext.get("c_timestamp").map(String::as_str), Some("9223372036854775807"));
+        assert_eq!(ext.get("c_timestamp").map(String::as_str), Some("9223372036825200000")); // the JDBC sentinel, as Debezium
         assert_eq!(ext.get("c_timestamptz").map(String::as_str), Some("-infinity"));
         assert_eq!(ext.get("c_numeric_free").map(String::as_str), Some("NaN"));
         assert_eq!(ext.get("c_double").map(String::as_str), Some("-Infinity"));
@@ -414,15 +414,15 @@ async fn an_unusual_type_arrives_as_text_with_a_warning_metric() {
     let env = Env::new("odd").await;
     env.pg
         .batch_execute(
-            "CREATE TABLE shapes (id int PRIMARY KEY, p point, net inet, r int4range);
-             INSERT INTO shapes VALUES (1, '(1.5,2)', '10.0.0.1/8', '[1,5)');",
+            "CREATE TABLE shapes (id int PRIMARY KEY, p circle, net inet, r int4range);
+             INSERT INTO shapes VALUES (1, '<(1.5,2),3>', '10.0.0.1/8', '[1,5)');",
         )
         .await
         .unwrap();
     env.write_config(&env.postgres_source(r#""public.shapes""#, &redis_sink()));
     let mut d = env.start();
     d.wait_streaming().await;
-    env.pg.batch_execute("INSERT INTO shapes VALUES (2, '(3,4)', '::1', 'empty');").await.unwrap();
+    env.pg.batch_execute("INSERT INTO shapes VALUES (2, '<(3,4),1>', '::1', 'empty');").await.unwrap();
     wait_equal(&env.pg, "SELECT id, p, net, r FROM shapes", &format!("{}:shapes", env.name), Some(&d)).await;
     let metrics = d.metrics().await;
     let count = |ty: &str| -> f64 {
@@ -433,7 +433,7 @@ async fn an_unusual_type_arrives_as_text_with_a_warning_metric() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    assert_eq!(count("point"), 2.0, "{metrics}");
+    assert_eq!(count("circle"), 2.0, "{metrics}");
     assert_eq!(count("inet"), 2.0, "{metrics}");
     assert_eq!(count("int4range"), 2.0, "{metrics}");
     assert!(d.terminate().success());

@@ -155,7 +155,7 @@ async fn check_tables(
                 "role {user} cannot read {}; run GRANT SELECT ON {} TO {}",
                 t.qualified(),
                 t.quoted(),
-                ident(&user)
+                ident(user)
             )));
         }
         if t.primary_key.is_empty() {
@@ -225,7 +225,7 @@ async fn check_heartbeats(client: &Client, server: &Server, out: &mut Vec<Findin
     } else {
         out.push(Finding::warn(format!(
             "role {user} cannot write heartbeats, so lag on a quiet database is not shown as caught up; run GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO {}",
-            ident(&user)
+            ident(user)
         )));
     }
     Ok(())

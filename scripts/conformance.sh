@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Re-run the Debezium conformance comparison: capture what the real Debezium 3.6.3 emits for the
+# schema and changes of tests/conformance/ (PostgreSQL on 5432, MySQL 9.7 on 3309) into
+# tests/fixtures/debezium/, then run the integration test that compares tidemark's events with
+# them field by field, allowing only tests/conformance/differences.toml. The normal suite runs the
+# same test against the checked-in fixtures, without a JVM.
+#
+#   bash scripts/conformance.sh            # capture both, then compare
+#   CAPTURE=0 bash scripts/conformance.sh  # compare with the checked-in fixtures only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/services.sh
+if [ "${CAPTURE:-1}" = 1 ]; then
+  PY=$(bash scripts/debezium.sh)
+  mkdir -p target
+  for kind in postgres mysql; do
+    "$PY" scripts/conformance/debezium.py "$kind" "tests/fixtures/debezium/$kind.jsonl" 2> "target/debezium-$kind.log" \
+      || { tail -n 40 "target/debezium-$kind.log" >&2; exit 1; }
+  done
+fi
+cargo test --locked --test integration conformance -- --test-threads=2
