@@ -13,10 +13,12 @@ cd "$(dirname "$0")/.."
 bash scripts/services.sh
 if [ "${CAPTURE:-1}" = 1 ]; then
   PY=$(bash scripts/debezium.sh)
-  mkdir -p target
+  root=$PWD
+  # The engine writes its own log under ./logs: run it from a scratch directory.
+  mkdir -p target/debezium
   for kind in postgres mysql; do
-    "$PY" scripts/conformance/debezium.py "$kind" "tests/fixtures/debezium/$kind.jsonl" 2> "target/debezium-$kind.log" \
-      || { tail -n 40 "target/debezium-$kind.log" >&2; exit 1; }
+    (cd target/debezium && "$PY" "$root/scripts/conformance/debezium.py" "$kind" "$root/tests/fixtures/debezium/$kind.jsonl") \
+      2> "target/debezium/$kind.log" || { tail -n 40 "target/debezium/$kind.log" >&2; exit 1; }
   done
 fi
 cargo test --locked --test integration conformance -- --test-threads=2
