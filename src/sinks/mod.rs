@@ -4,6 +4,7 @@
 //! every kind shares.
 
 pub mod elasticsearch;
+pub mod kafka;
 pub mod redis;
 pub mod stdout;
 pub mod template;
@@ -23,8 +24,7 @@ pub struct SinkConfig {
     pub spec: Arc<dyn SinkSpec>,
 }
 
-pub const KINDS: [&str; 3] = ["stdout", "redis", "elasticsearch"];
-const PLANNED_KINDS: [&str; 1] = ["kafka"];
+pub const KINDS: [&str; 4] = ["stdout", "redis", "elasticsearch", "kafka"];
 /// The keys every kind shares (each kind's reader allows them besides its own).
 pub const COMMON_KEYS: [&str; 6] =
     ["kind", "name", "on_error", "dead_letter_path", "dead_letter_url", "dead_letter_stream"];
@@ -47,13 +47,7 @@ impl SinkConfig {
             }
             "redis" => Arc::new(redis::config::read(s, d)?),
             "elasticsearch" => Arc::new(elasticsearch::config::read(s, d)?),
-            k if PLANNED_KINDS.contains(&k) => {
-                d.error(
-                    format!("{}.kind", s.path()),
-                    format!("sink kind `{k}` is not available in this version yet (available: {})", KINDS.join(", ")),
-                );
-                return None;
-            }
+            "kafka" => Arc::new(kafka::config::read(s, d)?),
             other => {
                 d.error(
                     format!("{}.kind", s.path()),

@@ -4,6 +4,7 @@ mod cli;
 mod cluster;
 mod conformance;
 mod elasticsearch;
+mod kafka;
 mod mysql_redis;
 mod operating;
 mod outage;

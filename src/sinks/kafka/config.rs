@@ -1,0 +1,191 @@
+//! `[[sink]] kind = "kafka"`.
+
+use std::fmt;
+
+use crate::settings::{Diag, Secret, Section};
+use crate::sinks::template::{self, Part};
+use crate::sinks::COMMON_KEYS;
+
+/// Debezium's topic naming: `{prefix}.{schema}.{table}` (for MySQL the schema is the database).
+pub const DEFAULT_TOPIC: &str = "{connector}.{schema}.{table}";
+
+const KEYS: [&str; 11] = [
+    "brokers",
+    "topic",
+    "tombstones",
+    "schemas",
+    "create_topics",
+    "partitions",
+    "replication_factor",
+    "cleanup_policy",
+    "exactly_once",
+    "heartbeat_topic",
+    "librdkafka_options",
+];
+
+/// A librdkafka property; values of properties that hold credentials are kept as secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientOption {
+    pub name: String,
+    pub value: Secret,
+    pub secret: bool,
+}
+
+impl ClientOption {
+    /// What `/connectors`, `check` and the log may show.
+    pub fn shown(&self) -> String {
+        if self.secret {
+            "***".into()
+        } else {
+            self.value.expose().to_string()
+        }
+    }
+}
+
+impl fmt::Debug for ClientOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.name, self.shown())
+    }
+}
+
+/// Whether a librdkafka property holds a credential (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, `ssl.key.pem`, `sasl.jaas.config`, …).
+fn is_secret(name: &str) -> bool {
+    ["password", "secret", "jaas", "key.pem", "token"].iter().any(|w| name.contains(w))
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic_template: String,
+    pub topic: Vec<Part>,
+    /// A null-value record after each delete (Debezium's `tombstones.on.delete`).
+    pub tombstones: bool,
+    pub create_topics: bool,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub cleanup_policy: Option<String>,
+    pub options: Vec<ClientOption>,
+}
+
+impl KafkaConfig {
+    pub fn describe(&self) -> serde_json::Value {
+        let options: serde_json::Map<String, serde_json::Value> =
+            self.options.iter().map(|o| (o.name.clone(), o.shown().into())).collect();
+        serde_json::json!({
+            "brokers": self.brokers,
+            "topic": self.topic_template,
+            "tombstones": self.tombstones,
+            "schemas": false,
+            "create_topics": self.create_topics,
+            "partitions": self.partitions,
+            "replication_factor": self.replication_factor,
+            "cleanup_policy": self.cleanup_policy,
+            "librdkafka_options": options,
+        })
+    }
+}
+
+pub fn read(mut s: Section, d: &mut Diag) -> Option<KafkaConfig> {
+    let brokers = s.str(d, "brokers");
+    let topic_template = s.opt_str(d, "topic").unwrap_or_else(|| DEFAULT_TOPIC.to_string());
+    let topic = match template::parse(&topic_template, false) {
+        Ok(parts) => parts,
+        Err(e) => {
+            d.error(s.key("topic"), e);
+            Vec::new()
+        }
+    };
+    let tombstones = s.opt_bool(d, "tombstones").unwrap_or(true);
+    if s.opt_bool(d, "schemas") == Some(true) {
+        d.error(
+            s.key("schemas"),
+            "the Kafka Connect schema envelope ({\"schema\",\"payload\"}) is not available in this version yet; \
+             use schemas = false (Debezium's JSON converter with schemas.enable=false)",
+        );
+    }
+    if s.opt_bool(d, "exactly_once") == Some(true) {
+        d.error(
+            s.key("exactly_once"),
+            "transactional delivery is not available in this version yet; the sink delivers at least once",
+        );
+    }
+    if s.opt_str(d, "heartbeat_topic").is_some() {
+        d.error(s.key("heartbeat_topic"), "heartbeat records are not available in this version yet");
+    }
+    let create_topics = s.opt_bool(d, "create_topics").unwrap_or(true);
+    let count = |s: &mut Section, d: &mut Diag, key: &str| -> i32 {
+        match s.opt_u64(d, key) {
+            None => 1,
+            Some(n) if (1..=i32::MAX as u64).contains(&n) => n as i32,
+            Some(n) => {
+                d.error(s.key(key), format!("{n} is not a count between 1 and {}", i32::MAX));
+                1
+            }
+        }
+    };
+    let partitions = count(&mut s, d, "partitions");
+    let replication_factor = count(&mut s, d, "replication_factor");
+    let cleanup_policy = s.opt_choice(d, "cleanup_policy", &["delete", "compact", "compact,delete"]);
+    let mut options = Vec::new();
+    if let Some(mut t) = s.opt_table(d, "librdkafka_options") {
+        for name in t.keys() {
+            // Settings tidemark owns: changing them would break its delivery guarantees.
+            if ["bootstrap.servers", "enable.idempotence", "acks", "partitioner", "allow.auto.create.topics"]
+                .contains(&name.as_str())
+            {
+                let _ = t.opt_str(d, &name);
+                d.error(t.key(&name), "is set by tidemark (brokers; idempotent, acks=all, Java's murmur2 partitioner)");
+                continue;
+            }
+            if let Some(value) = t.opt_str(d, &name) {
+                options.push(ClientOption { secret: is_secret(&name), name, value: Secret::new(value) });
+            }
+        }
+        t.finish(d, &[]);
+    }
+    let mut allowed: Vec<&str> = KEYS.to_vec();
+    allowed.extend(COMMON_KEYS);
+    s.finish(d, &allowed);
+    Some(KafkaConfig {
+        brokers: brokers?,
+        topic_template,
+        topic,
+        tombstones,
+        create_topics,
+        partitions,
+        replication_factor,
+        cleanup_policy,
+        options,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> (Option<KafkaConfig>, Vec<String>) {
+        let mut d = Diag::new(std::path::Path::new("c.toml"));
+        let cfg = read(Section::new("sink[0]", toml.parse().unwrap()), &mut d);
+        (cfg, d.into_errors().into_iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn every_mistake_at_once_and_secrets_hidden() {
+        let (_, errors) = parse(
+            "topic = \"{nope}\"\npartitions = 0\nschemas = true\n\
+             [librdkafka_options]\nacks = \"1\"\nlinger = 5\n",
+        );
+        let text = errors.join("\n");
+        for key in ["sink[0].brokers", "sink[0].topic", "sink[0].partitions", "sink[0].schemas", "acks", "linger"] {
+            assert!(text.contains(key), "{key} missing from: {text}");
+        }
+        let (cfg, errors) = parse(
+            "brokers = \"k:9092\"\n[librdkafka_options]\n\"sasl.password\" = \"hunter2\"\n\"linger.ms\" = \"5\"\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let cfg = cfg.unwrap();
+        let shown = format!("{cfg:?} {}", cfg.describe());
+        assert!(!shown.contains("hunter2") && shown.contains("linger.ms"), "{shown}");
+    }
+}

@@ -1,0 +1,189 @@
+//! The Kafka sink against the real broker of scripts/services.sh (tansu), checked with an
+//! independent reader (confluent-kafka, tests/kafka/read.py): topic names, keys, values byte for
+//! byte, tombstones, key-change headers, and Java's murmur2 partitioning.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::mysql_redis::{MyEnv, BINLOGS};
+use crate::support::*;
+
+pub fn kafka_brokers() -> String {
+    std::env::var("TIDEMARK_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// The Python of scripts/services.sh's virtual environment, which has confluent-kafka.
+fn python() -> String {
+    std::env::var("TIDEMARK_TEST_PYTHON").unwrap_or_else(|_| "/opt/tidemark/venv/bin/python".into())
+}
+
+/// Every record of `topics` (at least `count`), as the independent reader sees them.
+fn read_topics(count: usize, topics: &[&str]) -> Vec<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/read.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(kafka_brokers())
+        .arg(count.to_string())
+        .args(topics)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the Kafka reader ({}): {e}; run scripts/services.sh", python()));
+    assert!(out.status.success(), "the Kafka reader failed: {}", String::from_utf8_lossy(&out.stderr));
+    let records: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        records.len() >= count,
+        "expected {count} records in {topics:?}, the reader saw {}: {records:#?}",
+        records.len()
+    );
+    records
+}
+
+/// An envelope without the top-level processing times (each sink stamps its own).
+fn without_processing_time(envelope: &str) -> String {
+    let at = envelope.rfind(",\"ts_ms\":").expect("a top-level ts_ms");
+    envelope[..at].to_string()
+}
+
+/// Check what the reader saw against what the stdout sink printed for the same events:
+/// per key, the same values in the same order; a tombstone after each delete; murmur2
+/// partitions; key-change headers. Returns the records by key.
+fn check_records(records: &[Value], stdout: &Path, topic: &str) -> BTreeMap<String, Vec<Value>> {
+    let printed: Vec<String> = std::fs::read_to_string(stdout).unwrap().lines().map(str::to_string).collect();
+    // The stdout sink's events for this topic's table, by key, in order.
+    let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in &printed {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let row = if v["op"] == "d" { &v["before"] } else { &v["after"] };
+        let key = if v["op"] == "t" { "null".to_string() } else { key_of(row) };
+        want.entry(key).or_default().push(without_processing_time(line));
+    }
+    let mut by_key: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
+    for r in records {
+        assert_eq!(r["topic"], topic);
+        if !r["key"].is_null() {
+            assert_eq!(r["partition"], r["murmur2_partition"], "not Java's murmur2 partition: {r}");
+        }
+        by_partition.entry(r["partition"].as_i64().unwrap()).or_default().push(r);
+        by_key.entry(r["key"].as_str().unwrap_or("null").to_string()).or_default().push(r.clone());
+    }
+    for (key, recs) in &by_key {
+        let values: Vec<String> =
+            recs.iter().filter_map(|r| r["value"].as_str()).map(without_processing_time).collect();
+        assert_eq!(Some(&values), want.get(key), "key {key}: the topic's values differ from the stdout sink's");
+        // A tombstone right after every delete.
+        for (i, r) in recs.iter().enumerate() {
+            let is_delete = r["value"].as_str().is_some_and(|v| v.contains("\"op\":\"d\""));
+            if is_delete {
+                let next = recs.get(i + 1).unwrap_or_else(|| panic!("key {key}: no tombstone after {r}"));
+                assert!(next["value"].is_null(), "key {key}: expected a tombstone after the delete, got {next}");
+            }
+        }
+    }
+    // Offsets rise within each partition (the reader saw every record once).
+    for recs in by_partition.values() {
+        assert!(recs.windows(2).all(|w| w[0]["offset"].as_i64() < w[1]["offset"].as_i64()));
+    }
+    by_key
+}
+
+/// The Debezium key text of a row of `items`: `{"id":N}`.
+fn key_of(row: &Value) -> String {
+    format!("{{\"id\":{}}}", row["id"])
+}
+
+fn header<'a>(r: &'a Value, name: &str) -> Option<&'a str> {
+    r["headers"].as_array()?.iter().find(|h| h[0] == name).and_then(|h| h[1].as_str())
+}
+
+fn kafka_sink(extra: &str) -> String {
+    format!(
+        "[[sink]]\nkind = \"kafka\"\nbrokers = \"{}\"\npartitions = 3\n{extra}[[sink]]\nkind = \"stdout\"\n",
+        kafka_brokers()
+    )
+}
+
+const CHANGES: [&str; 6] = [
+    "INSERT INTO items VALUES (10, 'new', 1)",
+    "UPDATE items SET qty = qty + 1 WHERE id = 1",
+    "DELETE FROM items WHERE id = 2",
+    "UPDATE items SET id = 30 WHERE id = 3",
+    "UPDATE items SET name = 'renamed' WHERE id = 30",
+    "INSERT INTO items VALUES (11, 'last', 9)",
+];
+
+/// snapshot rows + changes as records: 5 + 1 + 1 + (1 + tombstone) + (delete + tombstone +
+/// create) + 1 + 1.
+const RECORDS: usize = 5 + 1 + 1 + 2 + 3 + 1 + 1;
+
+fn check_key_change(by_key: &BTreeMap<String, Vec<Value>>) {
+    let old = &by_key["{\"id\":3}"];
+    let delete = old.iter().find(|r| r["value"].as_str().is_some_and(|v| v.contains("\"op\":\"d\""))).unwrap();
+    assert_eq!(header(delete, "__debezium.newkey"), Some("{\"id\":30}"), "{delete}");
+    let create = &by_key["{\"id\":30}"][0];
+    assert!(create["value"].as_str().unwrap().contains("\"op\":\"c\""), "{create}");
+    assert_eq!(header(create, "__debezium.oldkey"), Some("{\"id\":3}"), "{create}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_changes_reach_kafka_as_debezium_publishes_them() {
+    let env = Env::new("kafka").await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, name text, qty int);
+             INSERT INTO items SELECT i, 'item ' || i, i FROM generate_series(1, 5) i;",
+        )
+        .await
+        .unwrap();
+    env.write_config(&env.postgres_source(r#""public.items""#, &kafka_sink("")));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    for sql in CHANGES {
+        env.pg.batch_execute(sql).await.unwrap();
+    }
+    let topic = format!("{}.public.items", env.name);
+    let records = read_topics(RECORDS, &[&topic]);
+    let by_key = check_records(&records, &d.stdout, &topic);
+    check_key_change(&by_key);
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_changes_reach_kafka_as_debezium_publishes_them() {
+    let _binlogs = BINLOGS.read().await;
+    let mut env = MyEnv::new("kafka").await;
+    env.exec(
+        "CREATE TABLE items (id int PRIMARY KEY, name text, qty int);
+         INSERT INTO items VALUES (1, 'item 1', 1), (2, 'item 2', 2), (3, 'item 3', 3), (4, 'item 4', 4), (5, 'item 5', 5);",
+    )
+    .await;
+    env.write_config_with_sinks(&format!("\"{}.items\"", env.name), &kafka_sink(""));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    for sql in CHANGES {
+        env.exec(sql).await;
+    }
+    let topic = format!("{0}.{0}.items", env.name);
+    let records = read_topics(RECORDS, &[&topic]);
+    let by_key = check_records(&records, &d.stdout, &topic);
+    check_key_change(&by_key);
+    assert!(d.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_without_create_topics_stops_the_connector_naming_it() {
+    let env = Env::new("kafkano").await;
+    env.pg.batch_execute("CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1);").await.unwrap();
+    env.write_config(&env.postgres_source(r#""public.items""#, &kafka_sink("create_topics = false\n")));
+    let d = env.start();
+    let reasons = d.failure().await;
+    let topic = format!("{}.public.items", env.name);
+    assert!(reasons.contains(&format!("topic `{topic}` does not exist")), "{reasons}");
+    assert!(reasons.contains("create_topics = true"), "{reasons}");
+    drop(d);
+    env.cleanup().await;
+}
