@@ -22,8 +22,14 @@ fn python() -> String {
 
 /// Every record of `topics` (at least `count`), as the independent reader sees them.
 fn read_topics(count: usize, topics: &[&str]) -> Vec<Value> {
+    read_until_idle(count, 30, topics)
+}
+
+/// The records of `topics`: `count` of them, or as many as came before `idle_secs` without one.
+fn read_until_idle(count: usize, idle_secs: u32, topics: &[&str]) -> Vec<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/read.py");
     let out = Command::new(python())
+        .env("IDLE_SECS", idle_secs.to_string())
         .arg(script)
         .arg(kafka_brokers())
         .arg(count.to_string())
@@ -34,7 +40,7 @@ fn read_topics(count: usize, topics: &[&str]) -> Vec<Value> {
     let records: Vec<Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(
-        records.len() >= count,
+        records.len() >= count || count == usize::MAX,
         "expected {count} records in {topics:?}, the reader saw {}: {records:#?}",
         records.len()
     );
@@ -185,5 +191,96 @@ async fn a_missing_topic_without_create_topics_stops_the_connector_naming_it() {
     assert!(reasons.contains(&format!("topic `{topic}` does not exist")), "{reasons}");
     assert!(reasons.contains("create_topics = true"), "{reasons}");
     drop(d);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_under_load_loses_no_change_and_keeps_each_keys_order() {
+    let env = Env::new("kafkakill").await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, v bigint NOT NULL, pad text);
+             INSERT INTO accounts SELECT i, 0, repeat('p', 50) FROM generate_series(1, 300) i;
+             CREATE TABLE zz_end (id int PRIMARY KEY);",
+        )
+        .await
+        .unwrap();
+    env.write_config(&env.postgres_source(r#""public.accounts", "public.zz_end""#, &kafka_sink("")));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    let workload = tokio::spawn(accounts_workload(env.db_url(), 3000, 11));
+    wait_for("part of the workload published", DEADLINE, || async {
+        let applied = d.connector().await?["events_applied"].as_u64()?;
+        (applied > 800).then_some(())
+    })
+    .await;
+    d.kill9();
+    let mut d = env.start();
+    workload.await.unwrap();
+    d.wait_streaming().await;
+    // Everything before the marker is published once the marker is: a batch is acknowledged
+    // only when all its records are, and the next is produced after it.
+    env.pg.batch_execute("INSERT INTO zz_end VALUES (1)").await.unwrap();
+    read_topics(1, &[&format!("{}.public.zz_end", env.name)]);
+    let records = read_until_idle(usize::MAX, 3, &[&format!("{}.public.accounts", env.name)]);
+
+    let rows: BTreeMap<i64, i64> = env
+        .pg
+        .query("SELECT id::bigint, v FROM accounts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut by_key: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for r in &records {
+        assert_eq!(r["partition"], r["murmur2_partition"], "{r}");
+        by_key.entry(r["key"].as_str().expect("keyed").to_string()).or_default().push(r);
+    }
+    let mut problems = Vec::new();
+    for (key, recs) in &by_key {
+        let id: i64 = serde_json::from_str::<Value>(key).unwrap()["id"].as_i64().unwrap();
+        let events: Vec<Value> =
+            recs.iter().filter_map(|r| r["value"].as_str()).map(|v| serde_json::from_str(v).unwrap()).collect();
+        // A replay publishes a range again; without the repeats, the changes of a key follow
+        // its commit order (the change's LSN, then its place in the transaction).
+        let mut seen = std::collections::HashSet::new();
+        let order: Vec<(i64, String)> = events
+            .iter()
+            .map(|e| (e["source"]["lsn"].as_i64().unwrap(), e["op"].as_str().unwrap().to_string()))
+            .filter(|k| seen.insert(k.clone()))
+            .collect();
+        if order.windows(2).any(|w| w[0] > w[1]) {
+            problems.push(format!("{key}: out of commit order: {order:?}"));
+        }
+        // Every change is there: `v` only ever grows by one, so the values seen are contiguous.
+        let mut vs: Vec<i64> = events.iter().filter_map(|e| e["after"]["v"].as_i64()).collect();
+        vs.sort_unstable();
+        vs.dedup();
+        if vs.windows(2).any(|w| w[1] != w[0] + 1) {
+            problems.push(format!("{key}: a change is missing, v went {vs:?}"));
+        }
+        // The last record says what the table says.
+        let last = recs.last().unwrap();
+        match rows.get(&id) {
+            Some(v) => {
+                let e: Value = serde_json::from_str(last["value"].as_str().unwrap_or("null")).unwrap();
+                if e["after"]["v"].as_i64() != Some(*v) {
+                    problems.push(format!("{key}: the table has v={v}, the topic ends with {last}"));
+                }
+            }
+            None if !last["value"].is_null() => {
+                problems.push(format!("{key}: deleted, but the topic ends with {last}"))
+            }
+            None => {}
+        }
+    }
+    for id in rows.keys() {
+        if !by_key.contains_key(&format!("{{\"id\":{id}}}")) {
+            problems.push(format!("row {id} never reached the topic"));
+        }
+    }
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(d.terminate().success());
     env.cleanup().await;
 }

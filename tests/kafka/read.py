@@ -4,10 +4,11 @@ tidemark's client): every record of the topics from the beginning, as JSON lines
 value are the record's bytes as text (null when absent) and murmur2_partition is the partition
 Kafka's Java client would choose for the key: toPositive(murmur2(key)) % partitions.
 
-    read.py BROKERS COUNT TOPIC...     # stops after COUNT records, or 30 s without a new one
+    read.py BROKERS COUNT TOPIC...     # stops after COUNT records, or IDLE_SECS (30) without one
 """
 
 import json
+import os
 import sys
 import time
 
@@ -66,8 +67,9 @@ def main():
         parts += [TopicPartition(t, p, 0) for p in md.topics[t].partitions]
     # Assigned, not subscribed: no group join to wait for.
     c.assign(parts)
+    idle = float(os.environ.get("IDLE_SECS", "30"))
     seen, last = 0, time.time()
-    while seen < count and time.time() - last < 30:
+    while seen < count and time.time() - last < idle:
         msg = c.poll(0.5)
         if msg is None:
             continue
