@@ -6,11 +6,12 @@
 //!
 //! Layers, each importing only those listed before it:
 //! - leaves: [`settings`] (config-reading primitives), [`retry`] (error classes, backoff),
-//!   [`check`] (findings), [`notify`] (systemd), [`state`] (the embedded store);
+//!   [`check`] (findings), [`notify`] (systemd), [`state`] (the embedded store), [`kafka`] (the
+//!   librdkafka options the Kafka sink and source share);
 //! - [`event`]: the change model and its Debezium encoding; [`metrics`]: every metric's name;
 //! - [`connector`]: the contract between sources, sinks and the pipeline — the [`connector::Source`]
 //!   and [`connector::Sink`] traits, typed positions, batches, connector status;
-//! - the kinds: [`sources`] (postgres, mysql), [`sinks`] (redis, elasticsearch, stdout), and
+//! - the kinds: [`sources`] (postgres, mysql, kafka), [`sinks`] (redis, elasticsearch, kafka, stdout), and
 //!   [`transforms`];
 //! - [`config`] assembles the daemon file and connector files from the kinds' readers;
 //! - [`pipeline`] runs one connector (source task, transform chain, sinks, checkpoints);
@@ -22,6 +23,7 @@ pub mod connector;
 pub mod daemon;
 pub mod event;
 pub mod http;
+pub mod kafka;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

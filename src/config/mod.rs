@@ -238,6 +238,16 @@ pub fn read_connector(path: &Path, mut s: Section, d: &mut Diag) -> Option<Conne
             }
         }
     }
+    if source.as_ref().is_some_and(|src| src.kind() == "kafka") {
+        for (i, _) in transforms.iter().enumerate().filter(|(_, t)| t.is_stateful()) {
+            d.error(
+                format!("transform[{i}].kind"),
+                "this transform keeps state, which a Kafka source cannot checkpoint: each member of the group \
+                 holds some of the partitions, so the state would have to be partitioned like the topic; run it \
+                 in the connector that reads the database",
+            );
+        }
+    }
     let sink_sections = s.tables(d, "sink");
     if sink_sections.is_empty() && !s.has("sink") {
         d.error("sink", "at least one [[sink]] is required");

@@ -88,6 +88,11 @@ impl TransformConfig {
     }
 
     /// The derived table's name, for stateful transforms.
+    /// Whether the transform keeps state across events (checkpointed with the position).
+    pub fn is_stateful(&self) -> bool {
+        matches!(self.spec, Spec::Aggregate(_) | Spec::Window(_) | Spec::Dedup(_))
+    }
+
     pub fn derived_table(&self) -> Option<&str> {
         match &self.spec {
             Spec::Aggregate(a) => Some(&a.name),

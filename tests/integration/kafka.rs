@@ -385,3 +385,76 @@ async fn a_broker_outage_pauses_the_source_with_bounded_memory_and_loses_nothing
     assert!(d.terminate().success());
     env.cleanup().await;
 }
+
+/// An applier daemon: a Kafka source in `group` reading `topic`, writing to Redis under
+/// `prefix:{table}:{key}`, in its own directory.
+fn applier(env: &Env, n: usize, group: &str, topic: &str, prefix: &str) -> (std::path::PathBuf, String) {
+    let dir = env.dir.join(format!("applier-{n}"));
+    std::fs::create_dir_all(dir.join("connectors")).unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        dir.join("tidemark.toml"),
+        format!("data_dir = \"data\"\nhttp_addr = \"{http}\"\nconnectors_dir = \"connectors\"\nmax_lag = \"30s\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("connectors/apply.toml"),
+        format!(
+            "name = \"apply\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup = \"{group}\"\n\
+             [source.librdkafka_options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+             [[sink]]\nkind = \"redis\"\nurl = \"{}\"\nkey = \"{prefix}:{{table}}:{{key}}\"\n",
+            kafka_brokers(),
+            redis_url()
+        ),
+    )
+    .unwrap();
+    (dir, http)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_appliers_in_a_group_leave_redis_equal_to_the_table_through_a_kill9() {
+    let env = Env::new("kafkaapply").await;
+    env.pg
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, v bigint NOT NULL, pad text);
+             INSERT INTO accounts SELECT i, 0, repeat('p', 50) FROM generate_series(1, 300) i;",
+        )
+        .await
+        .unwrap();
+    // The producer: PostgreSQL → Kafka, four partitions.
+    env.write_config(&env.postgres_source(
+        r#""public.accounts""#,
+        &format!("[[sink]]\nkind = \"kafka\"\nbrokers = \"{}\"\npartitions = 4\n", kafka_brokers()),
+    ));
+    let mut producer = env.start();
+    producer.wait_streaming().await;
+    let topic = format!("{}.public.accounts", env.name);
+    read_topics(300, &[&topic]);
+    // Two appliers in one group: Kafka → Redis.
+    let group = format!("{}-cache", env.name);
+    let (dir1, http1) = applier(&env, 1, &group, &topic, &env.name);
+    let (dir2, http2) = applier(&env, 2, &group, &topic, &env.name);
+    let mut a1 = Daemon::start(&dir1, http1.clone());
+    let a2 = Daemon::start(&dir2, http2);
+    let sql = "SELECT id, v, pad FROM accounts";
+    let prefix = format!("{}:accounts", env.name);
+    wait_equal(&env.pg, sql, &prefix, Some(&a1)).await;
+
+    let workload = tokio::spawn(accounts_workload(env.db_url(), 2000, 5));
+    wait_for("the appliers at work", DEADLINE, || async {
+        let applied = a1.connector().await?["events_applied"].as_u64()?;
+        (applied > 400).then_some(())
+    })
+    .await;
+    a1.kill9();
+    let a1 = Daemon::start(&dir1, http1);
+    workload.await.unwrap();
+    wait_equal(&env.pg, sql, &prefix, Some(&a2)).await;
+    // Both members applied records (the group shared the partitions; the first one before the
+    // kill, see above).
+    let n2 = a2.connector().await.and_then(|c| c["events_applied"].as_u64()).unwrap_or(0);
+    assert!(n2 > 0, "the second applier applied nothing");
+    assert!(producer.terminate().success());
+    drop((a1, a2));
+    env.cleanup().await;
+}

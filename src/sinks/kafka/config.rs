@@ -1,8 +1,7 @@
 //! `[[sink]] kind = "kafka"`.
 
-use std::fmt;
-
-use crate::settings::{Diag, Secret, Section};
+pub use crate::kafka::ClientOption;
+use crate::settings::{Diag, Section};
 use crate::sinks::template::{self, Part};
 use crate::sinks::COMMON_KEYS;
 
@@ -23,37 +22,6 @@ const KEYS: [&str; 11] = [
     "librdkafka_options",
 ];
 
-/// A librdkafka property; values of properties that hold credentials are kept as secrets.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClientOption {
-    pub name: String,
-    pub value: Secret,
-    pub secret: bool,
-}
-
-impl ClientOption {
-    /// What `/connectors`, `check` and the log may show.
-    pub fn shown(&self) -> String {
-        if self.secret {
-            "***".into()
-        } else {
-            self.value.expose().to_string()
-        }
-    }
-}
-
-impl fmt::Debug for ClientOption {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.name, self.shown())
-    }
-}
-
-/// Whether a librdkafka property holds a credential (`sasl.password`, `ssl.key.password`,
-/// `sasl.oauthbearer.client.secret`, `ssl.key.pem`, `sasl.jaas.config`, …).
-fn is_secret(name: &str) -> bool {
-    ["password", "secret", "jaas", "key.pem", "token"].iter().any(|w| name.contains(w))
-}
-
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
     pub brokers: String,
@@ -70,8 +38,6 @@ pub struct KafkaConfig {
 
 impl KafkaConfig {
     pub fn describe(&self) -> serde_json::Value {
-        let options: serde_json::Map<String, serde_json::Value> =
-            self.options.iter().map(|o| (o.name.clone(), o.shown().into())).collect();
         serde_json::json!({
             "brokers": self.brokers,
             "topic": self.topic_template,
@@ -81,7 +47,7 @@ impl KafkaConfig {
             "partitions": self.partitions,
             "replication_factor": self.replication_factor,
             "cleanup_policy": self.cleanup_policy,
-            "librdkafka_options": options,
+            "librdkafka_options": crate::kafka::describe_options(&self.options),
         })
     }
 }
@@ -127,23 +93,12 @@ pub fn read(mut s: Section, d: &mut Diag) -> Option<KafkaConfig> {
     let partitions = count(&mut s, d, "partitions");
     let replication_factor = count(&mut s, d, "replication_factor");
     let cleanup_policy = s.opt_choice(d, "cleanup_policy", &["delete", "compact", "compact,delete"]);
-    let mut options = Vec::new();
-    if let Some(mut t) = s.opt_table(d, "librdkafka_options") {
-        for name in t.keys() {
-            // Settings tidemark owns: changing them would break its delivery guarantees.
-            if ["bootstrap.servers", "enable.idempotence", "acks", "partitioner", "allow.auto.create.topics"]
-                .contains(&name.as_str())
-            {
-                let _ = t.opt_str(d, &name);
-                d.error(t.key(&name), "is set by tidemark (brokers; idempotent, acks=all, Java's murmur2 partitioner)");
-                continue;
-            }
-            if let Some(value) = t.opt_str(d, &name) {
-                options.push(ClientOption { secret: is_secret(&name), name, value: Secret::new(value) });
-            }
-        }
-        t.finish(d, &[]);
-    }
+    let options = crate::kafka::read_options(
+        &mut s,
+        d,
+        &["bootstrap.servers", "enable.idempotence", "acks", "partitioner", "allow.auto.create.topics"],
+        "brokers; idempotent, acks=all, Java's murmur2 partitioner",
+    );
     let mut allowed: Vec<&str> = KEYS.to_vec();
     allowed.extend(COMMON_KEYS);
     s.finish(d, &allowed);

@@ -33,6 +33,9 @@ use crate::event::{json, ChangeEvent, Op, SourceMeta};
 use crate::retry::{Classify, ErrorClass};
 use crate::sinks::template;
 
+/// The record header holding an event's exact [`crate::event::Version`] (32 hex digits).
+pub const VERSION_HEADER: &str = "tidemark.version";
+
 /// How long a metadata request or topic creation may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -67,9 +70,7 @@ impl SinkSpec for KafkaConfig {
 fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("message.timeout.ms", "30000").set("linger.ms", "5").set("queue.buffering.max.messages", "1000000");
-    for o in &cfg.options {
-        c.set(&o.name, o.value.expose());
-    }
+    crate::kafka::apply(&mut c, &cfg.options);
     c.set("bootstrap.servers", &cfg.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -231,9 +232,13 @@ impl KafkaSink {
             let key = (ev.op != Op::Truncate).then(|| json::to_string(&Key(ev, enc)).into_bytes());
             let value =
                 json::to_string(&Envelope { ev, connector: &self.ctx.connector, enc, now_ns: now }).into_bytes();
-            // A key change is a delete of the old key and a create of the new one, back to back;
-            // each names the other's key, as Debezium's headers do.
-            let mut headers = OwnedHeaders::new();
+            // The exact version, for tidemark's Kafka source to fence with; a key change is a
+            // delete of the old key and a create of the new one, back to back, each naming the
+            // other's key, as Debezium's headers do.
+            let version = ev.version.to_hex();
+            let version_header =
+                || OwnedHeaders::new().insert(Header { key: VERSION_HEADER, value: Some(version.as_bytes()) });
+            let mut headers = version_header();
             if ev.op == Op::Delete {
                 if let Some(next) = events.get(i + 1).filter(|n| key_change(ev, n)) {
                     let new_key = json::to_string(&Key(next, enc));
@@ -247,7 +252,7 @@ impl KafkaSink {
             }
             out.push(Record { event: i, topic: topic.clone(), key: key.clone(), value: Some(value), headers });
             if ev.op == Op::Delete && self.cfg.tombstones {
-                out.push(Record { event: i, topic: topic.clone(), key, value: None, headers: OwnedHeaders::new() });
+                out.push(Record { event: i, topic: topic.clone(), key, value: None, headers: version_header() });
             }
         }
         out

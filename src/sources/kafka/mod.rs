@@ -1,0 +1,333 @@
+//! `kind = "kafka"`: Debezium topics (tidemark's Kafka sink's, or Debezium's own) read in a
+//! consumer group and applied to the sinks with the same fencing as a database source, so
+//! appliers scale out: N daemons in one group share the partitions of the topics.
+//!
+//! - **Order.** A key lives in one partition, and a partition is read in order by one member.
+//! - **Offsets** are stored (`enable.auto.offset.store=false`) only up to what every sink has
+//!   made durable — positions received on `acked` — and committed by librdkafka's auto-commit
+//!   and when partitions are revoked. A crash or a rebalance hands the uncommitted records to a
+//!   member again: they are applied again, as no-ops, since every write is fenced by the
+//!   event's version (see [`decode`]).
+//! - **Records that are not change events** (bad JSON, an unknown op) follow `on_error`: `fail`
+//!   stops the connector naming topic, partition and offset; `skip` logs them with those and
+//!   counts them (`tidemark_events_skipped_total{reason="not_a_change"}`), and reading goes on.
+
+pub mod decode;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use self::decode::Decoded;
+use crate::check::Finding;
+use crate::connector::position::PartitionOffsets;
+use crate::connector::{
+    batch, run_sessions, CapturedTable, Exclusive, PipelineClosed, Position, SessionError, Source, SourceContext,
+    SourceError,
+};
+use crate::event::time::now_ms;
+use crate::event::{Encoding, TableRef};
+use crate::kafka::ClientOption;
+use crate::metrics;
+use crate::retry::{Backoff, Classify, ErrorClass};
+use crate::settings::{Diag, Section};
+use crate::sinks::kafka::VERSION_HEADER;
+
+const KEYS: [&str; 7] = ["kind", "brokers", "topics", "group", "on_error", "heartbeat_interval", "librdkafka_options"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBadRecord {
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSourceConfig {
+    pub brokers: String,
+    /// Names, or patterns as librdkafka takes them (`^shop\..*`).
+    pub topics: Vec<String>,
+    pub group: String,
+    pub on_error: OnBadRecord,
+    pub heartbeat_interval: Duration,
+    pub options: Vec<ClientOption>,
+}
+
+pub fn read(mut s: Section, d: &mut Diag) -> Option<KafkaSourceConfig> {
+    let brokers = s.str(d, "brokers");
+    let topics = s.opt_str_list(d, "topics").unwrap_or_default();
+    if topics.is_empty() {
+        d.error(s.key("topics"), "is required: the topics to read (names, or patterns like \"^shop\\\\..*\")");
+    }
+    let group = s.str(d, "group");
+    let on_error = match s.opt_choice(d, "on_error", &["fail", "skip"]).as_deref() {
+        Some("skip") => OnBadRecord::Skip,
+        _ => OnBadRecord::Fail,
+    };
+    let heartbeat_interval = s.opt_duration(d, "heartbeat_interval").unwrap_or(Duration::from_secs(1));
+    let options = crate::kafka::read_options(
+        &mut s,
+        d,
+        &["bootstrap.servers", "group.id", "enable.auto.offset.store", "enable.partition.eof"],
+        "brokers, group; offsets are stored only after the sinks acknowledge",
+    );
+    s.finish(d, &KEYS);
+    Some(KafkaSourceConfig { brokers: brokers?, topics, group: group?, on_error, heartbeat_interval, options })
+}
+
+impl KafkaSourceConfig {
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000");
+        crate::kafka::apply(&mut c, &self.options);
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        c
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("kafka: {0}")]
+    Client(#[from] KafkaError),
+    #[error("{0}")]
+    Operator(String),
+    #[error(transparent)]
+    Closed(#[from] PipelineClosed),
+}
+
+impl SessionError for KafkaSourceError {
+    fn pipeline_closed(&self) -> bool {
+        matches!(self, KafkaSourceError::Closed(_))
+    }
+}
+
+impl Classify for KafkaSourceError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            KafkaSourceError::Client(_) | KafkaSourceError::Closed(_) => ErrorClass::Retry,
+            KafkaSourceError::Operator(_) => ErrorClass::Operator,
+        }
+    }
+}
+
+impl Source for KafkaSourceConfig {
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn tables(&self) -> &[String] {
+        &self.topics
+    }
+
+    fn encoding(&self) -> Encoding {
+        Encoding::default()
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    fn exclusive(&self) -> Option<Exclusive> {
+        // A consumer group is shared on purpose: that is how appliers scale out.
+        None
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": "kafka",
+            "brokers": self.brokers,
+            "topics": self.topics,
+            "group": self.group,
+            "on_error": match self.on_error { OnBadRecord::Fail => "fail", OnBadRecord::Skip => "skip" },
+            "librdkafka_options": crate::kafka::describe_options(&self.options),
+        })
+    }
+
+    fn title(&self) -> String {
+        format!("kafka {} group {}", self.brokers, self.group)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Vec<Finding>> {
+        async move { check(self).await }.boxed()
+    }
+
+    fn run(&self, ctx: SourceContext) -> BoxFuture<'_, Result<(), SourceError>> {
+        async move {
+            run_sessions(self, ctx, kafka_position, |cfg, ctx, resume, backoff| {
+                session(cfg, ctx, resume, backoff).boxed()
+            })
+            .await
+            .map_err(SourceError::new)
+        }
+        .boxed()
+    }
+}
+
+fn kafka_position(p: Position) -> Option<PartitionOffsets> {
+    match p {
+        Position::Kafka(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// One consumer session: join the group, read, store acknowledged offsets.
+async fn session(
+    cfg: &KafkaSourceConfig,
+    ctx: &mut SourceContext,
+    resume: Option<PartitionOffsets>,
+    backoff: &mut Backoff,
+) -> Result<(), KafkaSourceError> {
+    let consumer: StreamConsumer = cfg.client().create()?;
+    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    info!(connector = %ctx.connector, group = %cfg.group, topics = ?cfg.topics, "consuming");
+    ctx.status.set_state(crate::connector::ConnectorState::Streaming);
+    // Every partition ever read keeps its offset here, so positions never go backwards when a
+    // rebalance moves partitions to another member.
+    let mut position = resume.unwrap_or_default();
+    let mut tables: HashSet<TableRef> = HashSet::new();
+    let mut acked = ctx.acked.clone();
+    loop {
+        let deadline = ctx.batcher.deadline();
+        tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => {
+                let _ = ctx.batcher.try_flush();
+                return Ok(());
+            }
+            changed = acked.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                if let Some(Position::Kafka(p)) = &*acked.borrow_and_update() {
+                    store_offsets(&consumer, p);
+                }
+            }
+            _ = batch::until(deadline), if deadline.is_some() => {
+                ctx.batcher.flush().await?;
+            }
+            msg = tokio::time::timeout(cfg.heartbeat_interval, consumer.recv()) => match msg {
+                // Idle: everything read so far is all there is; a heartbeat probes the sinks and
+                // keeps the lag honest.
+                Err(_) => {
+                    ctx.batcher.mark(Position::Kafka(position.clone()), Some(now_ms()), None, true);
+                    ctx.batcher.after_boundary().await?;
+                }
+                Ok(Err(e)) => {
+                    warn!(connector = %ctx.connector, error = %e, "kafka consumer error");
+                    return Err(e.into());
+                }
+                Ok(Ok(m)) => {
+                    backoff.reset();
+                    let version = m.headers().and_then(|h| h.iter().find(|h| h.key == VERSION_HEADER).and_then(|h| h.value));
+                    match decode::decode(m.key(), m.payload(), version) {
+                        Ok(Decoded::Event(ev)) => {
+                            if !tables.contains(&*ev.table) {
+                                let row = ev.after.as_ref().or(ev.before.as_ref());
+                                let captured = CapturedTable {
+                                    table: (*ev.table).clone(),
+                                    columns: row.map(|r| r.0.iter().map(|(n, _)| n.to_string()).collect()).unwrap_or_default(),
+                                    key: ev.key.0.iter().map(|(n, _)| n.to_string()).collect(),
+                                };
+                                ctx.captured(&[captured]).map_err(KafkaSourceError::Operator)?;
+                                tables.insert((*ev.table).clone());
+                            }
+                            let commit_ms = ev.commit_ts_ms();
+                            ctx.batcher.push(*ev);
+                            position.set(m.topic(), m.partition(), m.offset() + 1);
+                            ctx.batcher.mark(Position::Kafka(position.clone()), Some(commit_ms), None, false);
+                        }
+                        Ok(Decoded::Skip) => {
+                            position.set(m.topic(), m.partition(), m.offset() + 1);
+                            ctx.batcher.mark(Position::Kafka(position.clone()), None, None, false);
+                        }
+                        Err(why) => {
+                            let at = format!("{} partition {} offset {}", m.topic(), m.partition(), m.offset());
+                            match cfg.on_error {
+                                OnBadRecord::Fail => {
+                                    return Err(KafkaSourceError::Operator(format!(
+                                        "the record at {at} is not a change event ({why}); fix or skip it \
+                                         (on_error = \"skip\" in [source])"
+                                    )));
+                                }
+                                OnBadRecord::Skip => {
+                                    warn!(connector = %ctx.connector, record = %at, reason = %why, "skipped a record that is not a change event");
+                                    ctx.metrics
+                                        .events_skipped
+                                        .get_or_create(&vec![
+                                            (metrics::CONNECTOR, ctx.connector.to_string()),
+                                            (metrics::TABLE, m.topic().to_string()),
+                                            (metrics::REASON, "not_a_change".into()),
+                                        ])
+                                        .inc();
+                                    position.set(m.topic(), m.partition(), m.offset() + 1);
+                                    ctx.batcher.mark(Position::Kafka(position.clone()), None, None, false);
+                                }
+                            }
+                        }
+                    }
+                    ctx.batcher.after_boundary().await?;
+                }
+            }
+        }
+    }
+}
+
+/// Store the acknowledged offsets of the partitions this member holds now (librdkafka commits
+/// them); a partition given up meanwhile is another member's to commit.
+fn store_offsets(consumer: &StreamConsumer, acked: &PartitionOffsets) {
+    let Ok(assigned) = consumer.assignment() else { return };
+    let mut tpl = TopicPartitionList::new();
+    for e in assigned.elements() {
+        if let Some(next) = acked.get(e.topic(), e.partition()) {
+            let _ = tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(next));
+        }
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            tracing::debug!(error = %e, "storing offsets");
+        }
+    }
+}
+
+/// `tidemark check`: the brokers answer and each named topic exists.
+async fn check(cfg: &KafkaSourceConfig) -> Vec<Finding> {
+    let consumer: StreamConsumer = match cfg.client().create() {
+        Ok(c) => c,
+        Err(e) => return vec![Finding::error(format!("kafka client: {e}; check librdkafka_options"))],
+    };
+    let md = match tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, Duration::from_secs(10))).await {
+        Ok(Ok(md)) => md,
+        Ok(Err(e)) => {
+            return vec![Finding::error(format!(
+                "cannot reach the brokers {}: {e}; check brokers and the TLS/SASL settings in librdkafka_options",
+                cfg.brokers
+            ))]
+        }
+        Err(e) => return vec![Finding::error(format!("kafka: {e}"))],
+    };
+    let mut out = vec![Finding::ok(format!("brokers {} answer", cfg.brokers))];
+    for t in &cfg.topics {
+        if t.starts_with('^') {
+            let n = md.topics().len();
+            out.push(Finding::ok(format!("pattern {t} is matched against the {n} topics at each rebalance")));
+        } else if md.topics().iter().any(|m| m.name() == t && !m.partitions().is_empty()) {
+            out.push(Finding::ok(format!("topic {t} exists")));
+        } else {
+            out.push(Finding::warn(format!("topic {t} does not exist yet (the group reads it once it does)")));
+        }
+    }
+    out
+}
