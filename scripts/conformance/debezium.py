@@ -6,7 +6,10 @@ tests/conformance/KIND_changes.sql, waits for the end marker (a row of `zz_end`)
 record, in arrival order, as one JSON line: {"topic", "key", "value"} with key and value the exact
 text the converter produced (null for a tombstone's value).
 
-    debezium.py postgres|mysql OUT.jsonl
+    debezium.py postgres|mysql OUT.jsonl [schemas]
+
+With `schemas`, the converter writes Kafka Connect's schema envelope ({"schema":…,"payload":…});
+tests/integration/kafka.rs feeds such records to the Kafka source.
 
 Run through scripts/conformance.sh, which installs the engine and then compares tidemark's
 output with what this wrote.
@@ -82,16 +85,17 @@ def apply_changes(kind):
             mysql(DB, stdin=f)
 
 
-def properties(kind, work):
+def properties(kind, work, schemas):
+    enabled = "true" if schemas else "false"
     common = {
         "name": DB,
         "topic.prefix": DB,
         "offset.storage": "org.apache.kafka.connect.storage.FileOffsetBackingStore",
         "offset.storage.file.filename": os.path.join(work, "offsets.dat"),
         "offset.flush.interval.ms": "1000",
-        "converter.schemas.enable": "false",
-        "key.converter.schemas.enable": "false",
-        "value.converter.schemas.enable": "false",
+        "converter.schemas.enable": enabled,
+        "key.converter.schemas.enable": enabled,
+        "value.converter.schemas.enable": enabled,
         # Debezium skips truncates by default; they are captured to compare their form.
         "skipped.operations": "none",
         "snapshot.mode": "initial",
@@ -146,7 +150,10 @@ class Recorder(BasePythonChangeHandler):
 
 
 def op_of(r):
-    return None if r["value"] is None else json.loads(r["value"]).get("op")
+    if r["value"] is None:
+        return None
+    v = json.loads(r["value"])
+    return v.get("payload", v).get("op") if isinstance(v.get("payload", v), dict) else None
 
 
 def wait(what, cond, timeout=180):
@@ -159,11 +166,12 @@ def wait(what, cond, timeout=180):
 
 def main():
     kind, out = sys.argv[1], sys.argv[2]
+    schemas = len(sys.argv) > 3 and sys.argv[3] == "schemas"
     prepare(kind)
     expected = snapshot_rows(kind)
     work = tempfile.mkdtemp(prefix="dbz-conformance-")
     rec = Recorder()
-    engine = DebeziumJsonEngine(properties=properties(kind, work), handler=rec)
+    engine = DebeziumJsonEngine(properties=properties(kind, work, schemas), handler=rec)
     runner = threading.Thread(target=engine.run, daemon=True)
     runner.start()
     wait("the snapshot", lambda: rec.count(lambda r: op_of(r) == "r") >= expected)

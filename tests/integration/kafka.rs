@@ -458,3 +458,91 @@ async fn two_appliers_in_a_group_leave_redis_equal_to_the_table_through_a_kill9(
     drop((a1, a2));
     env.cleanup().await;
 }
+
+/// What Redis must hold after the records of a Debezium capture: per table and key, the last
+/// image's columns as hash fields (strings as they are, other values as compact JSON, NULL
+/// absent), a placeholder column keeping the earlier value, a truncate emptying the table.
+fn expected_from_capture(path: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut state: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let rec: Value = serde_json::from_str(line).unwrap();
+        let Some(value) = rec["value"].as_str() else { continue };
+        let mut v: Value = serde_json::from_str(value).unwrap();
+        if v.get("payload").is_some() && v.get("schema").is_some() {
+            v = v["payload"].take();
+        }
+        let table = v["source"]["table"].as_str().unwrap().to_string();
+        if v["op"] == "t" {
+            state.retain(|k, _| !k.starts_with(&format!("{table}:")));
+            continue;
+        }
+        let mut key: Value = serde_json::from_str(rec["key"].as_str().unwrap()).unwrap();
+        if key.get("payload").is_some() && key.get("schema").is_some() {
+            key = key["payload"].take();
+        }
+        let key_text: Vec<String> = key
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|k| k.as_str().map_or_else(|| k.to_string(), str::to_string))
+            .collect();
+        let id = format!("{table}:{}", key_text.join(":"));
+        if v["op"] == "d" {
+            state.remove(&id);
+            continue;
+        }
+        let row = state.entry(id).or_default();
+        for (col, val) in v["after"].as_object().unwrap() {
+            match val {
+                Value::Null => {
+                    row.remove(col);
+                }
+                Value::String(s) if s == "__debezium_unavailable_value" => {}
+                Value::String(s) => {
+                    row.insert(col.clone(), s.clone());
+                }
+                other => {
+                    row.insert(col.clone(), other.to_string());
+                }
+            }
+        }
+    }
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debeziums_own_events_through_the_kafka_source_reach_redis() {
+    let env = Env::new("kafkadbz").await;
+    for fixture in ["postgres.jsonl", "postgres-schemas.jsonl"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debezium").join(fixture);
+        let topic = format!("{}-{}", env.name, fixture.trim_end_matches(".jsonl"));
+        let out = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/produce.py"))
+            .args([&kafka_brokers(), &topic, path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "produce.py: {}", String::from_utf8_lossy(&out.stderr));
+        let prefix = format!("{topic}:r");
+        let (dir, http) = applier(&env, 0, &format!("{topic}-g"), &topic, &prefix);
+        let d = Daemon::start(&dir, http);
+        let want = expected_from_capture(&path);
+        let mut r = redis_conn().await;
+        let got = wait_for("Redis equal to Debezium's final images", DEADLINE, || {
+            let (mut r, prefix, want) = (r.clone(), prefix.clone(), want.clone());
+            async move {
+                let mut got: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+                for key in scan(&mut r, &format!("{prefix}:*")).await {
+                    let h: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(&mut r).await.ok()?;
+                    got.insert(key[prefix.len() + 1..].to_string(), h);
+                }
+                (got == want).then_some(got)
+            }
+        })
+        .await;
+        assert_eq!(got.len(), want.len());
+        let keys = scan(&mut r, &format!("{prefix}:*")).await;
+        let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut r).await.unwrap();
+        drop(d);
+    }
+    env.cleanup().await;
+}
