@@ -37,12 +37,16 @@ pub const BINLOG_PURGE_RISK: &str = "tidemark_binlog_purge_risk";
 pub const RESIDENT_MEMORY_BYTES: &str = "tidemark_resident_memory_bytes";
 pub const SNAPSHOT_ROWS: &str = "tidemark_snapshot_rows";
 pub const BINLOG_PURGE_MARGIN: &str = "tidemark_binlog_purge_margin_files";
+pub const KAFKA_LAG_RECORDS: &str = "tidemark_kafka_lag_records";
+pub const KAFKA_CONSUMER_OFFSET: &str = "tidemark_kafka_consumer_offset";
+pub const KAFKA_CONSUMER_LAG_RECORDS: &str = "tidemark_kafka_consumer_lag_records";
 
 /// Source-specific figures of `/health` (a source's health section), each exported as the gauge
 /// [`Metrics::source_figure`] names.
 pub const RETAINED_WAL_BYTES_FIGURE: &str = "retained_wal_bytes";
 pub const BINLOG_PURGE_MARGIN_FIGURE: &str = "binlog_purge_margin_files";
 pub const BINLOG_PURGE_RISK_FIGURE: &str = "binlog_purge_risk";
+pub const KAFKA_LAG_RECORDS_FIGURE: &str = "lag_records";
 
 /// Label keys.
 pub const CONNECTOR: &str = "connector";
@@ -54,6 +58,8 @@ pub const COLUMN: &str = "column";
 pub const TYPE: &str = "type";
 pub const REASON: &str = "reason";
 pub const TRANSFORM: &str = "transform";
+pub const TOPIC: &str = "topic";
+pub const PARTITION: &str = "partition";
 
 /// Outcomes of a sink write, per event.
 pub const OUTCOME_APPLIED: &str = "applied";
@@ -87,6 +93,9 @@ pub struct Metrics {
     pub binlog_purge_risk: Family<Labels, Gauge>,
     pub resident_memory_bytes: Gauge,
     pub binlog_purge_margin: Family<Labels, Gauge>,
+    pub kafka_lag_records: Family<Labels, Gauge>,
+    pub kafka_consumer_offset: Family<Labels, Gauge>,
+    pub kafka_consumer_lag_records: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -119,6 +128,9 @@ impl Metrics {
         let binlog_purge_risk = Family::<Labels, Gauge>::default();
         let resident_memory_bytes = Gauge::default();
         let binlog_purge_margin = Family::<Labels, Gauge>::default();
+        let kafka_lag_records = Family::<Labels, Gauge>::default();
+        let kafka_consumer_offset = Family::<Labels, Gauge>::default();
+        let kafka_consumer_lag_records = Family::<Labels, Gauge>::default();
 
         registry.register(EVENTS, "Change events read from sources, by table and op", events.clone());
         registry.register(SINK_EVENTS, "Events handled by sinks, by outcome", sink_events.clone());
@@ -177,6 +189,21 @@ impl Metrics {
             binlog_purge_margin.clone(),
         );
         registry.register(
+            KAFKA_LAG_RECORDS,
+            "Kafka source: records in the partitions this member holds that the sinks have not acknowledged",
+            kafka_lag_records.clone(),
+        );
+        registry.register(
+            KAFKA_CONSUMER_OFFSET,
+            "Kafka source: the next offset to commit, by topic and partition (the sinks have everything before it)",
+            kafka_consumer_offset.clone(),
+        );
+        registry.register(
+            KAFKA_CONSUMER_LAG_RECORDS,
+            "Kafka source: the partition's high watermark minus the committed offset, as the broker last reported it",
+            kafka_consumer_lag_records.clone(),
+        );
+        registry.register(
             CONNECTOR_FAILED,
             "1 when the connector has stopped on an error that needs an operator",
             connector_failed.clone(),
@@ -209,6 +236,9 @@ impl Metrics {
             binlog_purge_risk,
             resident_memory_bytes,
             binlog_purge_margin,
+            kafka_lag_records,
+            kafka_consumer_offset,
+            kafka_consumer_lag_records,
         }
     }
 
@@ -218,6 +248,7 @@ impl Metrics {
             RETAINED_WAL_BYTES_FIGURE => Some(&self.retained_wal_bytes),
             BINLOG_PURGE_MARGIN_FIGURE => Some(&self.binlog_purge_margin),
             BINLOG_PURGE_RISK_FIGURE => Some(&self.binlog_purge_risk),
+            KAFKA_LAG_RECORDS_FIGURE => Some(&self.kafka_lag_records),
             _ => None,
         }
     }

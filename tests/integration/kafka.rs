@@ -454,6 +454,15 @@ async fn two_appliers_in_a_group_leave_redis_equal_to_the_table_through_a_kill9(
     // kill, see above).
     let n2 = a2.connector().await.and_then(|c| c["events_applied"].as_u64()).unwrap_or(0);
     assert!(n2 > 0, "the second applier applied nothing");
+    // Offsets and lag per partition, in /metrics and /health.
+    let (metrics, health) = wait_for("the lag sampled", DEADLINE, || async {
+        let c = a2.connector().await?;
+        let m = a2.metrics().await;
+        (c["lag_records"].is_u64() && m.contains("tidemark_kafka_consumer_offset{")).then_some((m, c))
+    })
+    .await;
+    assert!(metrics.contains(&format!("topic=\"{topic}\"")), "{metrics}");
+    assert!(health["notes"].to_string().contains(&format!("{topic}[")), "{health}");
     assert!(producer.terminate().success());
     drop((a1, a2));
     env.cleanup().await;

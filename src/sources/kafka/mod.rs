@@ -139,6 +139,10 @@ impl Source for KafkaSourceConfig {
         self.heartbeat_interval
     }
 
+    fn health_figures(&self) -> &'static [&'static str] {
+        &[metrics::KAFKA_LAG_RECORDS_FIGURE]
+    }
+
     fn exclusive(&self) -> Option<Exclusive> {
         // A consumer group is shared on purpose: that is how appliers scale out.
         None
@@ -199,7 +203,12 @@ async fn session(
     let mut position = resume.unwrap_or_default();
     let mut tables: HashSet<TableRef> = HashSet::new();
     let mut acked = ctx.acked.clone();
+    let mut sampled = std::time::Instant::now();
     loop {
+        if sampled.elapsed() >= Duration::from_secs(1) {
+            sample_lag(&consumer, ctx);
+            sampled = std::time::Instant::now();
+        }
         let deadline = ctx.batcher.deadline();
         tokio::select! {
             biased;
@@ -283,6 +292,67 @@ async fn session(
             }
         }
     }
+}
+
+/// Per partition this member holds: the committed (acknowledged) offset and the records behind
+/// the high watermark the broker last reported, in `/metrics`; the total in `/health`, with a
+/// note per partition.
+fn sample_lag(consumer: &StreamConsumer, ctx: &SourceContext) {
+    let Ok(assigned) = consumer.assignment() else { return };
+    let acked = match &*ctx.acked.borrow() {
+        Some(Position::Kafka(p)) => p.clone(),
+        _ => PartitionOffsets::default(),
+    };
+    let (mut total, mut notes) = (0u64, Vec::new());
+    for e in assigned.elements() {
+        let (topic, partition) = (e.topic(), e.partition());
+        let committed = acked.get(topic, partition);
+        let high = cached_high_watermark(consumer, topic, partition);
+        let lag = match (high, committed) {
+            (Some(h), Some(c)) => Some((h - c).max(0) as u64),
+            (Some(h), None) => Some(h.max(0) as u64),
+            _ => None,
+        };
+        let labels = vec![
+            (metrics::CONNECTOR, ctx.connector.to_string()),
+            (metrics::TOPIC, topic.to_string()),
+            (metrics::PARTITION, partition.to_string()),
+        ];
+        if let Some(c) = committed {
+            ctx.metrics.kafka_consumer_offset.get_or_create(&labels).set(c);
+        }
+        if let Some(l) = lag {
+            ctx.metrics.kafka_consumer_lag_records.get_or_create(&labels).set(l as i64);
+            total += l;
+        }
+        notes.push(format!(
+            "{topic}[{partition}]: committed {}, {} records behind",
+            committed.map_or("nothing yet".into(), |c| c.to_string()),
+            lag.map_or("?".into(), |l| l.to_string())
+        ));
+    }
+    ctx.status.set_source_health(crate::connector::SourceHealth {
+        figures: vec![(metrics::KAFKA_LAG_RECORDS_FIGURE, Some(total))],
+        notes,
+    });
+}
+
+/// The high watermark librdkafka last saw for a partition (from fetch responses; no request).
+fn cached_high_watermark(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer lives as long as `consumer`; the out-pointers are valid locals;
+    // the call only reads librdkafka's cached partition state.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 /// Store the acknowledged offsets of the partitions this member holds now (librdkafka commits
