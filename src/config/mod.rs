@@ -222,8 +222,12 @@ pub fn read_connector(path: &Path, mut s: Section, d: &mut Diag) -> Option<Conne
     }
     let conn_name = name.clone().unwrap_or_default();
 
+    let mut source_kind = None;
     let source = match s.opt_table(d, "source") {
-        Some(sec) => sources::read(sec, d, &conn_name),
+        Some(sec) => {
+            source_kind = sec.peek_str("kind").map(str::to_string);
+            sources::read(sec, d, &conn_name)
+        }
         None => {
             d.error("source", "is required");
             None
@@ -238,7 +242,7 @@ pub fn read_connector(path: &Path, mut s: Section, d: &mut Diag) -> Option<Conne
             }
         }
     }
-    if source.as_ref().is_some_and(|src| src.kind() == "kafka") {
+    if source_kind.as_deref() == Some("kafka") {
         for (i, _) in transforms.iter().enumerate().filter(|(_, t)| t.is_stateful()) {
             d.error(
                 format!("transform[{i}].kind"),
@@ -338,6 +342,47 @@ max_batch_rows = 0
             assert!(keys.contains(&want), "missing error for {want}: {errs:#?}");
         }
         assert!(errs.iter().all(|e| e.file == Path::new("c/bad.toml")));
+    }
+
+    #[test]
+    fn a_kafka_connector_lists_every_mistake_and_refuses_stateful_transforms() {
+        let text = r#"
+name = "apply"
+[source]
+kind = "kafka"
+group = 5
+on_error = "ignore"
+[source.librdkafka_options]
+"group.id" = "other"
+"sasl.password" = "hunter2"
+[[transform]]
+kind = "dedup"
+[[transform]]
+kind = "filter"
+expr = "true"
+[[sink]]
+kind = "kafka"
+tombstones = "yes"
+exactly_once = true
+"#;
+        let errs = parse_connector(Path::new("c/apply.toml"), text).unwrap_err().0;
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for want in [
+            "source.brokers",
+            "source.topics",
+            "source.group",
+            "source.on_error",
+            "source.librdkafka_options.group.id",
+            "transform[0].kind",
+            "sink[0].brokers",
+            "sink[0].tombstones",
+            "sink[0].exactly_once",
+        ] {
+            assert!(keys.contains(&want), "missing error for {want}: {errs:#?}");
+        }
+        assert!(!keys.contains(&"transform[1].kind"), "a stateless transform is fine: {errs:#?}");
+        let text = format!("{errs:?}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     /// Every secret a connector file can hold stays out of `{:?}` and `/connectors`.

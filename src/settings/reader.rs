@@ -115,6 +115,11 @@ impl Section {
         self.table.contains_key(key)
     }
 
+    /// A string value without reading it (what kind a section is, before its reader runs).
+    pub fn peek_str(&self, key: &str) -> Option<&str> {
+        self.table.get(key).and_then(Value::as_str)
+    }
+
     fn take(&mut self, key: &str) -> Option<Value> {
         self.table.remove(key)
     }

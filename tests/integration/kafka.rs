@@ -389,6 +389,18 @@ async fn a_broker_outage_pauses_the_source_with_bounded_memory_and_loses_nothing
 /// An applier daemon: a Kafka source in `group` reading `topic`, writing to Redis under
 /// `prefix:{table}:{key}`, in its own directory.
 fn applier(env: &Env, n: usize, group: &str, topic: &str, prefix: &str) -> (std::path::PathBuf, String) {
+    applier_with(env, n, group, topic, prefix, "")
+}
+
+/// As [`applier`], with more `[source]` settings.
+fn applier_with(
+    env: &Env,
+    n: usize,
+    group: &str,
+    topic: &str,
+    prefix: &str,
+    source_extra: &str,
+) -> (std::path::PathBuf, String) {
     let dir = env.dir.join(format!("applier-{n}"));
     std::fs::create_dir_all(dir.join("connectors")).unwrap();
     let http = format!("127.0.0.1:{}", free_port());
@@ -400,7 +412,7 @@ fn applier(env: &Env, n: usize, group: &str, topic: &str, prefix: &str) -> (std:
     std::fs::write(
         dir.join("connectors/apply.toml"),
         format!(
-            "name = \"apply\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup = \"{group}\"\n\
+            "name = \"apply\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopics = [\"{topic}\"]\ngroup = \"{group}\"\n{source_extra}\
              [source.librdkafka_options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
              [[sink]]\nkind = \"redis\"\nurl = \"{}\"\nkey = \"{prefix}:{{table}}:{{key}}\"\n",
             kafka_brokers(),
@@ -553,5 +565,60 @@ async fn debeziums_own_events_through_the_kafka_source_reach_redis() {
         let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut r).await.unwrap();
         drop(d);
     }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_is_not_a_change_is_skipped_with_its_coordinates_or_stops_the_applier() {
+    let env = Env::new("kafkapoison").await;
+    let topic = format!("{}-poison", env.name);
+    let change = |id: u32, lsn: u32| {
+        serde_json::json!({
+            "topic": "t",
+            "key": format!("{{\"id\":{id}}}"),
+            "value": format!(
+                "{{\"before\":null,\"after\":{{\"id\":{id},\"v\":\"row {id}\"}},\"source\":{{\"connector\":\"postgresql\",\
+                 \"db\":\"d\",\"schema\":\"public\",\"table\":\"poison\",\"lsn\":{lsn}}},\"op\":\"c\"}}"
+            ),
+        })
+    };
+    let poison = serde_json::json!({"topic": "t", "key": "{\"id\":9}", "value": "{not json"});
+    let file = env.dir.join("poison.jsonl");
+    std::fs::write(&file, format!("{}\n{}\n{}\n", change(1, 100), poison, change(2, 200))).unwrap();
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/produce.py"))
+        .args([&kafka_brokers(), &topic, file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "produce.py: {}", String::from_utf8_lossy(&out.stderr));
+
+    // on_error = "skip": the records after it are applied, the poison counted and logged.
+    let prefix = format!("{}:skip", env.name);
+    let (dir, http) = applier_with(&env, 1, &format!("{topic}-skip"), &topic, &prefix, "on_error = \"skip\"\n");
+    let d = Daemon::start(&dir, http);
+    let mut r = redis_conn().await;
+    wait_for("both rows applied", DEADLINE, || {
+        let (mut r, prefix) = (r.clone(), prefix.clone());
+        async move { (scan(&mut r, &format!("{prefix}:poison:*")).await.len() == 2).then_some(()) }
+    })
+    .await;
+    let metrics = d.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("tidemark_events_skipped_total{")
+            && l.contains("reason=\"not_a_change\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(d.log().contains(&format!("{topic} partition 0 offset 1")), "{}", d.log());
+    drop(d);
+    let v: String = redis::cmd("HGET").arg(format!("{prefix}:poison:2")).arg("v").query_async(&mut r).await.unwrap();
+    assert_eq!(v, "row 2");
+
+    // The default, on_error = "fail": the connector stops, naming where the record is.
+    let (dir, http) = applier_with(&env, 2, &format!("{topic}-fail"), &topic, &format!("{}:fail", env.name), "");
+    let d = Daemon::start(&dir, http);
+    let reasons = d.failure().await;
+    assert!(reasons.contains(&format!("{topic} partition 0 offset 1")) && reasons.contains("not JSON"), "{reasons}");
+    drop(d);
     env.cleanup().await;
 }
