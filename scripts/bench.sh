@@ -20,6 +20,9 @@
 #   (b') tidemark draining the same backlog into Redis
 #   (a'') mysqlbinlog decoding the same backlog's rows to /dev/null      (a decoding reader, for context)
 #   (f') tidemark draining it into the stdout sink, redirected to /dev/null  (decode + encode alone)
+# Then PostgreSQL → Kafka (BENCH_KAFKA=0 skips it): (k0) a plain librdkafka producer with
+# pre-encoded records of the same sizes (the ceiling) and (k1) tidemark draining a backlog into
+# Kafka, and k1/k0.
 # BENCH_BIN=PATH measures that tidemark binary instead of this tree's release build (e.g. an
 # earlier commit's, to compare two builds on the same backlogs).
 set -euo pipefail
@@ -267,6 +270,84 @@ printf '| (g) curl _bulk, 1,000 docs per request, 2 in flight | %.0f docs/s (med
 printf '| (h) tidemark → Elasticsearch | %.0f rows/s (median of: %s; %s docs; peak RSS %s MiB) |\n' "$H_RATE" "$(fmt_list "${H[@]}")" "$ES_DOCS" "$ES_RSS"
 printf '| (i) commit → acknowledged by Elasticsearch at %s/s | %s |\n' "$ES_RATE" "$ES_LAT"
 printf '| h / g | %.2f |\n' "$(echo "$H_RATE / $G_RATE" | bc -l)"
+fi
+
+# ---------------------------------------------------------------- PostgreSQL → Kafka
+# (k0) a plain librdkafka producer (scripts/bench_kafka.py: confluent-kafka, the sink's settings)
+# sending as many pre-encoded records of the same sizes (the client-and-broker ceiling), and (k1)
+# tidemark draining a backlog of BENCH_KAFKA_ROWS row changes into Kafka (6 partitions), medians of
+# BENCH_RUNS alternating runs (BENCH_KAFKA=0 skips it).
+if [ "${BENCH_KAFKA:-1}" = "1" ]; then
+K_ROWS=${BENCH_KAFKA_ROWS:-$ROWS}
+KAFKA=${BENCH_KAFKA_BROKERS:-127.0.0.1:9092}
+KPY=${TIDEMARK_VENV:-/opt/tidemark/venv}/bin/python
+log "preparing a Kafka backlog of $K_ROWS row changes"
+$PG -d $DB >/dev/null <<SQL
+DROP PUBLICATION IF EXISTS kbench_pub;
+DROP TABLE IF EXISTS kbench;
+CREATE TABLE kbench (id int PRIMARY KEY, v int NOT NULL, payload text NOT NULL);
+CREATE PUBLICATION kbench_pub FOR TABLE kbench;
+SQL
+for i in $(seq 1 "$RUNS"); do
+  $PG -d $DB -c "SELECT 1 FROM pg_create_logical_replication_slot('kbench_$i', 'pgoutput')" >/dev/null
+done
+for ((from = 1; from <= K_ROWS; from += TXN_ROWS)); do
+  to=$((from + TXN_ROWS - 1)); [ $to -gt "$K_ROWS" ] && to=$K_ROWS
+  echo "INSERT INTO kbench SELECT g, g % 1000, md5(g::text) FROM generate_series($from, $to) g;"
+done | $PG -d $DB
+stamp=$(date +%s)
+K0=(); K1=(); RSS_K=0; VALUE_BYTES=""
+for i in $(seq 1 "$RUNS"); do
+  log "run $i/$RUNS: (k1) tidemark draining the backlog into Kafka"
+  rm -rf "$work/data" "$work/connectors"
+  mkdir -p "$work/connectors"
+  printf 'data_dir = "%s/data"\nhttp_addr = "%s"\nconnectors_dir = "connectors"\n' "$work" "$HTTP" > "$work/tidemark.toml"
+  cat > "$work/connectors/kbench.toml" <<TOML
+name = "kbench"
+[source]
+kind = "postgres"
+url = "$PGURL"
+tables = ["public.kbench"]
+snapshot = "never"
+slot = "kbench_$i"
+publication = "kbench_pub"
+[[sink]]
+kind = "kafka"
+brokers = "$KAFKA"
+topic = "kbench-$stamp-$i.{table}"
+partitions = 6
+TOML
+  t0=$(now)
+  "$TIDEMARK" run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
+  pid=$!
+  while :; do
+    applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
+    if [ -n "$applied" ] && [ "$applied" -ge "$K_ROWS" ]; then break; fi
+    kill -0 $pid 2>/dev/null || { cat "$work/tidemark.log"; exit 1; }
+    sleep 0.05
+  done
+  t1=$(now)
+  K1+=("$(echo "$K_ROWS / ($t1 - $t0)" | bc -l)")
+  rss=$(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$pid/status)
+  [ "$rss" -gt "$RSS_K" ] && RSS_K=$rss
+  kill -TERM $pid; wait $pid || true; pid=""
+  if [ -z "$VALUE_BYTES" ]; then
+    # The ceiling sends values of the size tidemark's records have.
+    VALUE_BYTES=$("$KPY" tests/kafka/read.py "$KAFKA" 1 "kbench-$stamp-$i.kbench" \
+      | "$KPY" -c 'import json,sys; print(len(json.loads(sys.stdin.readline())["value"].encode()))')
+  fi
+  log "run $i/$RUNS: (k0) a plain librdkafka producer, $K_ROWS records of $VALUE_BYTES bytes"
+  secs=$("$KPY" scripts/bench_kafka.py "$KAFKA" "kceiling-$stamp-$i" 6 "$K_ROWS" "$VALUE_BYTES")
+  K0+=("$(echo "$K_ROWS / $secs" | bc -l)")
+done
+$PG -d $DB -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'kbench_%'" >/dev/null
+K0_RATE=$(printf '%s\n' "${K0[@]}" | median)
+K1_RATE=$(printf '%s\n' "${K1[@]}" | median)
+printf '\n| PostgreSQL → Kafka measure | result |\n|---|---|\n'
+printf '| backlog | %d row changes, records of %s bytes, 6 partitions |\n' "$K_ROWS" "$VALUE_BYTES"
+printf '| (k0) librdkafka producer, pre-encoded records | %.0f records/s (median of: %s) |\n' "$K0_RATE" "$(fmt_list "${K0[@]}")"
+printf '| (k1) tidemark → Kafka | %.0f rows/s (median of: %s; peak RSS %s MiB) |\n' "$K1_RATE" "$(fmt_list "${K1[@]}")" "$RSS_K"
+printf '| k1 / k0 | %.2f |\n' "$(echo "$K1_RATE / $K0_RATE" | bc -l)"
 fi
 
 # The transform chain alone, on one core (criterion, benches/transforms.rs; BENCH_TRANSFORMS=0
