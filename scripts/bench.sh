@@ -276,7 +276,8 @@ fi
 # (k0) a plain librdkafka producer (scripts/bench_kafka.py: confluent-kafka, the sink's settings)
 # sending as many pre-encoded records of the same sizes (the client-and-broker ceiling), and (k1)
 # tidemark draining a backlog of BENCH_KAFKA_ROWS row changes into Kafka (6 partitions), medians of
-# BENCH_RUNS alternating runs (BENCH_KAFKA=0 skips it).
+# BENCH_RUNS alternating runs (BENCH_KAFKA=0 skips it; BENCH_KAFKA_BATCH_ROWS sets the pipeline's
+# max_batch_rows, 4096 by default).
 if [ "${BENCH_KAFKA:-1}" = "1" ]; then
 K_ROWS=${BENCH_KAFKA_ROWS:-$ROWS}
 KAFKA=${BENCH_KAFKA_BROKERS:-127.0.0.1:9092}
@@ -316,6 +317,8 @@ kind = "kafka"
 brokers = "$KAFKA"
 topic = "kbench-$stamp-$i.{table}"
 partitions = 6
+[pipeline]
+max_batch_rows = ${BENCH_KAFKA_BATCH_ROWS:-4096}
 TOML
   t0=$(now)
   "$TIDEMARK" run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &

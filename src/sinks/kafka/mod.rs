@@ -69,7 +69,7 @@ impl SinkSpec for KafkaConfig {
 /// need (which the configuration refuses to override).
 fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("message.timeout.ms", "30000").set("linger.ms", "5").set("queue.buffering.max.messages", "1000000");
+    c.set("message.timeout.ms", "30000").set("linger.ms", "1").set("queue.buffering.max.messages", "1000000");
     crate::kafka::apply(&mut c, &cfg.options);
     c.set("bootstrap.servers", &cfg.brokers)
         .set("enable.idempotence", "true")
