@@ -12,7 +12,7 @@
 
 pub mod config;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -125,12 +125,12 @@ pub struct KafkaSink {
     ctx: SinkContext,
     producer: Option<FutureProducer>,
     /// Topics known to exist.
-    topics: HashMap<String, ()>,
+    topics: HashSet<String>,
 }
 
 impl KafkaSink {
     pub fn new(cfg: KafkaConfig, ctx: SinkContext) -> Self {
-        KafkaSink { cfg, ctx, producer: None, topics: HashMap::new() }
+        KafkaSink { cfg, ctx, producer: None, topics: HashSet::new() }
     }
 
     fn producer(&mut self) -> Result<FutureProducer, KafkaSinkError> {
@@ -142,7 +142,7 @@ impl KafkaSink {
 
     /// Make sure `topic` exists, creating it when allowed.
     async fn ensure_topic(&mut self, producer: &FutureProducer, topic: &str) -> Result<(), KafkaSinkError> {
-        if self.topics.contains_key(topic) {
+        if self.topics.contains(topic) {
             return Ok(());
         }
         if !topic_exists(producer, topic).await? {
@@ -151,7 +151,7 @@ impl KafkaSink {
             }
             create_topic(&self.cfg, topic).await?;
         }
-        self.topics.insert(topic.to_string(), ());
+        self.topics.insert(topic.to_string());
         Ok(())
     }
 
@@ -166,7 +166,7 @@ impl KafkaSink {
             return Ok(WriteReport::default());
         }
         let records = self.records(events);
-        for topic in records.iter().map(|r| r.topic.clone()).collect::<std::collections::BTreeSet<_>>() {
+        for topic in records.iter().map(|r| r.topic.clone()).collect::<BTreeSet<_>>() {
             self.ensure_topic(&producer, &topic).await?;
         }
         // Enqueue in order (a full queue waits, it never reorders), then wait for every report.
