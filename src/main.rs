@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tidemark::check::Level;
 use tidemark::config::{self, LogFormat};
 use tidemark::connector::Position;
+use tidemark::settings::secret::{redact_known, RedactingWriter};
 use tidemark::state::StateStore;
 
 /// mimalloc rather than the system allocator: the stateful transforms allocate and free many small
@@ -108,7 +109,11 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // Values read from secret files are redacted from every log line, whatever logged them.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| RedactingWriter(std::io::stderr()))
+        .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -121,7 +126,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn load(path: &Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|errors| {
-        eprint!("{errors}");
+        eprint!("{}", redact_known(&errors.to_string()));
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -151,9 +156,10 @@ fn check(path: &Path, config_only: bool) -> anyhow::Result<ExitCode> {
     for (connector, sections) in report {
         println!("\nconnector {connector}");
         for s in sections {
-            println!("  {}", s.title);
+            println!("  {}", redact_known(&s.title));
             for f in &s.findings {
-                println!("    {f}");
+                // Values read from secret files never reach the report.
+                println!("    {}", redact_known(&f.to_string()));
                 match f.level {
                     Level::Error => errors += 1,
                     Level::Warn => warnings += 1,
@@ -236,7 +242,7 @@ fn offsets(action: OffsetsAction) -> anyhow::Result<ExitCode> {
     let daemon = match config::load_daemon(path) {
         Ok(d) => d,
         Err(errors) => {
-            eprint!("{errors}");
+            eprint!("{}", redact_known(&errors.to_string()));
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };

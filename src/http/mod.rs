@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connector::ConnectorState;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::ConnectorHandle;
+use crate::settings::secret::redact_json;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -46,7 +47,15 @@ pub async fn serve(
 }
 
 async fn health(State(st): State<AppState>) -> Response {
-    let connectors: Vec<Value> = st.connectors.iter().map(|c| c.status.to_json()).collect();
+    let connectors: Vec<Value> = st
+        .connectors
+        .iter()
+        .map(|c| {
+            let mut v = c.status.to_json();
+            redact_json(&mut v);
+            v
+        })
+        .collect();
     let healthy = connectors.iter().all(|c| c["healthy"] == true);
     let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(json!({ "status": if healthy { "ok" } else { "unhealthy" }, "connectors": connectors })))
@@ -93,6 +102,8 @@ fn describe(c: &ConnectorHandle) -> Value {
         "source": c.config.source.describe(),
         "sinks": c.config.sinks.iter().map(|s| s.describe()).collect::<Vec<_>>(),
     });
+    // Values read from secret files stay hidden wherever they landed.
+    redact_json(&mut v);
     v
 }
 

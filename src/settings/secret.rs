@@ -108,3 +108,84 @@ mod tests {
         assert_eq!(format!("{:?}", SecretUrl::new("redis://a:b@c")), "SecretUrl(redis://a:***@c)");
     }
 }
+
+/// Values read from secret files (`${file:…}`, `${credential:…}`): whatever setting they land in,
+/// the log, `check` and `/connectors` show `***` instead (see [`redact_known`]).
+static KNOWN: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Remember a secret value, to be redacted wherever it appears.
+pub fn register(value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
+    if !known.iter().any(|k| k == value) {
+        known.push(value.to_string());
+        // Longest first, so a secret that contains another is hidden whole.
+        known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+    }
+}
+
+/// `text` with every registered secret replaced by `***`.
+pub fn redact_known(text: &str) -> std::borrow::Cow<'_, str> {
+    let known = KNOWN.read().unwrap_or_else(|e| e.into_inner());
+    if !known.iter().any(|k| text.contains(k.as_str())) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for k in known.iter() {
+        out = out.replace(k.as_str(), "***");
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Every string of a JSON value with registered secrets replaced.
+pub fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let std::borrow::Cow::Owned(r) = redact_known(s) {
+                *s = r;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        serde_json::Value::Object(m) => m.values_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+/// A writer (for the log) that redacts registered secrets from what passes through it.
+pub struct RedactingWriter<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(text) => {
+                self.0.write_all(redact_known(text).as_bytes())?;
+                Ok(buf.len())
+            }
+            Err(_) => self.0.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod known_tests {
+    use super::*;
+
+    #[test]
+    fn registered_values_are_redacted_everywhere() {
+        register("s3cr3t-token-value");
+        register("s3cr3t");
+        assert_eq!(redact_known("a s3cr3t-token-value and s3cr3t"), "a *** and ***");
+        let mut j = serde_json::json!({"a": ["x s3cr3t y"], "b": {"c": "s3cr3t-token-value"}, "n": 1});
+        redact_json(&mut j);
+        assert_eq!(j, serde_json::json!({"a": ["x *** y"], "b": {"c": "***"}, "n": 1}));
+        let mut out = Vec::new();
+        std::io::Write::write_all(&mut RedactingWriter(&mut out), b"log: s3cr3t\n").unwrap();
+        assert_eq!(out, b"log: ***\n");
+    }
+}

@@ -611,6 +611,74 @@ async fn secrets_never_appear_in_output_and_systemd_is_notified() {
     env.cleanup().await;
 }
 
+/// `${file:…}` and `${credential:…}` read secrets from files; whatever setting they land in, the
+/// log, `check` and `/connectors` show `***`; a missing file names the key and the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_files_and_systemd_credentials_are_used_and_never_shown() {
+    let env = Env::new("secfile").await;
+    env.pg.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await.unwrap();
+    let secrets = env.dir.join("secrets");
+    std::fs::create_dir_all(secrets.join("creds")).unwrap();
+    // The test server trusts local connections: the password is accepted and ignored.
+    std::fs::write(secrets.join("pg_password"), "F1leS3cret\n").unwrap();
+    // A credential in a setting nothing else would redact (a Kafka client id).
+    std::fs::write(secrets.join("creds/client"), "Cr3dS3cret").unwrap();
+    let url = env.db_url().replacen(
+        "postgres@",
+        &format!("postgres:${{file:{}}}@", secrets.join("pg_password").display()),
+        1,
+    );
+    env.write_config(&format!(
+        "[source]\nkind = \"postgres\"\nurl = \"{url}\"\ntables = [\"public.t\"]\n\
+         [[sink]]\nkind = \"redis\"\nurl = \"{}\"\n\
+         [[sink]]\nkind = \"kafka\"\nbrokers = \"{}\"\n[sink.librdkafka_options]\n\"client.id\" = \"${{credential:client}}\"\n",
+        redis_url(),
+        crate::kafka::kafka_brokers()
+    ));
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(args)
+            .current_dir(&env.dir)
+            .env("CREDENTIALS_DIRECTORY", secrets.join("creds"))
+            .output()
+            .unwrap()
+    };
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", "-c", "tidemark.toml"])
+        .current_dir(&env.dir)
+        .env("CREDENTIALS_DIRECTORY", secrets.join("creds"))
+        .env("RUST_LOG", "debug")
+        .stderr(std::fs::File::create(env.dir.join("secret.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon {
+        child: Some(child),
+        http: env.http_addr(),
+        stdout: env.dir.join("none"),
+        stderr: env.dir.join("secret.log"),
+    };
+    d.wait_streaming().await;
+    wait_equal(&env.pg, "SELECT id FROM t", &format!("{}:t", env.name), Some(&d)).await;
+    let (_, connectors) = d.get("/connectors").await.unwrap();
+    let (_, health) = d.get("/health").await.unwrap();
+    assert!(connectors.contains("postgres:***@") && connectors.contains("\"client.id\":\"***\""), "{connectors}");
+    let check = run(&["check", "-c", "tidemark.toml"]);
+    let check = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.contains("connector"), "{check}");
+    assert!(d.terminate().success());
+    let log = std::fs::read_to_string(env.dir.join("secret.log")).unwrap();
+    for (what, text) in [("/connectors", &connectors), ("/health", &health), ("check", &check), ("log", &log)] {
+        assert!(!text.contains("F1leS3cret") && !text.contains("Cr3dS3cret"), "a secret leaked into {what}:\n{text}");
+    }
+    // A missing file: a configuration error naming the key and the file.
+    std::fs::remove_file(secrets.join("pg_password")).unwrap();
+    let out = run(&["check", "--config-only", "-c", "tidemark.toml"]);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("url (line 4)") && text.contains("pg_password"), "{text}");
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_publication_only_delivers_the_included_tables() {
     let env = Env::new("pubshare").await;
