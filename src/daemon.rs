@@ -40,7 +40,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let http_stop = CancellationToken::new();
-    let state = AppState { connectors: handles.clone(), metrics: metrics.clone() };
+    let state = AppState {
+        connectors: handles.clone(),
+        metrics: metrics.clone(),
+        token: daemon.http_token.clone(),
+        auth: daemon.http_auth,
+    };
     let http_task = http::serve(daemon.http_addr, state, http_stop.clone())
         .await
         .map_err(|error| DaemonError::Http { addr: daemon.http_addr, error })?;

@@ -173,13 +173,16 @@ fn check(path: &Path, config_only: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn status(addr: Option<String>, path: &Path) -> anyhow::Result<ExitCode> {
+    let daemon = config::load_daemon(path).ok();
     let addr = match addr {
         Some(a) => a,
-        None => config::load_daemon(path)
-            .map(|d| d.http_addr.to_string())
-            .unwrap_or_else(|_| config::DEFAULT_HTTP_ADDR.into()),
+        None => daemon.as_ref().map_or_else(|| config::DEFAULT_HTTP_ADDR.into(), |d| d.http_addr.to_string()),
     };
-    let (code, body) = runtime()?.block_on(tidemark::http::request(&addr, "GET", "/health")).map_err(|e| anyhow!(e))?;
+    // The daemon file's token, for a daemon that guards every endpoint (`http_auth = "all"`).
+    let token = daemon.as_ref().and_then(|d| d.http_token.as_ref()).map(|t| t.expose().to_string());
+    let (code, body) = runtime()?
+        .block_on(tidemark::http::request_with(&addr, "GET", "/health", token.as_deref()))
+        .map_err(|e| anyhow!(e))?;
     let health: serde_json::Value =
         serde_json::from_str(&body).with_context(|| format!("unexpected answer from {addr} (HTTP {code})"))?;
     let rows: Vec<[String; 7]> = health["connectors"]

@@ -8,7 +8,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::settings::interp;
+use crate::settings::{interp, Secret};
 pub use crate::settings::{ConfigError, ConfigErrors, Diag, Section};
 
 pub use crate::connector::PipelineConfig;
@@ -41,6 +41,18 @@ pub struct DaemonConfig {
     /// How long a SIGTERM drain may take before in-flight work is abandoned (it is replayed on
     /// the next start, never lost).
     pub shutdown_timeout: Duration,
+    /// The API's bearer token (`http_token` or `http_token_file`), and what it guards.
+    pub http_token: Option<Secret>,
+    pub http_auth: HttpAuth,
+}
+
+/// `http_auth`: which endpoints need the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpAuth {
+    /// The mutating ones (pause, resume); `/health`, `/metrics` and the reads stay open for probes.
+    Mutating,
+    /// Every endpoint.
+    All,
 }
 
 /// One connector file.
@@ -192,7 +204,50 @@ fn read_daemon(path: &Path, mut s: Section, d: &mut Diag) -> (Option<DaemonConfi
     };
     let max_lag = s.opt_duration(d, "max_lag").unwrap_or(DEFAULT_MAX_LAG);
     let shutdown_timeout = s.opt_duration(d, "shutdown_timeout").unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
-    s.finish(d, &["data_dir", "http_addr", "connectors_dir", "log_format", "max_lag", "shutdown_timeout"]);
+    let token = s.opt_str(d, "http_token");
+    let token_file = s.opt_str(d, "http_token_file").map(resolve);
+    let http_token = match (token, token_file) {
+        (Some(_), Some(_)) => {
+            d.error("http_token_file", "set either http_token or http_token_file");
+            None
+        }
+        (Some(t), None) => Some(t),
+        (None, Some(f)) => match std::fs::read_to_string(&f) {
+            Ok(t) => Some(t.trim_end_matches(['\n', '\r']).to_string()),
+            Err(e) => {
+                d.error("http_token_file", format!("cannot read {}: {e}", f.display()));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    if http_token.as_deref().is_some_and(|t| t.len() < 16) {
+        d.error("http_token", "is shorter than 16 characters; use a long random token (e.g. `openssl rand -hex 32`)");
+    }
+    let http_auth = match s.opt_choice(d, "http_auth", &["mutating", "all"]).as_deref() {
+        Some("all") => HttpAuth::All,
+        _ => HttpAuth::Mutating,
+    };
+    if http_auth == HttpAuth::All && http_token.is_none() {
+        d.error("http_auth", "\"all\" needs http_token or http_token_file");
+    }
+    if let Some(t) = &http_token {
+        crate::settings::secret::register(t);
+    }
+    s.finish(
+        d,
+        &[
+            "data_dir",
+            "http_addr",
+            "connectors_dir",
+            "log_format",
+            "max_lag",
+            "shutdown_timeout",
+            "http_token",
+            "http_token_file",
+            "http_auth",
+        ],
+    );
     let daemon = http_addr.filter(|_| d.is_empty()).map(|http_addr| DaemonConfig {
         file: path.to_path_buf(),
         data_dir,
@@ -201,6 +256,8 @@ fn read_daemon(path: &Path, mut s: Section, d: &mut Diag) -> (Option<DaemonConfi
         log_format,
         max_lag,
         shutdown_timeout,
+        http_token: http_token.map(Secret::new),
+        http_auth,
     });
     (daemon, connectors_dir)
 }

@@ -11,15 +11,20 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::HttpAuth;
 use crate::connector::ConnectorState;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::ConnectorHandle;
 use crate::settings::secret::redact_json;
+use crate::settings::Secret;
 
 #[derive(Clone)]
 pub struct AppState {
     pub connectors: Arc<Vec<Arc<ConnectorHandle>>>,
     pub metrics: Arc<Metrics>,
+    /// The bearer token the API asks for (`http_token`), and for which endpoints.
+    pub token: Option<Secret>,
+    pub auth: HttpAuth,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -30,7 +35,39 @@ pub fn router(state: AppState) -> Router {
         .route("/connectors/{name}", get(one_connector))
         .route("/connectors/{name}/pause", post(pause))
         .route("/connectors/{name}/resume", post(resume))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
+}
+
+/// With `http_token` set, the mutating endpoints (every endpoint under `http_auth = "all"`) need
+/// `Authorization: Bearer <token>`, compared in constant time.
+async fn authorize(State(st): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(token) = &st.token else { return next.run(req).await };
+    let guarded = st.auth == HttpAuth::All || req.method() != axum::http::Method::GET;
+    if !guarded {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+        return next.run(req).await;
+    }
+    let body =
+        json!({ "error": "this endpoint needs `Authorization: Bearer <http_token>` (the daemon file's http_token)" });
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response()
+}
+
+/// Equality whose time depends only on the lengths, not on where the bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, y) in b.iter().enumerate() {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ y) as usize;
+    }
+    diff == 0
 }
 
 /// Bind `addr` and serve until `stop` is cancelled. Binding errors are returned at once.
@@ -153,6 +190,11 @@ async fn resume(State(st): State<AppState>, Path(name): Path<String>) -> Respons
 
 /// A minimal HTTP/1.1 client for the CLI talking to its own daemon.
 pub async fn request(addr: &str, method: &str, path: &str) -> Result<(u16, String), String> {
+    request_with(addr, method, path, None).await
+}
+
+/// [`request`], with the API's bearer token.
+pub async fn request_with(addr: &str, method: &str, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::rt::TokioIo;
     let stream =
@@ -160,12 +202,11 @@ pub async fn request(addr: &str, method: &str, path: &str) -> Result<(u16, Strin
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, addr)
-        .body(Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
+    let mut req = hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, addr);
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let code = resp.status().as_u16();
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();

@@ -277,6 +277,8 @@ fn daemon(dir: &std::path::Path) -> DaemonConfig {
         log_format: crate::config::LogFormat::Text,
         max_lag: Duration::from_secs(10),
         shutdown_timeout: Duration::from_secs(30),
+        http_token: None,
+        http_auth: crate::config::HttpAuth::Mutating,
     }
 }
 

@@ -163,3 +163,59 @@ async fn check_passes_offsets_and_pause_work_on_a_good_setup() {
     assert!(d.terminate().success());
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_api_guards_what_changes_state_and_status_sends_the_token() {
+    let env = Env::new("auth").await;
+    env.pg.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await.unwrap();
+    let daemon_file = env.write_config(
+        &env.postgres_source(r#""public.t""#, &format!("[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n", redis_url())),
+    );
+    let base = std::fs::read_to_string(&daemon_file).unwrap();
+    let token = "0123456789abcdef-t0ken-value";
+    std::fs::write(env.dir.join("token"), format!("{token}\n")).unwrap();
+    std::fs::write(&daemon_file, format!("{base}http_token_file = \"token\"\n")).unwrap();
+    let mut d = env.start();
+    d.wait_streaming().await;
+    let pause = format!("/connectors/{}/pause", env.name);
+    let (code, body) = tidemark::http::request(&d.http, "POST", &pause).await.unwrap();
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    let (code, _) =
+        tidemark::http::request_with(&d.http, "POST", &pause, Some("wrong-token-of-some-length")).await.unwrap();
+    assert_eq!(code, 401);
+    let (code, _) = tidemark::http::request_with(&d.http, "POST", &pause, Some(token)).await.unwrap();
+    assert_eq!(code, 202);
+    // Probes stay open by default.
+    let (code, _) = tidemark::http::request(&d.http, "GET", "/health").await.unwrap();
+    assert_ne!(code, 401);
+    let (code, _) = tidemark::http::request(&d.http, "GET", "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let (_, connectors) = tidemark::http::request_with(&d.http, "GET", "/connectors", Some(token)).await.unwrap();
+    assert!(d.terminate().success());
+    assert!(!d.log().contains(token) && !connectors.contains(token), "the token leaked");
+
+    // http_auth = "all": every endpoint, and `tidemark status` sends the daemon file's token.
+    std::fs::write(&daemon_file, format!("{base}http_token = \"{token}\"\nhttp_auth = \"all\"\n")).unwrap();
+    let mut d = env.start();
+    wait_for("the daemon up", DEADLINE, || async {
+        let (code, _) = tidemark::http::request(&d.http, "GET", "/health").await.ok()?;
+        (code == 401).then_some(())
+    })
+    .await;
+    let (code, _) = tidemark::http::request_with(&d.http, "GET", "/health", Some(token)).await.unwrap();
+    assert_ne!(code, 401);
+    let out = tidemark(&env.dir, &["status", "-c", "tidemark.toml"]);
+    assert!(text(&out).contains("CONNECTOR"), "{}", text(&out));
+    assert!(d.terminate().success());
+
+    // A short token, or "all" without one, is refused with the key.
+    std::fs::write(&daemon_file, format!("{base}http_token = \"short\"\n")).unwrap();
+    let out = tidemark(&env.dir, &["check", "--config-only", "-c", "tidemark.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("http_token") && !text(&out).contains("\"short\""), "{}", text(&out));
+    std::fs::write(&daemon_file, format!("{base}http_auth = \"all\"\n")).unwrap();
+    let out = tidemark(&env.dir, &["check", "--config-only", "-c", "tidemark.toml"]);
+    assert!(text(&out).contains("http_auth"), "{}", text(&out));
+    env.cleanup().await;
+}
