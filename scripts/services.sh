@@ -385,6 +385,18 @@ if [ "$installed" != "$OSMEM_VERSION" ]; then
   $SUDO python3 -m venv "$VENV"
   $SUDO "$VENV/bin/pip" install -q --disable-pip-version-check "osmem-server==$OSMEM_VERSION"
 fi
+# The in-memory servers (this one and the Kafka brokers below) grow and slow down with what every
+# earlier run wrote: the test suite asks for fresh ones (TIDEMARK_FRESH=1; its tests need no
+# earlier state).
+if [ "${TIDEMARK_FRESH:-0}" = "1" ] && es_up; then
+  log "restarting osmem-server for a fresh, empty Elasticsearch API"
+  $SUDO pkill -f "osmem_server/bin/osmem-server" || true
+  deadline=$((SECONDS + 30))
+  while es_up; do
+    [ $SECONDS -lt $deadline ] || die "osmem-server did not stop"
+    sleep 0.2
+  done
+fi
 if ! es_up; then
   bin=$(echo $OSMEM_BIN)
   [ -x "$bin" ] || die "osmem-server binary not found under $VENV"
@@ -415,6 +427,15 @@ fi
 kafka_up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start_tansu() {
   local port=$1 advertised=$2
+  if [ "${TIDEMARK_FRESH:-0}" = "1" ] && kafka_up "$port"; then
+    log "restarting the tansu broker on $port, empty"
+    $SUDO pkill -f "tansu broker .*--listener-url tcp://127.0.0.1:$port" || true
+    local deadline=$((SECONDS + 30))
+    while kafka_up "$port"; do
+      [ $SECONDS -lt $deadline ] || die "the tansu broker on $port did not stop"
+      sleep 0.2
+    done
+  fi
   kafka_up "$port" && return
   local bin
   bin=$(echo $TANSU_BIN)

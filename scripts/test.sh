@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/services.sh
+# Fresh in-memory Elasticsearch API and Kafka brokers each run (they slow down as they fill).
+TIDEMARK_FRESH=1 bash scripts/services.sh
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo fmt --check

@@ -17,14 +17,34 @@ use std::path::{Path, PathBuf};
 use super::reader::Diag;
 use super::secret;
 
-/// Where an error on line `lineno` (0-based) is: the TOML key the line sets, when it sets one.
-fn line_key(line: &str, lineno: usize) -> String {
+/// The table a TOML line opens (`[source]`, `[[sink]]` counted: `sink[1]`), if it opens one.
+fn table_header(line: &str, arrays: &mut std::collections::HashMap<String, usize>) -> Option<String> {
+    let t = line.trim();
+    if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split_once("]]")).map(|(n, _)| n.trim()) {
+        let n = arrays.entry(name.to_string()).or_insert(0);
+        *n += 1;
+        return Some(format!("{name}[{}]", *n - 1));
+    }
+    let name = t.strip_prefix('[').and_then(|r| r.split_once(']')).map(|(n, _)| n.trim())?;
+    // `[sink.opts]` after `[[sink]]`s belongs to the last sink.
+    let (first, rest) = name.split_once('.').unwrap_or((name, ""));
+    Some(match arrays.get(first) {
+        Some(n) if rest.is_empty() => format!("{first}[{}]", n - 1),
+        Some(n) => format!("{first}[{}].{rest}", n - 1),
+        None => name.to_string(),
+    })
+}
+
+/// Where an error on line `lineno` (0-based) of table `table` is: the key the line sets, when it
+/// sets one, and the line.
+fn line_key(line: &str, table: &str, lineno: usize) -> String {
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"'))
         .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"".contains(c)));
     match key {
-        Some(k) => format!("{k} (line {})", lineno + 1),
+        Some(k) if table.is_empty() => format!("{k} (line {})", lineno + 1),
+        Some(k) => format!("{table}.{k} (line {})", lineno + 1),
         None => format!("line {}", lineno + 1),
     }
 }
@@ -48,7 +68,11 @@ fn read_secret(path: &Path) -> std::io::Result<String> {
 
 pub fn interpolate(text: &str, d: &mut Diag, env: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(text.len());
+    let (mut table, mut arrays) = (String::new(), std::collections::HashMap::new());
     for (lineno, line) in text.split_inclusive('\n').enumerate() {
+        if let Some(t) = table_header(line, &mut arrays) {
+            table = t;
+        }
         let mut rest = line;
         while let Some(at) = rest.find('$') {
             out.push_str(&rest[..at]);
@@ -79,7 +103,7 @@ pub fn interpolate(text: &str, d: &mut Diag, env: impl Fn(&str) -> Option<String
                 if let Some(file) = file {
                     match file.and_then(|p| read_secret(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))) {
                         Ok(value) => out.push_str(&value),
-                        Err(e) => d.error(line_key(line, lineno), e),
+                        Err(e) => d.error(line_key(line, &table, lineno), e),
                     }
                     rest = &body[end + 1..];
                     continue;
@@ -92,13 +116,13 @@ pub fn interpolate(text: &str, d: &mut Diag, env: impl Fn(&str) -> Option<String
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     && !name.starts_with(|c: char| c.is_ascii_digit());
                 if !valid {
-                    d.error(line_key(line, lineno), format!("`${{{expr}}}` is not a valid variable reference"));
+                    d.error(line_key(line, &table, lineno), format!("`${{{expr}}}` is not a valid variable reference"));
                 } else {
                     match (env(name).filter(|v| !v.is_empty()), default) {
                         (Some(v), _) => out.push_str(&v),
                         (None, Some(def)) => out.push_str(def),
                         (None, None) => d.error(
-                            line_key(line, lineno),
+                            line_key(line, &table, lineno),
                             format!(
                                 "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
                             ),
@@ -167,9 +191,14 @@ mod tests {
         assert_eq!(secret::redact_known("url with Fil3\"S3c\\ret and Cr3dT0ken"), "url with *** and ***");
         // A missing file names the key and the file; without systemd, a credential says so.
         let mut d = Diag::new(Path::new("x.toml"));
-        interpolate("url = \"${file:/nonexistent/pw}\"\nt = \"${credential:x}\"\n", &mut d, |_| None);
+        interpolate(
+            "url = \"${file:/nonexistent/pw}\"\n[[sink]]\n[[sink]]\n[sink.opts]\nt = \"${credential:x}\"\n",
+            &mut d,
+            |_| None,
+        );
         let errs = d.into_errors();
         assert_eq!(errs[0].key, "url (line 1)");
+        assert_eq!(errs[1].key, "sink[1].opts.t (line 5)");
         assert!(errs[0].message.contains("cannot read /nonexistent/pw"), "{}", errs[0].message);
         assert!(errs[1].message.contains("CREDENTIALS_DIRECTORY is not set"), "{}", errs[1].message);
         std::fs::remove_dir_all(dir).unwrap();

@@ -48,7 +48,7 @@ key = "{table}"
             "tidemark.toml: http_addr: `not-an-address` is not an address",
             "tidemark.toml: colour: unknown key",
             "tidemark.toml: max_lag: `soon` is not a duration",
-            "a.toml: line 6: environment variable TIDEMARK_TEST_SURELY_UNSET is not set",
+            "a.toml: source.password (line 6): environment variable TIDEMARK_TEST_SURELY_UNSET is not set",
             "a.toml: source.url: is required",
             "a.toml: source.tables[1]: `no_schema` is not of the form \"schema.table\"",
             "a.toml: source.snapshot: `sometimes` is not one of initial | never",

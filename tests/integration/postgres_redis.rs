@@ -675,7 +675,7 @@ async fn secrets_from_files_and_systemd_credentials_are_used_and_never_shown() {
     let out = run(&["check", "--config-only", "-c", "tidemark.toml"]);
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(text.contains("url (line 4)") && text.contains("pg_password"), "{text}");
+    assert!(text.contains("source.url (line 4)") && text.contains("pg_password"), "{text}");
     env.cleanup().await;
 }
 
