@@ -11,8 +11,13 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo fmt --check
 cargo build --locked --all-targets
 cargo test --locked --lib --bins
-# Integration tests share the servers; two at a time keeps the 2-core machines responsive.
-cargo test --locked --test integration -- --test-threads="${TIDEMARK_TEST_THREADS:-2}"
+# Integration tests share the servers and run one at a time (TIDEMARK_TEST_THREADS to change it):
+# two at once have, since the Kafka tests joined, now and then left a daemon's first Redis write
+# unanswered for its whole response timeout (not understood yet; see the note on issue 13).
+cargo test --locked --test integration -- --test-threads="${TIDEMARK_TEST_THREADS:-1}"
+# The Docker image's build stage (a release build from scratch), alone: its compile jobs would
+# otherwise compete with the tests that wait on servers.
+cargo test --locked --test integration -- --ignored --exact operating::the_docker_build_stage_builds_from_what_the_dockerfile_copies
 
 # Every example connector must be a valid configuration.
 tmp=$(mktemp -d)

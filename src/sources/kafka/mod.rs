@@ -206,7 +206,9 @@ async fn session(
     let mut sampled = std::time::Instant::now();
     loop {
         if sampled.elapsed() >= Duration::from_secs(1) {
-            sample_lag(&consumer, ctx);
+            // librdkafka answers `assignment()` from its group thread, which can keep the caller
+            // waiting (during a rebalance): never on a runtime worker's time.
+            tokio::task::block_in_place(|| sample_lag(&consumer, ctx));
             sampled = std::time::Instant::now();
         }
         let deadline = ctx.batcher.deadline();
@@ -355,14 +357,14 @@ fn cached_high_watermark(consumer: &StreamConsumer, topic: &str, partition: i32)
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
-/// Store the acknowledged offsets of the partitions this member holds now (librdkafka commits
-/// them); a partition given up meanwhile is another member's to commit.
+/// Store the acknowledged offsets (librdkafka commits them). librdkafka stores only those of
+/// partitions this member holds now (a partition given up meanwhile is another member's to
+/// commit) and reports the others, which is expected here. A local call: it never waits.
 fn store_offsets(consumer: &StreamConsumer, acked: &PartitionOffsets) {
-    let Ok(assigned) = consumer.assignment() else { return };
     let mut tpl = TopicPartitionList::new();
-    for e in assigned.elements() {
-        if let Some(next) = acked.get(e.topic(), e.partition()) {
-            let _ = tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(next));
+    for (topic, parts) in &acked.offsets {
+        for (partition, next) in parts {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
         }
     }
     if tpl.count() > 0 {
