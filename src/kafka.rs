@@ -63,9 +63,18 @@ pub fn describe_options(options: &[ClientOption]) -> serde_json::Value {
     serde_json::Value::Object(options.iter().map(|o| (o.name.clone(), o.shown().into())).collect())
 }
 
-/// Apply the user's options to a client configuration (before tidemark's own settings).
-pub fn apply(c: &mut ClientConfig, options: &[ClientOption]) {
+/// A client configuration: tidemark's `defaults`, then the user's options over them, then the
+/// settings tidemark `owns` (which the configuration refuses in `librdkafka_options`).
+pub fn client(defaults: &[(&str, &str)], options: &[ClientOption], owns: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
     for o in options {
         c.set(&o.name, o.value.expose());
     }
+    for (k, v) in owns {
+        c.set(*k, *v);
+    }
+    c
 }

@@ -484,6 +484,15 @@ fn compare(source: &str, stdout: &Path) {
     assert!(problems.is_empty(), "{source}: tidemark differs from Debezium:\n{}", problems.join("\n"));
 }
 
+/// Wait until the stdout sink has printed the `rows` snapshot rows.
+async fn wait_for_snapshot(d: &Daemon, rows: i64) {
+    wait_for("the snapshot", Duration::from_secs(60), || async {
+        let text = std::fs::read_to_string(&d.stdout).ok()?;
+        (text.lines().count() as i64 >= rows).then_some(())
+    })
+    .await;
+}
+
 /// Wait until `stdout` holds an event of table `zz_end` (the last change of every script).
 async fn wait_for_end(d: &Daemon) {
     wait_for("the end marker", Duration::from_secs(90), || async {
@@ -538,11 +547,7 @@ async fn postgres_events_match_debeziums() {
     ));
     let mut d = env.start();
     d.wait_streaming().await;
-    wait_for("the snapshot", Duration::from_secs(60), || async {
-        let text = std::fs::read_to_string(&d.stdout).ok()?;
-        (text.lines().count() as i64 >= rows).then_some(())
-    })
-    .await;
+    wait_for_snapshot(&d, rows).await;
     psql(&env, "postgres_changes.sql");
     wait_for_end(&d).await;
     assert!(d.terminate().success());
@@ -561,21 +566,13 @@ async fn mysql_events_match_debeziums() {
         .await
         .unwrap()
         .unwrap();
-    env.write_config_with_sinks(&format!("\"{}.*\"", env.name), "[[sink]]\nkind = \"stdout\"\n");
-    std::fs::write(
-        env.dir.join("connectors").join(format!("{}.toml", env.name)),
-        std::fs::read_to_string(env.dir.join("connectors").join(format!("{}.toml", env.name)))
-            .unwrap()
-            .replace("[[sink]]", "decimal_handling = \"precise\"\n[[sink]]"),
-    )
-    .unwrap();
+    env.write_config_with_sinks(
+        &format!("\"{}.*\"", env.name),
+        "decimal_handling = \"precise\"\n[[sink]]\nkind = \"stdout\"\n",
+    );
     let mut d = env.start();
     d.wait_streaming().await;
-    wait_for("the snapshot", Duration::from_secs(60), || async {
-        let text = std::fs::read_to_string(&d.stdout).ok()?;
-        (text.lines().count() as i64 >= rows).then_some(())
-    })
-    .await;
+    wait_for_snapshot(&d, rows).await;
     mysql_cli(&env, "mysql_changes.sql");
     wait_for_end(&d).await;
     assert!(d.terminate().success());

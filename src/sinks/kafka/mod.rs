@@ -68,17 +68,19 @@ impl SinkSpec for KafkaConfig {
 /// The client configuration: the user's librdkafka options, then what tidemark's guarantees
 /// need (which the configuration refuses to override).
 fn client_config(cfg: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("message.timeout.ms", "30000").set("linger.ms", "1").set("queue.buffering.max.messages", "1000000");
-    crate::kafka::apply(&mut c, &cfg.options);
-    c.set("bootstrap.servers", &cfg.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random")
-        // Topics are created by `create_topics` with the configured partitions, never as a side
-        // effect of a metadata request with the broker's defaults.
-        .set("allow.auto.create.topics", "false");
-    c
+    crate::kafka::client(
+        &[("message.timeout.ms", "30000"), ("linger.ms", "1"), ("queue.buffering.max.messages", "1000000")],
+        &cfg.options,
+        &[
+            ("bootstrap.servers", &cfg.brokers),
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("partitioner", "murmur2_random"),
+            // Topics are created by `create_topics` with the configured partitions, never as a
+            // side effect of a metadata request with the broker's defaults.
+            ("allow.auto.create.topics", "false"),
+        ],
+    )
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -83,17 +83,21 @@ pub fn read(mut s: Section, d: &mut Diag) -> Option<KafkaSourceConfig> {
 
 impl KafkaSourceConfig {
     fn client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000");
-        crate::kafka::apply(&mut c, &self.options);
-        c.set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.group)
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
-        c
+        crate::kafka::client(
+            &[
+                ("auto.offset.reset", "earliest"),
+                ("partition.assignment.strategy", "cooperative-sticky"),
+                ("enable.auto.commit", "true"),
+                ("auto.commit.interval.ms", "1000"),
+            ],
+            &self.options,
+            &[
+                ("bootstrap.servers", &self.brokers),
+                ("group.id", &self.group),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "false"),
+            ],
+        )
     }
 }
 
