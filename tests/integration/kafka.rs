@@ -532,7 +532,6 @@ fn expected_from_capture(path: &Path) -> BTreeMap<String, BTreeMap<String, Strin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: the applier's first Redis write gets no answer (see the note on issue 13); run with --ignored"]
 async fn debeziums_own_events_through_the_kafka_source_reach_redis() {
     let env = Env::new("kafkadbz").await;
     for fixture in ["postgres.jsonl", "postgres-schemas.jsonl"] {

@@ -293,6 +293,11 @@ impl RedisSink {
     /// one pipeline per primary, sent concurrently; each pipeline keeps the batch order, so per
     /// key the order holds.
     async fn exec_calls(&mut self, calls: &[Call]) -> Result<Vec<RValue>, RedisSinkError> {
+        if calls.is_empty() {
+            // An empty pipeline sends nothing, and a multiplexed connection would wait for its
+            // (zero) replies until the response timeout: a SCAN page without a match of a truncate.
+            return Ok(Vec::new());
+        }
         let sha = self.sha.clone().expect("ready");
         let ttl_ms = self.cfg.ttl.map_or(0, |t| t.as_millis() as u64);
         let tombstone_ms = self.cfg.tombstone_ttl.as_millis() as u64;
