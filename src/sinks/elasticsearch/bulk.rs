@@ -2,6 +2,7 @@
 //! after the other, and every item's result read.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use elasticsearch::http::StatusCode;
@@ -73,7 +74,7 @@ impl EsSink {
             let mut end = start;
             let mut bytes = 0;
             while end < lane.len()
-                && end - start < self.cfg.bulk_max_docs
+                && end - start < self.bulk_docs.get()
                 && (end == start || bytes + lane[end].body.len() <= self.cfg.bulk_max_bytes)
             {
                 bytes += lane[end].body.len();
@@ -83,7 +84,18 @@ impl EsSink {
             for item in &lane[start..end] {
                 body.extend_from_slice(&item.body);
             }
-            let reply = self.bulk(client, body).await?;
+            let reply = match self.bulk(client, body).await {
+                Ok(reply) => {
+                    self.bulk_docs.succeeded();
+                    reply
+                }
+                Err(e) => {
+                    if matches!(&e, EsSinkError::Transport { source, .. } if source.is_timeout()) {
+                        self.bulk_docs.timed_out();
+                    }
+                    return Err(e);
+                }
+            };
             if reply.len() != end - start {
                 return Err(EsSinkError::Protocol {
                     what: "_bulk",
@@ -126,6 +138,38 @@ impl EsSink {
         }
         let reply: BulkReply = resp.json().await.map_err(|e| self.transport(e))?;
         Ok(reply.items.into_iter().map(item_outcome).collect())
+    }
+}
+
+/// How many documents a bulk request carries: `bulk_max_docs`, halved each time a request times
+/// out (a cluster too slow for `request_timeout` at full size would otherwise time out on every
+/// retry of the same batch, and never catch up), doubled back with each request that succeeds.
+#[derive(Debug)]
+pub(super) struct BulkDocs {
+    max: usize,
+    now: AtomicUsize,
+}
+
+impl BulkDocs {
+    pub(super) fn new(max: usize) -> Self {
+        BulkDocs { max: max.max(1), now: AtomicUsize::new(max.max(1)) }
+    }
+
+    pub(super) fn get(&self) -> usize {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    fn timed_out(&self) {
+        let n = self.get();
+        if n > 1 {
+            tracing::warn!(from = n, to = n / 2, "elasticsearch bulk request timed out; sending smaller ones");
+        }
+        self.now.store((n / 2).max(1), Ordering::Relaxed);
+    }
+
+    fn succeeded(&self) {
+        let n = self.get();
+        self.now.store(n.saturating_mul(2).min(self.max), Ordering::Relaxed);
     }
 }
 
@@ -209,5 +253,29 @@ mod tests {
         }
         assert!(matches!(item_outcome(item("index", 429, None)), Err(EsSinkError::Busy(_))));
         assert!(matches!(item_outcome(item("index", 403, None)), Err(EsSinkError::Forbidden(_))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BulkDocs;
+
+    #[test]
+    fn timeouts_halve_the_bulk_size_down_to_one_and_successes_double_it_back_to_the_maximum() {
+        let b = BulkDocs::new(1000);
+        assert_eq!(b.get(), 1000);
+        b.timed_out();
+        assert_eq!(b.get(), 500);
+        for _ in 0..20 {
+            b.timed_out();
+        }
+        assert_eq!(b.get(), 1);
+        b.succeeded();
+        assert_eq!(b.get(), 2);
+        for _ in 0..20 {
+            b.succeeded();
+        }
+        assert_eq!(b.get(), 1000);
+        assert_eq!(BulkDocs::new(0).get(), 1);
     }
 }

@@ -15,8 +15,9 @@
 //!
 //! Throughput. A batch bigger than one bulk request is spread over up to `max_in_flight` lanes by
 //! `_id` (a document's writes stay in one lane, in order); each lane sends bulk requests of at
-//! most `bulk_max_docs` / `bulk_max_bytes`, one after the other. Every item's result is read: a 200 bulk response can
-//! still carry failed items.
+//! most `bulk_max_docs` / `bulk_max_bytes`, one after the other (a request that times out halves
+//! the documents per request until requests succeed again). Every item's result is read: a 200
+//! bulk response can still carry failed items.
 
 mod bulk;
 pub mod check;
@@ -106,12 +107,14 @@ pub struct EsSink {
     /// Indices known to exist.
     known: HashSet<String>,
     lanes: std::collections::hash_map::RandomState,
+    bulk_docs: bulk::BulkDocs,
 }
 
 impl EsSink {
     pub fn new(cfg: EsConfig, ctx: SinkContext) -> Self {
         let url = config::url_parts(cfg.url.expose()).map(|(u, _)| u).unwrap_or_else(|_| cfg.url.redacted());
-        EsSink { cfg, ctx, client: None, url, known: HashSet::new(), lanes: Default::default() }
+        let bulk_docs = bulk::BulkDocs::new(cfg.bulk_max_docs);
+        EsSink { cfg, ctx, client: None, url, known: HashSet::new(), lanes: Default::default(), bulk_docs }
     }
 
     pub(crate) fn client(&mut self) -> Result<&Elasticsearch, EsSinkError> {
@@ -209,7 +212,7 @@ impl EsSink {
 
         // Build the items in batch order, merging partial rows over what came before them.
         // Parallel requests only pay off for batches bigger than one request.
-        let lanes = self.cfg.max_in_flight.min(events.len().div_ceil(self.cfg.bulk_max_docs)).max(1);
+        let lanes = self.cfg.max_in_flight.min(events.len().div_ceil(self.bulk_docs.get())).max(1);
         let enc = &self.ctx.encoding;
         let mut latest: HashMap<(&str, &str), Option<Map<String, Json>>> = HashMap::new();
         let mut items = Vec::with_capacity(events.len());
