@@ -254,11 +254,6 @@ mod tests {
         assert!(matches!(item_outcome(item("index", 429, None)), Err(EsSinkError::Busy(_))));
         assert!(matches!(item_outcome(item("index", 403, None)), Err(EsSinkError::Forbidden(_))));
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::BulkDocs;
 
     #[test]
     fn timeouts_halve_the_bulk_size_down_to_one_and_successes_double_it_back_to_the_maximum() {
