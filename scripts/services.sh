@@ -5,7 +5,7 @@
 # servers already run it only changes what differs from the settings below (restarting a server only
 # when one of its settings changed) and waits until each answers.
 #
-#   PostgreSQL  127.0.0.1:5432  wal_level=logical, local replication connections trusted
+#   PostgreSQL  127.0.0.1:5432  wal_level=logical, local replication connections trusted; TLS (test CA)
 #   PostgreSQL  127.0.0.1:5433  a second cluster left at wal_level=replica (for `tidemark check` tests)
 #   MariaDB     127.0.0.1:3306  binlog on: ROW, FULL row image, FULL row metadata
 #   MariaDB     127.0.0.1:3307  a second instance at binlog_format=MIXED, MINIMAL metadata (for `check`)
@@ -133,6 +133,75 @@ EOF
 
 ensure_pg_cluster main 5432 logical
 ensure_pg_cluster tmreplica 5433 replica
+
+# TLS on the main cluster, for the TLS tests: a test CA, a server certificate for `localhost` only
+# (so 127.0.0.1 is a name the certificate does not carry), a client certificate for the role
+# tidemark_cert; tidemark_tls is admitted only over TLS (with a password), tidemark_cert only with
+# its certificate. Everyone else is unchanged (sslmode=prefer now negotiates TLS, as with libpq).
+PG_TLS=/opt/tidemark/tls/pg
+pg_reload=0
+if [ ! -f "$PG_TLS/client.ext" ]; then
+  log "creating the PostgreSQL test CA, server and client certificates"
+  pg_reload=1
+  $SUDO mkdir -p "$PG_TLS"
+  $SUDO openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidemark test PostgreSQL CA" \
+    -keyout "$PG_TLS/ca.key" -out "$PG_TLS/ca.pem" 2>/dev/null
+  $SUDO openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$PG_TLS/server.key" -out "$PG_TLS/server.csr" 2>/dev/null
+  echo "subjectAltName=DNS:localhost" | $SUDO tee "$PG_TLS/server.ext" >/dev/null
+  $SUDO openssl x509 -req -in "$PG_TLS/server.csr" -CA "$PG_TLS/ca.pem" -CAkey "$PG_TLS/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$PG_TLS/server.ext" -out "$PG_TLS/server.pem" 2>/dev/null
+  $SUDO openssl req -newkey rsa:2048 -nodes -subj "/CN=tidemark_cert" \
+    -keyout "$PG_TLS/client.key" -out "$PG_TLS/client.csr" 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' | $SUDO tee "$PG_TLS/client.ext" >/dev/null
+  $SUDO openssl x509 -req -in "$PG_TLS/client.csr" -CA "$PG_TLS/ca.pem" -CAkey "$PG_TLS/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$PG_TLS/client.ext" -out "$PG_TLS/client.pem" 2>/dev/null
+  $SUDO chmod 755 /opt/tidemark/tls "$PG_TLS"
+  $SUDO chown postgres:postgres "$PG_TLS/server.key"
+  $SUDO chmod 600 "$PG_TLS/server.key" "$PG_TLS/client.key"
+fi
+PG_HBA=/etc/postgresql/$PG_VERSION/main/pg_hba.conf
+PG_TLS_HBA="# tidemark-tls-begin
+hostnossl all tidemark_tls,tidemark_cert 127.0.0.1/32 reject
+hostnossl all tidemark_tls,tidemark_cert ::1/128 reject
+hostssl all tidemark_tls 127.0.0.1/32 scram-sha-256
+hostssl all tidemark_tls ::1/128 scram-sha-256
+hostssl all tidemark_cert 127.0.0.1/32 cert
+hostssl all tidemark_cert ::1/128 cert
+# tidemark-tls-end"
+if [ "$($SUDO sed -n '/^# tidemark-tls-begin$/,/^# tidemark-tls-end$/p' "$PG_HBA")" != "$PG_TLS_HBA" ]; then
+  log "PostgreSQL main: the TLS-only rules at the top of pg_hba.conf"
+  { printf '%s\n' "$PG_TLS_HBA"; $SUDO sed '/^# tidemark-tls-begin$/,/^# tidemark-tls-end$/d' "$PG_HBA"; } \
+    > /tmp/tidemark-pg_hba.conf
+  $SUDO cp /tmp/tidemark-pg_hba.conf "$PG_HBA"
+  rm -f /tmp/tidemark-pg_hba.conf
+  pg_reload=1
+fi
+while read -r name want; do
+  if [ "$(psql_at 5432 "select setting from pg_settings where name = '$name'")" != "$want" ]; then
+    log "PostgreSQL main: $name = $want"
+    psql_at 5432 "ALTER SYSTEM SET $name = '$want'"
+    pg_reload=1
+  fi
+done <<SETTINGS
+ssl on
+ssl_cert_file $PG_TLS/server.pem
+ssl_key_file $PG_TLS/server.key
+ssl_ca_file $PG_TLS/ca.pem
+SETTINGS
+[ $pg_reload -eq 0 ] || psql_at 5432 "select pg_reload_conf()" >/dev/null
+psql_at 5432 "DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tidemark_tls') THEN
+    CREATE ROLE tidemark_tls LOGIN SUPERUSER REPLICATION PASSWORD 'tidemark-tls-password';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tidemark_cert') THEN
+    CREATE ROLE tidemark_cert LOGIN SUPERUSER REPLICATION;
+  END IF;
+END \$\$"
+pg_tls_up() {
+  psql -X -q "host=localhost port=5432 user=tidemark_cert dbname=postgres sslmode=verify-full sslrootcert=$PG_TLS/ca.pem sslcert=$PG_TLS/client.pem sslkey=$PG_TLS/client.key" -Atc "select 1" >/dev/null
+}
+wait_for "PostgreSQL over TLS" pg_tls_up
 
 # ---------------------------------------------------------------- MariaDB
 MARIADB_DROPIN_DIR=/etc/mysql/mariadb.conf.d

@@ -89,6 +89,9 @@ enum OffsetsAction {
 }
 
 fn main() -> ExitCode {
+    // One TLS implementation for every client (rustls over ring): the process default, so no
+    // library has to pick between the providers its dependencies compile in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),

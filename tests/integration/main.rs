@@ -9,5 +9,6 @@ mod mysql_redis;
 mod operating;
 mod outage;
 mod postgres_redis;
+mod postgres_tls;
 mod support;
 mod transforms;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::config::{table_included, PostgresConfig};
 use super::types::{PgType, SESSION_SETTINGS};
@@ -22,8 +22,8 @@ pub fn literal(s: &str) -> String {
 pub async fn connect(cfg: &PostgresConfig) -> Result<Client, PgError> {
     let mut pg = cfg.pg.clone();
     pg.application_name("tidemark");
-    let (client, connection) =
-        pg.connect(NoTls).await.map_err(|source| PgError::Connect { url: cfg.url.redacted(), source })?;
+    let tls = cfg.tls.make().map_err(|e| PgError::Operator(format!("postgres {}: {e}", cfg.url.redacted())))?;
+    let (client, connection) = pg.connect(tls).await.map_err(|source| connect_error(cfg, source))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "postgres connection closed");
@@ -32,6 +32,15 @@ pub async fn connect(cfg: &PostgresConfig) -> Result<Client, PgError> {
     let settings: String = SESSION_SETTINGS.iter().map(|(k, v)| format!("SET {k} = {};", literal(v))).collect();
     client.batch_execute(&settings).await?;
     Ok(client)
+}
+
+/// A failed connection; a TLS failure (or a server that admits the user only over TLS) says which
+/// it was and what to set, and is the operator's to fix.
+fn connect_error(cfg: &PostgresConfig, source: tokio_postgres::Error) -> PgError {
+    match cfg.tls.explain(&cfg.host(), &super::error_chain(&source)) {
+        Some(why) => PgError::Operator(format!("postgres {}: {why}", cfg.url.redacted())),
+        None => PgError::Connect { url: cfg.url.redacted(), source },
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@ use std::num::NonZeroUsize;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::tls::{self, PgTls};
 use crate::event::encode::ENCODING_KEYS;
 use crate::event::Encoding;
 use crate::settings::{Diag, SecretUrl, Section};
@@ -19,6 +20,8 @@ pub struct PostgresConfig {
     pub url: SecretUrl,
     /// Parsed from `url`.
     pub pg: tokio_postgres::Config,
+    /// `sslmode`, `sslrootcert`, `sslcert` and `sslkey` of `url`.
+    pub tls: PgTls,
     /// Include list of `schema.table` patterns; `*` and `?` are globs.
     pub tables: Vec<String>,
     pub snapshot: SnapshotMode,
@@ -85,21 +88,26 @@ pub const KEYS: [&str; 8] =
 
 pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<PostgresConfig> {
     let url = s.str(d, "url");
-    let pg = url.as_deref().and_then(|u| match tokio_postgres::Config::from_str(u) {
-        Ok(c) => Some(c),
+    let split = url.as_deref().and_then(|u| match tls::split_url(u) {
+        Ok(split) => Some(split),
         Err(e) => {
-            d.error(s.key("url"), format!("not a PostgreSQL URL ({}): {e}", crate::settings::redact_url(u)));
+            d.error(s.key("url"), e);
             None
         }
     });
-    if let Some(pg) = &pg {
-        if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            d.error(
-                s.key("url"),
-                "sslmode=require is not supported by this build (no TLS); connect over a trusted network or a Unix socket with sslmode=disable",
-            );
-        }
-    }
+    let (tls, pg) = match split {
+        Some((tls, rest)) => match tokio_postgres::Config::from_str(&rest) {
+            Ok(mut c) => {
+                c.ssl_mode(tls.postgres_mode());
+                (Some(tls), Some(c))
+            }
+            Err(e) => {
+                d.error(s.key("url"), format!("not a PostgreSQL URL ({}): {e}", crate::settings::redact_url(&rest)));
+                (None, None)
+            }
+        },
+        None => (None, None),
+    };
     let tables = s.opt_str_list(d, "tables");
     match &tables {
         None => d.error(s.key("tables"), "is required: a list of \"schema.table\" names (globs allowed)"),
@@ -138,6 +146,7 @@ pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<PostgresCon
     Some(PostgresConfig {
         url: SecretUrl::new(url?),
         pg: pg?,
+        tls: tls?,
         tables: tables?,
         snapshot,
         slot,

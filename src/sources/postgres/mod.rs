@@ -13,6 +13,7 @@ pub mod check;
 pub mod config;
 pub mod pgoutput;
 pub mod snapshot;
+pub mod tls;
 pub mod types;
 
 use std::collections::HashMap;
@@ -67,7 +68,7 @@ fn wire_lsn(lsn: u64) -> pgwire_replication::Lsn {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("postgres {url}: {source}")]
+    #[error("postgres {url}: {}", error_chain(source))]
     Connect { url: String, source: tokio_postgres::Error },
     #[error("postgres: {0}")]
     Query(#[from] tokio_postgres::Error),
@@ -80,6 +81,28 @@ pub enum PgError {
     Operator(String),
     #[error(transparent)]
     Closed(#[from] PipelineClosed),
+}
+
+/// An error with its causes: tokio-postgres's own text leaves them out ("db error", "error
+/// performing TLS handshake").
+pub(crate) fn error_chain(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
+
+/// A failed replication connection; a TLS failure says which it was and what to set.
+fn wire_error(cfg: &PostgresConfig, e: PgWireError) -> PgError {
+    if let PgWireError::Tls(m) | PgWireError::Server(m) = &e {
+        if let Some(why) = cfg.tls.explain(&cfg.host(), m) {
+            return PgError::Operator(format!("postgres replication {}: {why}", cfg.url.redacted()));
+        }
+    }
+    PgError::Stream(e)
 }
 
 /// SQLSTATE classes that mean "retry later".
@@ -402,7 +425,9 @@ impl Session<'_> {
                 snapshot_again(&self.ctx.connector)
             )));
         }
-        let mut repl = ReplicationClient::connect_gated(self.replication_config(wire_lsn(0))).await?;
+        let mut repl = ReplicationClient::connect_gated(self.replication_config(wire_lsn(0)))
+            .await
+            .map_err(|e| wire_error(self.cfg, e))?;
         let export = if needs_snapshot { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" };
         let rows =
             repl.simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {export}", cfg.slot)).await?;
@@ -460,7 +485,9 @@ impl Session<'_> {
                 g.start().await?;
                 g
             }
-            None => ReplicationClient::connect(self.replication_config(wire_lsn(start_lsn))).await?,
+            None => ReplicationClient::connect(self.replication_config(wire_lsn(start_lsn)))
+                .await
+                .map_err(|e| wire_error(self.cfg, e))?,
         };
         repl.wait_started().await?;
         self.ctx.status.set_state(ConnectorState::Streaming);
@@ -487,6 +514,7 @@ impl Session<'_> {
             cfg.publication.as_str(),
         )
         .with_port(cfg.port())
+        .with_tls(cfg.tls.wire(&cfg.host()))
         .with_start_lsn(start)
         .with_options(SESSION_OPTIONS)
         .with_buffer_size(STREAM_BUFFER_EVENTS)
