@@ -13,6 +13,7 @@
 #   MySQL       127.0.0.1:3309  MySQL (from Debian unstable, unpacked under /opt/tidemark/mysql), GTID mode on
 #   Redis       127.0.0.1:6379  single node
 #   Redis       127.0.0.1:7000-7002  a three-primary Redis Cluster
+#   Redis       127.0.0.1:6390 TLS (ACL user), 6391 mutual TLS, 7100-7102 a Redis Cluster over TLS
 #   OpenSearch API  127.0.0.1:9200  osmem-server (pinned, from PyPI, in a virtual environment): an
 #               in-memory server that speaks the Elasticsearch/OpenSearch document APIs, honours
 #               version_type=external and keeps delete tombstones (no Elasticsearch can be installed)
@@ -439,6 +440,68 @@ if ! cluster_ok 2>/dev/null; then
   fi
 fi
 
+# Redis over TLS, for the TLS tests, with certificates from a test CA for 127.0.0.1 and localhost.
+# Each server also listens in plaintext (on the port below its TLS port) for the tests' own reads:
+#   6390 TLS (plain 6389), with the ACL user `tidemark`
+#   6391 TLS requiring a client certificate (plain 6388)
+#   7100-7102 a three-primary Redis Cluster over TLS, bus included (plain 7200-7202)
+REDIS_TLS=/opt/tidemark/tls/redis
+if [ ! -f "$REDIS_TLS/client.pem" ]; then
+  log "creating the Redis test CA, server and client certificates"
+  $SUDO mkdir -p "$REDIS_TLS"
+  $SUDO openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidemark test Redis CA" \
+    -keyout "$REDIS_TLS/ca.key" -out "$REDIS_TLS/ca.pem" 2>/dev/null
+  $SUDO openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$REDIS_TLS/server.key" -out "$REDIS_TLS/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' | $SUDO tee "$REDIS_TLS/server.ext" >/dev/null
+  $SUDO openssl x509 -req -in "$REDIS_TLS/server.csr" -CA "$REDIS_TLS/ca.pem" -CAkey "$REDIS_TLS/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$REDIS_TLS/server.ext" -out "$REDIS_TLS/server.pem" 2>/dev/null
+  $SUDO openssl req -newkey rsa:2048 -nodes -subj "/CN=tidemark" \
+    -keyout "$REDIS_TLS/client.key" -out "$REDIS_TLS/client.csr" 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' | $SUDO tee "$REDIS_TLS/client.ext" >/dev/null
+  $SUDO openssl x509 -req -in "$REDIS_TLS/client.csr" -CA "$REDIS_TLS/ca.pem" -CAkey "$REDIS_TLS/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$REDIS_TLS/client.ext" -out "$REDIS_TLS/client.pem" 2>/dev/null
+  $SUDO chmod 644 "$REDIS_TLS"/*.key
+fi
+redis_tls_args=(--tls-cert-file "$REDIS_TLS/server.pem" --tls-key-file "$REDIS_TLS/server.key"
+  --tls-ca-cert-file "$REDIS_TLS/ca.pem" --save "" --appendonly no --bind 127.0.0.1 --daemonize yes)
+if ! redis_up 6389 2>/dev/null; then
+  log "starting Redis over TLS on 6390 (plain 6389)"
+  redis-server --port 6389 --tls-port 6390 --tls-auth-clients no "${redis_tls_args[@]}"
+fi
+wait_for "Redis 6389" redis_up 6389
+redis-cli -p 6389 ACL SETUSER tidemark on '>tidemark-redis-password' '~*' '&*' '+@all' >/dev/null
+if ! redis_up 6388 2>/dev/null; then
+  log "starting Redis over mutual TLS on 6391 (plain 6388)"
+  redis-server --port 6388 --tls-port 6391 --tls-auth-clients yes "${redis_tls_args[@]}"
+fi
+wait_for "Redis 6388" redis_up 6388
+TLS_CLUSTER_DIR=/var/lib/tidemark-redis-tls-cluster
+tls_cluster_ok() { redis-cli -p 7200 cluster info | grep -q 'cluster_state:ok'; }
+if ! tls_cluster_ok 2>/dev/null; then
+  $SUDO mkdir -p "$TLS_CLUSTER_DIR"
+  for port in 7100 7101 7102; do
+    plain=$((port + 100))
+    if ! redis_up "$plain" 2>/dev/null; then
+      $SUDO rm -f "$TLS_CLUSTER_DIR/nodes-$port.conf"
+      redis-server --port "$plain" --tls-port "$port" --tls-cluster yes --tls-auth-clients no \
+        --cluster-enabled yes --cluster-config-file "$TLS_CLUSTER_DIR/nodes-$port.conf" \
+        --dir "$TLS_CLUSTER_DIR" --logfile "$TLS_CLUSTER_DIR/redis-$port.log" "${redis_tls_args[@]}"
+    fi
+    wait_for "Redis $plain" redis_up "$plain"
+  done
+  if ! tls_cluster_ok 2>/dev/null; then
+    log "creating the Redis Cluster over TLS on 7100-7102"
+    for port in 7200 7201 7202; do
+      redis-cli -p "$port" flushall >/dev/null
+      redis-cli -p "$port" cluster reset hard >/dev/null
+    done
+    redis-cli --tls --cacert "$REDIS_TLS/ca.pem" --cluster create 127.0.0.1:7100 127.0.0.1:7101 127.0.0.1:7102 \
+      --cluster-replicas 0 --cluster-yes >/dev/null
+    wait_for "Redis Cluster over TLS" tls_cluster_ok
+  fi
+fi
+
 # ---------------------------------------------------------------- Elasticsearch API
 # osmem-server, pinned, in its own virtual environment outside the checkout. It keeps everything
 # in memory: a restart comes back empty, which the tests expect (each test uses its own indices).
@@ -516,4 +579,4 @@ start_tansu() {
 start_tansu 9092 9092
 start_tansu 9093 9094
 
-log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), 3307 (MIXED) and 3308 (MINIMAL metadata), MySQL 3309 (GTID), Redis 6379, Redis Cluster 7000-7002, Elasticsearch API 9200, Kafka 9092 and 9093"
+log "ready: PostgreSQL 5432 (logical) and 5433 (replica), MariaDB 3306 (binlog), 3307 (MIXED) and 3308 (MINIMAL metadata), MySQL 3309 (GTID), Redis 6379, Redis Cluster 7000-7002, Redis TLS 6390/6391 and Cluster 7100-7102, Elasticsearch API 9200, Kafka 9092 and 9093"

@@ -50,6 +50,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .await
         .map_err(|error| DaemonError::Http { addr: daemon.http_addr, error })?;
     info!(addr = %daemon.http_addr, connectors = handles.len(), "tidemark started");
+    if let Some(w) = daemon.api_warning() {
+        tracing::warn!("{w}");
+    }
 
     let mut tasks = JoinSet::new();
     for h in handles.iter() {

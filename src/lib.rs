@@ -27,6 +27,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod redis_client;
 pub mod retry;
 pub mod settings;
 pub mod sinks;

@@ -156,6 +156,10 @@ fn check(path: &Path, config_only: bool) -> anyhow::Result<ExitCode> {
     let report = runtime()?.block_on(tidemark::daemon::check(&cfg));
     let mut errors = 0;
     let mut warnings = 0;
+    if let Some(w) = cfg.daemon.api_warning() {
+        println!("\ndaemon {}\n    {}", cfg.daemon.file.display(), tidemark::check::Finding::warn(w));
+        warnings += 1;
+    }
     for (connector, sections) in report {
         println!("\nconnector {connector}");
         for s in sections {

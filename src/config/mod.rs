@@ -46,6 +46,18 @@ pub struct DaemonConfig {
     pub http_auth: HttpAuth,
 }
 
+impl DaemonConfig {
+    /// A warning when the API is reachable from other machines without a token.
+    pub fn api_warning(&self) -> Option<String> {
+        (!self.http_addr.ip().is_loopback() && self.http_token.is_none()).then(|| {
+            format!(
+                "http_addr {} is reachable from other machines and no http_token is set: anyone who reaches it can pause and resume connectors; set http_token_file (or bind 127.0.0.1)",
+                self.http_addr
+            )
+        })
+    }
+}
+
 /// `http_auth`: which endpoints need the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpAuth {

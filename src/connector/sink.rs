@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 
 use crate::check::Finding;
 use crate::event::{ChangeEvent, Encoding};
+use crate::redis_client::RedisTls;
 use crate::retry::Classified;
 use crate::settings::{Diag, SecretUrl, Section};
 
@@ -111,7 +112,7 @@ pub enum DeadLetterTarget {
     /// JSON lines appended to a file.
     File(PathBuf),
     /// Entries of a Redis stream (`XADD`), one field per record field.
-    RedisStream { url: SecretUrl, stream: String },
+    RedisStream { url: SecretUrl, stream: String, tls: RedisTls },
 }
 
 impl DeadLetterTarget {
@@ -123,6 +124,10 @@ impl DeadLetterTarget {
         if stream.is_some() && url.is_none() {
             d.error(s.key("dead_letter_stream"), "only applies with dead_letter_url");
         }
+        let tls = RedisTls::read(s, d, "dead_letter_", None, url.as_deref());
+        if url.is_none() && tls != RedisTls::default() {
+            d.error(s.key("dead_letter_ca_file"), "only applies with dead_letter_url");
+        }
         match (path, url) {
             (Some(_), Some(_)) => {
                 d.error(
@@ -133,16 +138,11 @@ impl DeadLetterTarget {
             }
             (Some(p), None) => Some(DeadLetterTarget::File(p)),
             (None, Some(u)) => {
-                if !u.starts_with("redis://") {
-                    d.error(
-                        s.key("dead_letter_url"),
-                        format!("`{}` must be a redis:// URL", SecretUrl::new(u.clone())),
-                    );
-                } else if let Err(e) = ::redis::Client::open(u.as_str()) {
-                    d.error(s.key("dead_letter_url"), format!("invalid Redis URL {}: {e}", SecretUrl::new(u.clone())));
+                if let Err(e) = crate::redis_client::check_url(&u) {
+                    d.error(s.key("dead_letter_url"), e);
                 }
                 let stream = stream.unwrap_or_else(|| format!("tidemark:dead_letters:{connector_hint}"));
-                Some(DeadLetterTarget::RedisStream { url: SecretUrl::new(u), stream })
+                Some(DeadLetterTarget::RedisStream { url: SecretUrl::new(u), stream, tls })
             }
             (None, None) => None,
         }
@@ -151,8 +151,8 @@ impl DeadLetterTarget {
     pub fn describe(&self) -> serde_json::Value {
         match self {
             DeadLetterTarget::File(p) => serde_json::json!({ "file": p.display().to_string() }),
-            DeadLetterTarget::RedisStream { url, stream } => {
-                serde_json::json!({ "redis": url.redacted(), "stream": stream })
+            DeadLetterTarget::RedisStream { url, stream, tls } => {
+                serde_json::json!({ "redis": url.redacted(), "stream": stream, "tls": tls.describe() })
             }
         }
     }

@@ -13,6 +13,7 @@ use crate::connector::{DeadLetterTarget, SinkContext};
 use crate::event::envelope::{envelope_json, key_json};
 use crate::event::time::now_ms;
 use crate::event::ChangeEvent;
+use crate::redis_client::RedisTls;
 use crate::retry::{Classify, ErrorClass};
 use crate::settings::SecretUrl;
 use crate::sinks::redis::classify;
@@ -37,7 +38,7 @@ impl Classify for DeadLetterError {
 
 enum Target {
     File { path: PathBuf, file: Option<File> },
-    Stream { url: SecretUrl, stream: String, conn: Option<MultiplexedConnection> },
+    Stream { url: SecretUrl, stream: String, tls: RedisTls, conn: Option<MultiplexedConnection> },
 }
 
 pub struct DeadLetters {
@@ -49,8 +50,8 @@ impl DeadLetters {
     pub fn new(target: &DeadLetterTarget, ctx: SinkContext) -> Self {
         let target = match target {
             DeadLetterTarget::File(path) => Target::File { path: path.clone(), file: None },
-            DeadLetterTarget::RedisStream { url, stream } => {
-                Target::Stream { url: url.clone(), stream: stream.clone(), conn: None }
+            DeadLetterTarget::RedisStream { url, stream, tls } => {
+                Target::Stream { url: url.clone(), stream: stream.clone(), tls: tls.clone(), conn: None }
             }
         };
         DeadLetters { target, ctx }
@@ -92,10 +93,10 @@ impl DeadLetters {
                 f.write_all(&buf).map_err(io)?;
                 f.sync_data().map_err(io)
             }
-            Target::Stream { url, stream, conn } => {
+            Target::Stream { url, stream, tls, conn } => {
                 let err = |source| DeadLetterError::Redis { url: url.redacted(), stream: stream.clone(), source };
                 if conn.is_none() {
-                    let client = redis::Client::open(url.expose()).map_err(err)?;
+                    let client = tls.client(url.expose()).map_err(err)?;
                     *conn = Some(client.get_multiplexed_async_connection().await.map_err(err)?);
                 }
                 let c = conn.as_mut().expect("connected above");

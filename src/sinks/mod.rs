@@ -26,8 +26,17 @@ pub struct SinkConfig {
 
 pub const KINDS: [&str; 4] = ["stdout", "redis", "elasticsearch", "kafka"];
 /// The keys every kind shares (each kind's reader allows them besides its own).
-pub const COMMON_KEYS: [&str; 6] =
-    ["kind", "name", "on_error", "dead_letter_path", "dead_letter_url", "dead_letter_stream"];
+pub const COMMON_KEYS: [&str; 9] = [
+    "kind",
+    "name",
+    "on_error",
+    "dead_letter_path",
+    "dead_letter_url",
+    "dead_letter_stream",
+    "dead_letter_ca_file",
+    "dead_letter_cert_file",
+    "dead_letter_key_file",
+];
 
 impl SinkConfig {
     pub fn read(mut s: Section, index: usize, connector: &str, d: &mut Diag) -> Option<SinkConfig> {

@@ -217,5 +217,21 @@ async fn an_authenticated_api_guards_what_changes_state_and_status_sends_the_tok
     std::fs::write(&daemon_file, format!("{base}http_auth = \"all\"\n")).unwrap();
     let out = tidemark(&env.dir, &["check", "--config-only", "-c", "tidemark.toml"]);
     assert!(text(&out).contains("http_auth"), "{}", text(&out));
+
+    // An API reachable from other machines without a token is warned about, in check and at start.
+    let open = base.replace("http_addr = \"127.0.0.1:", "http_addr = \"0.0.0.0:");
+    assert_ne!(open, base);
+    std::fs::write(&daemon_file, &open).unwrap();
+    let out = tidemark(&env.dir, &["check", "-c", "tidemark.toml"]);
+    let warning = "is reachable from other machines and no http_token is set";
+    assert!(out.status.success() && text(&out).contains(warning), "{}", text(&out));
+    assert!(text(&out).contains("1 warning(s)"), "{}", text(&out));
+    let mut d = env.start();
+    d.wait_streaming().await;
+    assert!(d.terminate().success());
+    assert!(d.log().contains(warning), "{}", d.log());
+    std::fs::write(&daemon_file, format!("{open}http_token_file = \"token\"\n")).unwrap();
+    let out = tidemark(&env.dir, &["check", "-c", "tidemark.toml"]);
+    assert!(out.status.success() && !text(&out).contains(warning), "{}", text(&out));
     env.cleanup().await;
 }

@@ -10,5 +10,6 @@ mod operating;
 mod outage;
 mod postgres_redis;
 mod postgres_tls;
+mod redis_tls;
 mod support;
 mod transforms;

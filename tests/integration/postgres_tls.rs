@@ -2,8 +2,7 @@
 //! `tidemark_tls` only over TLS with its password and `tidemark_cert` only with its client
 //! certificate; its certificate, from a test CA, names `localhost` and not `127.0.0.1`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -29,16 +28,6 @@ fn source(env: &Env, user: &str, host: &str, params: &str, tables: &str) -> Stri
         "[source]\nkind = \"postgres\"\nurl = \"postgres://{auth}@{host}:5432/{}?{params}\"\ntables = [{tables}]\n",
         env.name
     )
-}
-
-/// `tidemark check` on the test's configuration: (exit code, everything it printed).
-fn check(env: &Env) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["check", "-c"])
-        .arg(env.dir.join("tidemark.toml"))
-        .output()
-        .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
 }
 
 /// Whether every connection tidemark holds (SQL and the replication stream) is encrypted.
@@ -124,7 +113,7 @@ async fn a_client_certificate_admits_the_cert_role() {
         source(&env, "tidemark_cert", "localhost", &params, r#""public.t""#),
         redis_sink()
     ));
-    let (code, text) = check(&env);
+    let (code, text) = env.check();
     assert_eq!(code, Some(0), "{text}");
     let mut d = env.start();
     d.wait_streaming().await;
@@ -139,7 +128,7 @@ async fn a_client_certificate_admits_the_cert_role() {
         source(&env, "tidemark_cert", "localhost", &params, r#""public.t""#),
         redis_sink()
     ));
-    let (code, text) = check(&env);
+    let (code, text) = env.check();
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("certificate"), "{text}");
     env.cleanup().await;
@@ -157,25 +146,25 @@ async fn plaintext_a_foreign_ca_and_a_wrong_host_name_are_refused_with_the_fix()
 
     // Plaintext: the server refuses this role without TLS; check says to set sslmode.
     write("tidemark_tls", "127.0.0.1", "sslmode=disable");
-    let (code, text) = check(&env);
+    let (code, text) = env.check();
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("only over TLS") && text.contains("set sslmode"), "{text}");
     assert!(!text.contains(PASSWORD), "{text}");
 
     // A CA that did not sign the server's certificate.
-    let other = other_ca(&env.dir);
+    let other = env.other_ca();
     write("tidemark_tls", "localhost", &format!("sslmode=verify-full&sslrootcert={}", other.display()));
-    let (code, text) = check(&env);
+    let (code, text) = env.check();
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("not signed by a CA") && text.contains("set sslrootcert"), "{text}");
 
     // A host name the certificate does not carry: refused by verify-full, accepted by verify-ca.
     write("tidemark_tls", "127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}"));
-    let (code, text) = check(&env);
+    let (code, text) = env.check();
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("does not carry the host name `127.0.0.1`") && text.contains("verify-ca"), "{text}");
     write("tidemark_tls", "127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}"));
-    let (code, text) = check(&env);
+    let (code, text) = env.check();
     assert!(!text.contains("cannot connect"), "{text}");
     assert_ne!(code, None, "{text}");
 
@@ -191,20 +180,4 @@ async fn plaintext_a_foreign_ca_and_a_wrong_host_name_are_refused_with_the_fix()
     assert!(c["last_error"].as_str().unwrap_or("").contains("set sslrootcert"), "{c}");
     drop(d);
     env.cleanup().await;
-}
-
-/// A CA of its own, that signed nothing the server has.
-fn other_ca(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let (key, pem) = (dir.join("other-ca.key"), dir.join("other-ca.pem"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=another CA"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&pem)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    pem
 }

@@ -161,6 +161,31 @@ impl Env {
         Daemon::start(&self.dir, self.http_addr())
     }
 
+    /// `tidemark check` on the test's configuration: (exit code, everything it printed).
+    pub fn check(&self) -> (Option<i32>, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["check", "-c"])
+            .arg(self.dir.join("tidemark.toml"))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    }
+
+    /// A CA of the test's own, that signed nothing any server has.
+    pub fn other_ca(&self) -> PathBuf {
+        let (key, pem) = (self.dir.join("other-ca.key"), self.dir.join("other-ca.pem"));
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=another CA"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&pem)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        pem
+    }
+
     /// Remove the slot, the database and the Redis keys of this test.
     pub async fn cleanup(self) {
         let admin = pg_connect(&format!("{}/postgres", pg_url())).await;

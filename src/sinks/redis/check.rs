@@ -9,11 +9,18 @@ pub async fn check(cfg: &RedisConfig) -> Vec<Finding> {
     let mut sink =
         RedisSink::new(cfg.clone(), SinkContext { connector: "check".into(), encoding: Encoding::default() });
     let mut out = Vec::new();
+    if let Some(w) = cfg.tls.warning() {
+        out.push(Finding::warn(w));
+    }
     if let Err(e) = sink.ready().await {
-        out.push(Finding::error(format!(
-            "{e}; check sink.url, that Redis is running{}, and that the user may run EVALSHA and SCRIPT LOAD",
-            if cfg.cluster { " in cluster mode" } else { "" }
-        )));
+        let text = format!("{e:?} {e}");
+        match crate::redis_client::explain(&text) {
+            Some(why) => out.push(Finding::error(format!("{e}: {why}"))),
+            None => out.push(Finding::error(format!(
+                "{e}; check sink.url, that Redis is running{}, and that the user may run EVALSHA and SCRIPT LOAD",
+                if cfg.cluster { " in cluster mode" } else { "" }
+            ))),
+        }
         return out;
     }
     out.push(Finding::ok("connected; write scripts loaded"));

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::redis_client::{self, RedisTls};
 use crate::settings::{Diag, SecretUrl, Section};
 use crate::sinks::template::{self, Part};
 use crate::sinks::COMMON_KEYS;
@@ -23,6 +24,8 @@ pub enum Format {
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub url: SecretUrl,
+    /// `ca_file`, `cert_file` + `key_file`, `tls_insecure` (with a `rediss://` URL).
+    pub tls: RedisTls,
     pub cluster: bool,
     pub format: Format,
     pub key_template: String,
@@ -44,6 +47,7 @@ impl RedisConfig {
     pub fn describe(&self) -> serde_json::Value {
         serde_json::json!({
             "url": self.url.redacted(),
+            "tls": self.tls.describe(),
             "cluster": self.cluster,
             "format": match self.format { Format::Hash => "hash", Format::Json => "json" },
             "key": self.key_template,
@@ -65,19 +69,10 @@ pub fn parse_template(t: &str) -> Result<Vec<Part>, String> {
 
 pub fn read(mut s: Section, d: &mut Diag) -> Option<RedisConfig> {
     let url = s.str(d, "url");
-    if let Some(u) = &url {
-        if !(u.starts_with("redis://") || u.starts_with("redis+unix://") || u.starts_with("unix://")) {
-            d.error(
-                s.key("url"),
-                format!(
-                    "`{}` must start with redis:// (TLS `rediss://` is not supported by this build)",
-                    SecretUrl::new(u.clone())
-                ),
-            );
-        } else if let Err(e) = ::redis::Client::open(u.as_str()) {
-            d.error(s.key("url"), format!("invalid Redis URL {}: {e}", SecretUrl::new(u.clone())));
-        }
+    if let Some(Err(e)) = url.as_deref().map(redis_client::check_url) {
+        d.error(s.key("url"), e);
     }
+    let tls = RedisTls::read(&mut s, d, "", Some("tls_insecure"), url.as_deref());
     let cluster = s.opt_bool(d, "cluster").unwrap_or(false);
     let format = match s.opt_choice(d, "format", &["hash", "json"]).as_deref() {
         Some("json") => Format::Json,
@@ -106,6 +101,10 @@ pub fn read(mut s: Section, d: &mut Diag) -> Option<RedisConfig> {
     let mut allowed = COMMON_KEYS.to_vec();
     allowed.extend([
         "url",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "tls_insecure",
         "cluster",
         "format",
         "key",
@@ -119,6 +118,7 @@ pub fn read(mut s: Section, d: &mut Diag) -> Option<RedisConfig> {
     s.finish(d, &allowed);
     Some(RedisConfig {
         url: SecretUrl::new(url?),
+        tls,
         cluster,
         format,
         key_template,

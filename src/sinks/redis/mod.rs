@@ -133,6 +133,9 @@ pub struct RedisSink {
 
 impl RedisSink {
     pub fn new(cfg: RedisConfig, ctx: SinkContext) -> Self {
+        if let Some(w) = cfg.tls.warning() {
+            tracing::warn!(connector = %ctx.connector, url = %cfg.url, "{w}");
+        }
         RedisSink { cfg, ctx, conn: None, sha: None, slots: None, key_buf: String::new(), text_buf: String::new() }
     }
 
@@ -142,14 +145,17 @@ impl RedisSink {
 
     async fn connect(&self) -> Result<Conn, RedisError> {
         if self.cfg.cluster {
-            let client = redis::cluster::ClusterClient::builder(vec![self.cfg.url.expose()])
+            let client = self
+                .cfg
+                .tls
+                .cluster(self.cfg.url.expose())?
                 .connection_timeout(self.cfg.connect_timeout)
                 .response_timeout(self.cfg.response_timeout)
                 .retries(2)
                 .build()?;
             Ok(Conn::Cluster(client.get_async_connection().await?))
         } else {
-            let client = redis::Client::open(self.cfg.url.expose())?;
+            let client = self.cfg.tls.client(self.cfg.url.expose())?;
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(self.cfg.connect_timeout)
                 .set_response_timeout(self.cfg.response_timeout);
