@@ -22,6 +22,8 @@ pub mod config;
 pub mod connector;
 pub mod daemon;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

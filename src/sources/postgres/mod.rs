@@ -527,6 +527,22 @@ impl Session<'_> {
         rc
     }
 
+    /// A message that does not decode, named by its position and, for a row change, its table.
+    fn decode_error(&self, data: &[u8], lsn: u64, e: pgoutput::DecodeError) -> PgError {
+        // Insert, update and delete messages start with the relation's OID.
+        let table = match data {
+            [b'I' | b'U' | b'D', a, b, c, d, ..] => {
+                let oid = u32::from_be_bytes([*a, *b, *c, *d]);
+                match self.relations.get(&oid) {
+                    Some(Some(rel)) => format!(" of table {}", rel.table),
+                    _ => format!(" of relation {oid}"),
+                }
+            }
+            _ => String::new(),
+        };
+        PgError::Decode(pgoutput::DecodeError(format!("a message{table} at LSN {}: {}", format_lsn(lsn), e.0)))
+    }
+
     /// The streaming loop. Priorities (biased select): shutdown, acknowledgements, the batch
     /// timer, then new input.
     async fn stream(&mut self, repl: &mut ReplicationClient, client: &Client) -> Result<(), PgError> {
@@ -593,7 +609,8 @@ impl Session<'_> {
                 }
             }
             ReplicationEvent::XLogData { wal_start, data, .. } => {
-                let msg = pgoutput::decode(data)?;
+                let msg =
+                    pgoutput::decode(data.clone()).map_err(|e| self.decode_error(&data, wal_start.as_u64(), e))?;
                 self.handle_message(msg, wal_start.as_u64(), txn, client).await?;
                 if self.ctx.batcher.is_full() {
                     self.ctx.batcher.flush().await?;
