@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisResult, TlsCertificates};
+use redis::{Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, RedisResult, TlsCertificates};
+
+use crate::retry::ErrorClass;
 
 use crate::settings::{Diag, SecretUrl, Section};
 
@@ -151,5 +153,33 @@ pub fn explain(error: &str) -> Option<&'static str> {
         Some("the server does not speak TLS on this port; use redis:// or the server's tls-port")
     } else {
         None
+    }
+}
+
+/// The one classification of Redis errors, for the sink and for dead-letter streams alike.
+pub fn classify(e: &RedisError) -> ErrorClass {
+    // A TLS handshake the server's certificate or ours fails: no retry helps.
+    if explain(&format!("{e:?} {e}")).is_some() {
+        return ErrorClass::Operator;
+    }
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return ErrorClass::Retry;
+    }
+    match e.kind() {
+        ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig => ErrorClass::Operator,
+        ErrorKind::BusyLoadingError
+        | ErrorKind::TryAgain
+        | ErrorKind::ClusterDown
+        | ErrorKind::MasterDown
+        | ErrorKind::ReadOnly
+        | ErrorKind::NoScriptError
+        | ErrorKind::Moved
+        | ErrorKind::Ask
+        | ErrorKind::IoError
+        | ErrorKind::ClusterConnectionNotFound => ErrorClass::Retry,
+        _ => match e.code() {
+            Some("OOM") => ErrorClass::Retry,
+            _ => ErrorClass::Operator,
+        },
     }
 }

@@ -11,6 +11,7 @@
 //! the contract and the pipeline drives kinds only through it.
 
 pub mod batch;
+pub mod dead_letter;
 pub mod position;
 pub mod sink;
 pub mod source;

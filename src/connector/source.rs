@@ -157,6 +157,9 @@ pub struct SourceContext {
     pub store: StateStore,
     /// See [`SourceContext::captured`].
     pub table_check: TableCheck,
+    /// Where records a source cannot read go when it is configured to dead-letter them and
+    /// names no target of its own: `<data_dir>/dead_letters/<connector>.jsonl`.
+    pub dead_letters: super::DeadLetterTarget,
 }
 
 impl SourceContext {

@@ -10,7 +10,6 @@
 //! - Memory is bounded: the channel holds `buffer_batches` batches, each capped by rows and bytes;
 //!   a sink that stops accepting blocks the pipeline, which blocks the source.
 
-pub mod dead_letter;
 mod retry;
 mod runner;
 mod sink_runner;
@@ -23,11 +22,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
-use self::dead_letter::{DeadLetterError, DeadLetters};
 use self::runner::Pipeline;
 pub use self::runner::CHECKPOINT_INTERVAL;
 use self::sink_runner::SinkRunner;
 use crate::config::{ConnectorConfig, DaemonConfig};
+use crate::connector::dead_letter::{DeadLetterError, DeadLetters};
 use crate::connector::position::KindMismatch;
 use crate::connector::{
     snapshot_again, Batcher, ConnectorState, ConnectorStatus, DeadLetterTarget, ErrorPolicy, SinkContext, SinkError,
@@ -100,11 +99,15 @@ pub struct Shared {
     abort: CancellationToken,
 }
 
+/// Where a connector's dead letters go when it names no target.
+fn default_dead_letters(daemon: &DaemonConfig, connector: &str) -> std::path::PathBuf {
+    daemon.data_dir.join("dead_letters").join(format!("{connector}.jsonl"))
+}
+
 fn build_sink(index: usize, cfg: &SinkConfig, ctx: SinkContext, daemon: &DaemonConfig, connector: &str) -> SinkRunner {
     let dead_letters = (cfg.on_error == ErrorPolicy::DeadLetter).then(|| {
-        let target = cfg.dead_letter.clone().unwrap_or_else(|| {
-            DeadLetterTarget::File(daemon.data_dir.join("dead_letters").join(format!("{connector}.jsonl")))
-        });
+        let target =
+            cfg.dead_letter.clone().unwrap_or_else(|| DeadLetterTarget::File(default_dead_letters(daemon, connector)));
         DeadLetters::new(&target, ctx.clone())
     });
     SinkRunner {
@@ -164,6 +167,7 @@ pub async fn run_connector(
         metrics: metrics.clone(),
         store: store.clone(),
         table_check,
+        dead_letters: DeadLetterTarget::File(default_dead_letters(&daemon, &name)),
     };
     let chain = match Chain::build(&transforms, cfg.source.encoding(), Some(store.clone()), name.clone(), &metrics) {
         Ok(c) => c,

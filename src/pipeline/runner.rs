@@ -8,10 +8,10 @@ use futures_util::future::join_all;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
-use super::dead_letter::DeadLetters;
 use super::retry::{Retrying, Stopped, Target};
 use super::sink_runner::SinkRunner;
 use super::{PipelineError, Shared};
+use crate::connector::dead_letter::DeadLetters;
 use crate::connector::{Batch, PipelineConfig, Position, SinkContext};
 use crate::event::Encoding;
 use crate::metrics;

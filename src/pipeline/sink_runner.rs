@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use super::dead_letter::DeadLetters;
 use super::retry::{Retrying, Stopped, Target};
 use super::{PipelineError, Shared};
+use crate::connector::dead_letter::DeadLetters;
 use crate::connector::{ErrorPolicy, Sink, SinkState};
 use crate::event::{ChangeEvent, SnapshotFlag};
 use crate::metrics::{self, Labels};

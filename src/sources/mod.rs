@@ -21,7 +21,7 @@ pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<SourceConfi
     match kind.as_str() {
         "postgres" => postgres::config::read(s, d, connector).map(|c| Arc::new(c) as SourceConfig),
         "mysql" => mysql::config::read(s, d, connector).map(|c| Arc::new(c) as SourceConfig),
-        "kafka" => kafka::read(s, d).map(|c| Arc::new(c) as SourceConfig),
+        "kafka" => kafka::read(s, d, connector).map(|c| Arc::new(c) as SourceConfig),
         other => {
             d.error(s.key("kind"), format!("unknown source kind `{other}` (expected one of: {})", KINDS.join(", ")));
             None

@@ -569,7 +569,7 @@ async fn debeziums_own_events_through_the_kafka_source_reach_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_that_is_not_a_change_is_skipped_with_its_coordinates_or_stops_the_applier() {
+async fn a_record_that_is_not_a_change_is_skipped_or_dead_lettered_with_its_coordinates_or_stops_the_applier() {
     let env = Env::new("kafkapoison").await;
     let topic = format!("{}-poison", env.name);
     let change = |id: u32, lsn: u32| {
@@ -613,6 +613,34 @@ async fn a_record_that_is_not_a_change_is_skipped_with_its_coordinates_or_stops_
     drop(d);
     let v: String = redis::cmd("HGET").arg(format!("{prefix}:poison:2")).arg("v").query_async(&mut r).await.unwrap();
     assert_eq!(v, "row 2");
+
+    // on_error = "dead_letter": the record, with its coordinates and bytes, in the dead-letter
+    // file before the records after it count as read.
+    let prefix = format!("{}:dl", env.name);
+    let letters = env.dir.join("letters.jsonl");
+    let extra = format!("on_error = \"dead_letter\"\ndead_letter_path = \"{}\"\n", letters.display());
+    let (dir, http) = applier_with(&env, 3, &format!("{topic}-dl"), &topic, &prefix, &extra);
+    let d = Daemon::start(&dir, http);
+    wait_for("both rows applied", DEADLINE, || {
+        let (mut r, prefix) = (r.clone(), prefix.clone());
+        async move { (scan(&mut r, &format!("{prefix}:poison:*")).await.len() == 2).then_some(()) }
+    })
+    .await;
+    let text = std::fs::read_to_string(&letters).unwrap_or_else(|e| panic!("{}: {e}\n{}", letters.display(), d.log()));
+    let records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 1, "{text}");
+    let letter = &records[0];
+    assert_eq!(
+        (letter["topic"].as_str(), letter["partition"].as_i64(), letter["offset"].as_i64()),
+        (Some(&*topic), Some(0), Some(1)),
+        "{letter}"
+    );
+    assert_eq!(letter["value"], "{not json", "{letter}");
+    assert_eq!(letter["key"], "{\"id\":9}", "{letter}");
+    assert!(letter["error"].as_str().unwrap().contains("not JSON"), "{letter}");
+    let metrics = d.metrics().await;
+    assert!(metrics.lines().any(|l| l.contains("reason=\"dead_letter\"") && l.ends_with(" 1")), "{metrics}");
+    drop(d);
 
     // The default, on_error = "fail": the connector stops, naming where the record is.
     let (dir, http) = applier_with(&env, 2, &format!("{topic}-fail"), &topic, &format!("{}:fail", env.name), "");

@@ -22,7 +22,7 @@ use futures_util::FutureExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, ErrorKind, Pipeline, RedisError, Value as RValue};
+use redis::{Cmd, Pipeline, RedisError, Value as RValue};
 
 pub use config::{Format, RedisConfig};
 
@@ -49,29 +49,7 @@ pub enum RedisSinkError {
     Protocol { what: &'static str, reply: String },
 }
 
-/// The one classification of Redis errors, for the sink and for dead-letter streams alike.
-pub fn classify(e: &RedisError) -> ErrorClass {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        return ErrorClass::Retry;
-    }
-    match e.kind() {
-        ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig => ErrorClass::Operator,
-        ErrorKind::BusyLoadingError
-        | ErrorKind::TryAgain
-        | ErrorKind::ClusterDown
-        | ErrorKind::MasterDown
-        | ErrorKind::ReadOnly
-        | ErrorKind::NoScriptError
-        | ErrorKind::Moved
-        | ErrorKind::Ask
-        | ErrorKind::IoError
-        | ErrorKind::ClusterConnectionNotFound => ErrorClass::Retry,
-        _ => match e.code() {
-            Some("OOM") => ErrorClass::Retry,
-            _ => ErrorClass::Operator,
-        },
-    }
-}
+pub use crate::redis_client::classify;
 
 impl Classify for RedisSinkError {
     fn class(&self) -> ErrorClass {

@@ -10,7 +10,9 @@
 //!   event's version (see [`decode`]).
 //! - **Records that are not change events** (bad JSON, an unknown op) follow `on_error`: `fail`
 //!   stops the connector naming topic, partition and offset; `skip` logs them with those and
-//!   counts them (`tidemark_events_skipped_total{reason="not_a_change"}`), and reading goes on.
+//!   counts them (`tidemark_events_skipped_total{reason="not_a_change"}`), and reading goes on;
+//!   `dead_letter` writes them (topic, partition, offset, key, value, reason) to the dead-letter
+//!   file or stream, durably, before reading on (`reason="dead_letter"`).
 
 pub mod decode;
 
@@ -27,10 +29,11 @@ use tracing::{info, warn};
 
 use self::decode::Decoded;
 use crate::check::Finding;
+use crate::connector::dead_letter::DeadLetters;
 use crate::connector::position::PartitionOffsets;
 use crate::connector::{
-    batch, run_sessions, CapturedTable, Exclusive, PipelineClosed, Position, SessionError, Source, SourceContext,
-    SourceError,
+    batch, run_sessions, CapturedTable, DeadLetterTarget, Exclusive, PipelineClosed, Position, SessionError,
+    SinkContext, Source, SourceContext, SourceError,
 };
 use crate::event::time::now_ms;
 use crate::event::{Encoding, TableRef};
@@ -40,12 +43,25 @@ use crate::retry::{Backoff, Classify, ErrorClass};
 use crate::settings::{Diag, Section};
 use crate::sinks::kafka::VERSION_HEADER;
 
-const KEYS: [&str; 7] = ["kind", "brokers", "topics", "group", "on_error", "heartbeat_interval", "librdkafka_options"];
+const KEYS: [&str; 10] = [
+    "kind",
+    "brokers",
+    "topics",
+    "group",
+    "on_error",
+    "heartbeat_interval",
+    "librdkafka_options",
+    "dead_letter_path",
+    "dead_letter_url",
+    "dead_letter_stream",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnBadRecord {
     Fail,
     Skip,
+    /// Written to the dead-letter target (with topic, partition and offset) before reading on.
+    DeadLetter,
 }
 
 #[derive(Debug, Clone)]
@@ -55,21 +71,28 @@ pub struct KafkaSourceConfig {
     pub topics: Vec<String>,
     pub group: String,
     pub on_error: OnBadRecord,
+    /// `dead_letter_path` or `dead_letter_url`; `None`: the connector's default file.
+    pub dead_letter: Option<DeadLetterTarget>,
     pub heartbeat_interval: Duration,
     pub options: Vec<ClientOption>,
 }
 
-pub fn read(mut s: Section, d: &mut Diag) -> Option<KafkaSourceConfig> {
+pub fn read(mut s: Section, d: &mut Diag, connector: &str) -> Option<KafkaSourceConfig> {
     let brokers = s.str(d, "brokers");
     let topics = s.opt_str_list(d, "topics").unwrap_or_default();
     if topics.is_empty() {
         d.error(s.key("topics"), "is required: the topics to read (names, or patterns like \"^shop\\\\..*\")");
     }
     let group = s.str(d, "group");
-    let on_error = match s.opt_choice(d, "on_error", &["fail", "skip"]).as_deref() {
+    let on_error = match s.opt_choice(d, "on_error", &["fail", "skip", "dead_letter"]).as_deref() {
         Some("skip") => OnBadRecord::Skip,
+        Some("dead_letter") => OnBadRecord::DeadLetter,
         _ => OnBadRecord::Fail,
     };
+    let dead_letter = DeadLetterTarget::read(&mut s, d, connector);
+    if dead_letter.is_some() && on_error != OnBadRecord::DeadLetter {
+        d.error(s.key("on_error"), "must be \"dead_letter\" for a dead-letter target to be used");
+    }
     let heartbeat_interval = s.opt_duration(d, "heartbeat_interval").unwrap_or(Duration::from_secs(1));
     let options = crate::kafka::read_options(
         &mut s,
@@ -78,7 +101,15 @@ pub fn read(mut s: Section, d: &mut Diag) -> Option<KafkaSourceConfig> {
         "brokers, group; offsets are stored only after the sinks acknowledge",
     );
     s.finish(d, &KEYS);
-    Some(KafkaSourceConfig { brokers: brokers?, topics, group: group?, on_error, heartbeat_interval, options })
+    Some(KafkaSourceConfig {
+        brokers: brokers?,
+        topics,
+        group: group?,
+        on_error,
+        dead_letter,
+        heartbeat_interval,
+        options,
+    })
 }
 
 impl KafkaSourceConfig {
@@ -158,7 +189,12 @@ impl Source for KafkaSourceConfig {
             "brokers": self.brokers,
             "topics": self.topics,
             "group": self.group,
-            "on_error": match self.on_error { OnBadRecord::Fail => "fail", OnBadRecord::Skip => "skip" },
+            "on_error": match self.on_error {
+                OnBadRecord::Fail => "fail",
+                OnBadRecord::Skip => "skip",
+                OnBadRecord::DeadLetter => "dead_letter",
+            },
+            "dead_letter": self.dead_letter.as_ref().map(DeadLetterTarget::describe),
             "librdkafka_options": crate::kafka::describe_options(&self.options),
         })
     }
@@ -206,6 +242,7 @@ async fn session(
     // rebalance moves partitions to another member.
     let mut position = resume.unwrap_or_default();
     let mut tables: HashSet<TableRef> = HashSet::new();
+    let mut dead_letters: Option<DeadLetters> = None;
     let mut acked = ctx.acked.clone();
     let mut sampled = std::time::Instant::now();
     loop {
@@ -277,16 +314,23 @@ async fn session(
                                          (on_error = \"skip\" in [source])"
                                     )));
                                 }
+                                OnBadRecord::DeadLetter => {
+                                    // Durable before the position moves past it: a crash writes it again, never loses it.
+                                    let dl = dead_letters.get_or_insert_with(|| {
+                                        let target = cfg.dead_letter.clone().unwrap_or_else(|| ctx.dead_letters.clone());
+                                        DeadLetters::new(&target, SinkContext { connector: ctx.connector.clone(), encoding: Encoding::default() })
+                                    });
+                                    dl.write_unreadable((m.topic(), m.partition(), m.offset()), m.key(), m.payload(), &why)
+                                        .await
+                                        .map_err(|e| KafkaSourceError::Operator(format!("the record at {at} is not a change event ({why}) and cannot be dead-lettered: {e}")))?;
+                                    warn!(connector = %ctx.connector, record = %at, reason = %why, to = %dl.describe(), "dead-lettered a record that is not a change event");
+                                    count_unreadable(ctx, m.topic(), "dead_letter");
+                                    position.set(m.topic(), m.partition(), m.offset() + 1);
+                                    ctx.batcher.mark(Position::Kafka(position.clone()), None, None, false);
+                                }
                                 OnBadRecord::Skip => {
                                     warn!(connector = %ctx.connector, record = %at, reason = %why, "skipped a record that is not a change event");
-                                    ctx.metrics
-                                        .events_skipped
-                                        .get_or_create(&vec![
-                                            (metrics::CONNECTOR, ctx.connector.to_string()),
-                                            (metrics::TABLE, m.topic().to_string()),
-                                            (metrics::REASON, "not_a_change".into()),
-                                        ])
-                                        .inc();
+                                    count_unreadable(ctx, m.topic(), "not_a_change");
                                     position.set(m.topic(), m.partition(), m.offset() + 1);
                                     ctx.batcher.mark(Position::Kafka(position.clone()), None, None, false);
                                 }
@@ -298,6 +342,19 @@ async fn session(
             }
         }
     }
+}
+
+/// A record that is not a change event, skipped or dead-lettered: `tidemark_events_skipped_total`
+/// with the topic as the table and `reason`.
+fn count_unreadable(ctx: &SourceContext, topic: &str, reason: &str) {
+    ctx.metrics
+        .events_skipped
+        .get_or_create(&vec![
+            (metrics::CONNECTOR, ctx.connector.to_string()),
+            (metrics::TABLE, topic.to_string()),
+            (metrics::REASON, reason.into()),
+        ])
+        .inc();
 }
 
 /// Per partition this member holds: the committed (acknowledged) offset and the records behind

@@ -9,14 +9,13 @@ use std::path::PathBuf;
 use redis::aio::MultiplexedConnection;
 use serde_json::Value as Json;
 
-use crate::connector::{DeadLetterTarget, SinkContext};
+use super::{DeadLetterTarget, SinkContext};
 use crate::event::envelope::{envelope_json, key_json};
 use crate::event::time::now_ms;
 use crate::event::ChangeEvent;
-use crate::redis_client::RedisTls;
+use crate::redis_client::{classify, RedisTls};
 use crate::retry::{Classify, ErrorClass};
 use crate::settings::SecretUrl;
-use crate::sinks::redis::classify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
@@ -78,6 +77,35 @@ impl DeadLetters {
 
     pub async fn write(&mut self, ev: &ChangeEvent, sink: &str, reason: &str) -> Result<(), DeadLetterError> {
         let record = self.record(ev, sink, reason);
+        self.append(record).await
+    }
+
+    /// A record a source could not read (not a change event), with where it came from: the
+    /// topic, partition and offset, and its key and value as received (lossy UTF-8).
+    pub async fn write_unreadable(
+        &mut self,
+        at: (&str, i32, i64),
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        reason: &str,
+    ) -> Result<(), DeadLetterError> {
+        let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+        let record = serde_json::json!({
+            "connector": &*self.ctx.connector,
+            "source": "kafka",
+            "error": reason,
+            "ts_ms": now_ms(),
+            "topic": at.0,
+            "partition": at.1,
+            "offset": at.2,
+            "key": text(key),
+            "value": text(value),
+        });
+        self.append(record).await
+    }
+
+    /// Append one record, durably (the file is fsynced) before this returns.
+    async fn append(&mut self, record: Json) -> Result<(), DeadLetterError> {
         match &mut self.target {
             Target::File { path, file } => {
                 let io = |source| DeadLetterError::File { path: path.display().to_string(), source };
