@@ -446,11 +446,31 @@ async fn two_appliers_in_a_group_leave_redis_equal_to_the_table_through_a_kill9(
     let group = format!("{}-cache", env.name);
     let (dir1, http1) = applier(&env, 1, &group, &topic, &env.name);
     let (dir2, http2) = applier(&env, 2, &group, &topic, &env.name);
+    // check: the brokers, the topic, and the group (new, then joined by the first applier).
+    let check = |dir: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["check", "-c"])
+            .arg(dir.join("tidemark.toml"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let text = check(&dir2);
+    assert!(
+        text.contains(&format!("topic {topic} exists")) && text.contains(&format!("group {group} is new")),
+        "{text}"
+    );
     let mut a1 = Daemon::start(&dir1, http1.clone());
-    let a2 = Daemon::start(&dir2, http2);
     let sql = "SELECT id, v, pad FROM accounts";
     let prefix = format!("{}:accounts", env.name);
     wait_equal(&env.pg, sql, &prefix, Some(&a1)).await;
+    // (tansu describes every group as empty, members or not, so the member count and the
+    // assignment protocol of a live group are not seen here; a real cluster shows them.)
+    let text = check(&dir2);
+    assert!(text.contains(&format!("ok    group {group} ")), "{text}");
+    let a2 = Daemon::start(&dir2, http2);
 
     let workload = tokio::spawn(accounts_workload(env.db_url(), 2000, 5));
     wait_for("the appliers at work", DEADLINE, || async {

@@ -441,8 +441,15 @@ async fn check(cfg: &KafkaSourceConfig) -> Vec<Finding> {
         Ok(c) => c,
         Err(e) => return vec![Finding::error(format!("kafka client: {e}; check librdkafka_options"))],
     };
-    let md = match tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, Duration::from_secs(10))).await {
-        Ok(Ok(md)) => md,
+    let group = cfg.group.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+        let groups = group_finding(&group, consumer.fetch_group_list(Some(&group), Duration::from_secs(10)));
+        Ok::<_, KafkaError>((md, groups))
+    })
+    .await;
+    let (md, groups) = match answers {
+        Ok(Ok(found)) => found,
         Ok(Err(e)) => {
             return vec![Finding::error(format!(
                 "cannot reach the brokers {}: {e}; check brokers and the TLS/SASL settings in librdkafka_options",
@@ -452,6 +459,7 @@ async fn check(cfg: &KafkaSourceConfig) -> Vec<Finding> {
         Err(e) => return vec![Finding::error(format!("kafka: {e}"))],
     };
     let mut out = vec![Finding::ok(format!("brokers {} answer", cfg.brokers))];
+    out.push(groups);
     for t in &cfg.topics {
         if t.starts_with('^') {
             let n = md.topics().len();
@@ -463,4 +471,31 @@ async fn check(cfg: &KafkaSourceConfig) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// Whether this member can join the group: the coordinator answers for it, and its members (if
+/// any) assign partitions the way tidemark does.
+fn group_finding(name: &str, groups: Result<rdkafka::groups::GroupList, KafkaError>) -> Finding {
+    let list = match groups {
+        Ok(l) => l,
+        Err(e) => {
+            return Finding::error(format!(
+                "group {name}: the brokers do not describe it ({e}); check that the user may read and join it (Describe and Read on the group)"
+            ))
+        }
+    };
+    let Some(g) = list.groups().iter().find(|g| g.name() == name) else {
+        return Finding::ok(format!("group {name} is new: the first member creates it"));
+    };
+    let members = g.members().len();
+    if members == 0 || g.state() == "Empty" || g.state() == "Dead" {
+        return Finding::ok(format!("group {name} exists with no members ({}); it can be joined", g.state()));
+    }
+    if g.protocol_type() == "consumer" && !g.protocol().is_empty() && g.protocol() != "cooperative-sticky" {
+        return Finding::error(format!(
+            "group {name} has {members} member(s) assigning with {}; tidemark joins with cooperative-sticky, so it cannot join them: use a group of its own",
+            g.protocol()
+        ));
+    }
+    Finding::ok(format!("group {name} has {members} member(s) ({}); this one joins them", g.state()))
 }
