@@ -145,7 +145,8 @@ async fn postgres_changes_reach_kafka_as_debezium_publishes_them() {
         )
         .await
         .unwrap();
-    env.write_config(&env.postgres_source(r#""public.items""#, &kafka_sink("")));
+    let heartbeats = "heartbeat_topic = \"__debezium-heartbeat.{connector}\"\nheartbeat_interval = \"1s\"\n";
+    env.write_config(&env.postgres_source(r#""public.items""#, &kafka_sink(heartbeats)));
     let mut d = env.start();
     d.wait_streaming().await;
     for sql in CHANGES {
@@ -155,6 +156,15 @@ async fn postgres_changes_reach_kafka_as_debezium_publishes_them() {
     let records = read_topics(RECORDS, &[&topic]);
     let by_key = check_records(&records, &d.stdout, &topic);
     check_key_change(&by_key);
+    // Debezium's heartbeat records, about one a second while the daemon runs (idle or not).
+    let beats = read_topics(3, &[&format!("__debezium-heartbeat.{}", env.name)]);
+    let started = now_ms_test() - 600_000;
+    for b in &beats {
+        assert_eq!(b["key"], format!("{{\"serverName\":\"{}\"}}", env.name), "{b}");
+        let value: Value = serde_json::from_str(b["value"].as_str().unwrap()).unwrap();
+        let ts = value["ts_ms"].as_i64().unwrap();
+        assert!(ts > started && value.as_object().unwrap().len() == 1, "{b}");
+    }
     assert!(d.terminate().success());
     env.cleanup().await;
 }
@@ -669,4 +679,9 @@ async fn a_record_that_is_not_a_change_is_skipped_or_dead_lettered_with_its_coor
     assert!(reasons.contains(&format!("{topic} partition 0 offset 1")) && reasons.contains("not JSON"), "{reasons}");
     drop(d);
     env.cleanup().await;
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms_test() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }

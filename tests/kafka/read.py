@@ -58,7 +58,15 @@ def main():
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
     })
-    md = c.list_topics(timeout=10)
+    idle = float(os.environ.get("IDLE_SECS", "30"))
+    # A topic the daemon is about to create may not exist yet: wait for it as for a record.
+    deadline = time.monotonic() + idle
+    while True:
+        md = c.list_topics(timeout=10)
+        missing = [t for t in topics if t not in md.topics or not md.topics[t].partitions]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     parts, counts = [], {}
     for t in topics:
         if t not in md.topics:
@@ -67,7 +75,6 @@ def main():
         parts += [TopicPartition(t, p, 0) for p in md.topics[t].partitions]
     # Assigned, not subscribed: no group join to wait for.
     c.assign(parts)
-    idle = float(os.environ.get("IDLE_SECS", "30"))
     seen, last = 0, time.time()
     while seen < count and time.time() - last < idle:
         msg = c.poll(0.5)

@@ -1,5 +1,7 @@
 //! `[[sink]] kind = "kafka"`.
 
+use std::time::Duration;
+
 pub use crate::kafka::ClientOption;
 use crate::settings::{Diag, Section};
 use crate::sinks::template::{self, Part};
@@ -8,7 +10,10 @@ use crate::sinks::COMMON_KEYS;
 /// Debezium's topic naming: `{prefix}.{schema}.{table}` (for MySQL the schema is the database).
 pub const DEFAULT_TOPIC: &str = "{connector}.{schema}.{table}";
 
-const KEYS: [&str; 11] = [
+/// How often heartbeat records are published when `heartbeat_topic` is set.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+const KEYS: [&str; 12] = [
     "brokers",
     "topic",
     "tombstones",
@@ -19,6 +24,7 @@ const KEYS: [&str; 11] = [
     "cleanup_policy",
     "exactly_once",
     "heartbeat_topic",
+    "heartbeat_interval",
     "librdkafka_options",
 ];
 
@@ -33,6 +39,8 @@ pub struct KafkaConfig {
     pub partitions: i32,
     pub replication_factor: i32,
     pub cleanup_policy: Option<String>,
+    /// Debezium's heartbeat records: the topic (`{connector}` its one placeholder) and how often.
+    pub heartbeat: Option<(String, Duration)>,
     pub options: Vec<ClientOption>,
 }
 
@@ -47,6 +55,8 @@ impl KafkaConfig {
             "partitions": self.partitions,
             "replication_factor": self.replication_factor,
             "cleanup_policy": self.cleanup_policy,
+            "heartbeat_topic": self.heartbeat.as_ref().map(|h| h.0.clone()),
+            "heartbeat_interval_ms": self.heartbeat.as_ref().map(|h| h.1.as_millis() as u64),
             "librdkafka_options": crate::kafka::describe_options(&self.options),
         })
     }
@@ -76,9 +86,19 @@ pub fn read(mut s: Section, d: &mut Diag) -> Option<KafkaConfig> {
             "transactional delivery is not available in this version yet; the sink delivers at least once",
         );
     }
-    if s.opt_str(d, "heartbeat_topic").is_some() {
-        d.error(s.key("heartbeat_topic"), "heartbeat records are not available in this version yet");
+    let heartbeat_topic = s.opt_str(d, "heartbeat_topic");
+    let heartbeat_interval = s.opt_duration(d, "heartbeat_interval");
+    if let Some(t) = &heartbeat_topic {
+        if t.replace("{connector}", "").contains(['{', '}']) {
+            d.error(s.key("heartbeat_topic"), format!("`{t}` may hold only the {{connector}} placeholder"));
+        }
+    } else if heartbeat_interval.is_some() {
+        d.error(s.key("heartbeat_interval"), "only applies with heartbeat_topic");
     }
+    if heartbeat_interval.is_some_and(|i| i.is_zero()) {
+        d.error(s.key("heartbeat_interval"), "must be positive");
+    }
+    let heartbeat = heartbeat_topic.map(|t| (t, heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT_INTERVAL)));
     let create_topics = s.opt_bool(d, "create_topics").unwrap_or(true);
     let count = |s: &mut Section, d: &mut Diag, key: &str| -> i32 {
         match s.opt_u64(d, key) {
@@ -111,6 +131,7 @@ pub fn read(mut s: Section, d: &mut Diag) -> Option<KafkaConfig> {
         partitions,
         replication_factor,
         cleanup_policy,
+        heartbeat,
         options,
     })
 }

@@ -36,6 +36,9 @@ use crate::sinks::template;
 /// The record header holding an event's exact [`crate::event::Version`] (32 hex digits).
 pub const VERSION_HEADER: &str = "tidemark.version";
 
+/// The `event` of a heartbeat record (it belongs to no event of the batch).
+const HEARTBEAT: usize = usize::MAX;
+
 /// How long a metadata request or topic creation may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -128,11 +131,13 @@ pub struct KafkaSink {
     producer: Option<FutureProducer>,
     /// Topics known to exist.
     topics: HashSet<String>,
+    /// When the last heartbeat record was delivered.
+    last_heartbeat: Option<std::time::Instant>,
 }
 
 impl KafkaSink {
     pub fn new(cfg: KafkaConfig, ctx: SinkContext) -> Self {
-        KafkaSink { cfg, ctx, producer: None, topics: HashSet::new() }
+        KafkaSink { cfg, ctx, producer: None, topics: HashSet::new(), last_heartbeat: None }
     }
 
     fn producer(&mut self) -> Result<FutureProducer, KafkaSinkError> {
@@ -159,7 +164,8 @@ impl KafkaSink {
 
     async fn write_all(&mut self, events: &[ChangeEvent]) -> Result<WriteReport, KafkaSinkError> {
         let producer = self.producer()?;
-        if events.is_empty() {
+        let heartbeat = self.heartbeat_due();
+        if events.is_empty() && heartbeat.is_none() {
             // A probe: the brokers must answer.
             let p = producer.clone();
             tokio::task::spawn_blocking(move || p.client().fetch_metadata(None, ADMIN_TIMEOUT).map(|_| ()))
@@ -167,7 +173,8 @@ impl KafkaSink {
                 .map_err(|e| KafkaSinkError::Operator(e.to_string()))??;
             return Ok(WriteReport::default());
         }
-        let records = self.records(events);
+        let mut records = self.records(events);
+        records.extend(heartbeat);
         for topic in records.iter().map(|r| r.topic.clone()).collect::<BTreeSet<_>>() {
             self.ensure_topic(&producer, &topic).await?;
         }
@@ -202,8 +209,9 @@ impl KafkaSink {
         let mut failed: Option<KafkaError> = None;
         for (event, f) in pending {
             match f.await {
+                Ok(Ok(_)) if event == HEARTBEAT => self.last_heartbeat = Some(std::time::Instant::now()),
                 Ok(Ok(_)) => {}
-                Ok(Err((KafkaError::MessageProduction(code), _))) if permanent(code) => {
+                Ok(Err((KafkaError::MessageProduction(code), _))) if permanent(code) && event != HEARTBEAT => {
                     if !report.rejected.iter().any(|(i, _)| *i == event) {
                         report.rejected.push((event, format!("kafka refused the record: {code}")));
                     }
@@ -221,6 +229,22 @@ impl KafkaSink {
         }
         report.applied = (events.len() - report.rejected.len()) as u64;
         Ok(report)
+    }
+
+    /// Debezium's heartbeat record, when one is due: key `{"serverName":…}`, value `{"ts_ms":…}`.
+    fn heartbeat_due(&self) -> Option<Record> {
+        let (topic, every) = self.cfg.heartbeat.as_ref()?;
+        if self.last_heartbeat.is_some_and(|t| t.elapsed() < *every) {
+            return None;
+        }
+        let connector = &*self.ctx.connector;
+        Some(Record {
+            event: HEARTBEAT,
+            topic: topic.replace("{connector}", connector),
+            key: Some(json::to_string(&serde_json::json!({ "serverName": connector })).into_bytes()),
+            value: Some(format!("{{\"ts_ms\":{}}}", now_ns() / 1_000_000).into_bytes()),
+            headers: OwnedHeaders::new(),
+        })
     }
 
     /// The records of a batch, in order.

@@ -23,7 +23,7 @@ use crate::sinks::kafka::VERSION_HEADER;
 #[derive(Debug)]
 pub enum Decoded {
     Event(Box<ChangeEvent>),
-    /// A tombstone: the delete before it did the work.
+    /// A tombstone (the delete before it did the work), or a heartbeat record.
     Skip,
 }
 
@@ -43,6 +43,13 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>, version_header: Option<&
     // tombstone does not).
     let Some(value) = value else { return Ok(Decoded::Skip) };
     let envelope = unwrap_payload(parse(value)?);
+    // Debezium's heartbeat records (a topic pattern may take in the heartbeat topic): no change.
+    if envelope.get("op").is_none()
+        && envelope.get("ts_ms").is_some()
+        && key_json.as_ref().is_some_and(|k| k.get("serverName").is_some())
+    {
+        return Ok(Decoded::Skip);
+    }
     let op = match envelope.get("op").and_then(Json::as_str) {
         Some("c") => Op::Create,
         Some("u") => Op::Update,
@@ -210,5 +217,7 @@ mod tests {
         assert!(bad(Some("{}"), r#"{"op":"m","source":{}}"#).contains("op `m`"));
         assert!(bad(Some("{}"), r#"{"after":{}}"#).contains("no `op`"));
         assert!(matches!(decode(Some(b"{\"id\":1}"), None, None), Ok(Decoded::Skip)));
+        let heartbeat = decode(Some(b"{\"serverName\":\"shop\"}"), Some(b"{\"ts_ms\":1796000000000}"), None);
+        assert!(matches!(heartbeat, Ok(Decoded::Skip)), "{heartbeat:?}");
     }
 }
