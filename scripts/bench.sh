@@ -22,7 +22,8 @@
 #   (f') tidemark draining it into the stdout sink, redirected to /dev/null  (decode + encode alone)
 # Then PostgreSQL → Kafka (BENCH_KAFKA=0 skips it): (k0) a plain librdkafka producer with
 # pre-encoded records of the same sizes (the ceiling) and (k1) tidemark draining a backlog into
-# Kafka, and k1/k0.
+# Kafka, and k1/k0; and (k2) the Kafka source applying a 4-partition topic of the backlog to
+# Redis with one applier and with two (BENCH_KAFKA_APPLY=0 skips k2), beside (b).
 # BENCH_BIN=PATH measures that tidemark binary instead of this tree's release build (e.g. an
 # earlier commit's, to compare two builds on the same backlogs).
 set -euo pipefail
@@ -343,6 +344,95 @@ TOML
   secs=$("$KPY" scripts/bench_kafka.py "$KAFKA" "kceiling-$stamp-$i" 6 "$K_ROWS" "$VALUE_BYTES")
   K0+=("$(echo "$K_ROWS / $secs" | bc -l)")
 done
+# (k2) the Kafka source: the same backlog drained once more, untimed, into a 4-partition topic,
+# then applied to Redis by one applier daemon, and by two in one group (BENCH_KAFKA_APPLY=0 skips
+# it). Done when the appliers' events_applied add up to the backlog.
+K2_1=(); K2_2=(); RSS_K2=0
+if [ "${BENCH_KAFKA_APPLY:-1}" = "1" ]; then
+  log "(k2) filling a 4-partition topic with the backlog"
+  $PG -d $DB -c "SELECT 1 FROM pg_create_logical_replication_slot('kbench_fill', 'pgoutput')" >/dev/null
+  for ((from = 1; from <= K_ROWS; from += TXN_ROWS)); do
+    to=$((from + TXN_ROWS - 1)); [ $to -gt "$K_ROWS" ] && to=$K_ROWS
+    echo "UPDATE kbench SET v = v + 1 WHERE id BETWEEN $from AND $to;"
+  done | $PG -d $DB
+  rm -rf "$work/data" "$work/connectors"; mkdir -p "$work/connectors"
+  printf 'data_dir = "%s/data"\nhttp_addr = "%s"\nconnectors_dir = "connectors"\n' "$work" "$HTTP" > "$work/tidemark.toml"
+  cat > "$work/connectors/kfill.toml" <<TOML
+name = "kfill"
+[source]
+kind = "postgres"
+url = "$PGURL"
+tables = ["public.kbench"]
+snapshot = "never"
+slot = "kbench_fill"
+publication = "kbench_pub"
+[[sink]]
+kind = "kafka"
+brokers = "$KAFKA"
+topic = "k2-$stamp.{table}"
+partitions = 4
+TOML
+  "$TIDEMARK" run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
+  pid=$!
+  while :; do
+    applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
+    if [ -n "$applied" ] && [ "$applied" -ge "$K_ROWS" ]; then break; fi
+    kill -0 $pid 2>/dev/null || { cat "$work/tidemark.log"; exit 1; }
+    sleep 0.2
+  done
+  kill -TERM $pid; wait $pid || true; pid=""
+  applier() { # $1: run dir, $2: http port, $3: group, $4: Redis db
+    mkdir -p "$1/connectors"
+    printf 'data_dir = "%s/data"\nhttp_addr = "127.0.0.1:%s"\nconnectors_dir = "connectors"\n' "$1" "$2" > "$1/tidemark.toml"
+    cat > "$1/connectors/apply.toml" <<TOML
+name = "apply"
+[source]
+kind = "kafka"
+brokers = "$KAFKA"
+topics = ["k2-$stamp.kbench"]
+group = "$3"
+[source.librdkafka_options]
+"session.timeout.ms" = "6000"
+[[sink]]
+kind = "redis"
+url = "redis://127.0.0.1:6379/$4"
+TOML
+    "$TIDEMARK" run -c "$1/tidemark.toml" 2>"$1/tidemark.log" &
+  }
+  applied_sum() { # ports...
+    local sum=0 n
+    for port in "$@"; do
+      n=$(curl -s "http://127.0.0.1:$port/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
+      sum=$((sum + ${n:-0}))
+    done
+    echo $sum
+  }
+  for i in $(seq 1 "$RUNS"); do
+    for members in 1 2; do
+      log "run $i/$RUNS: (k2) $members applier(s): Kafka → Redis"
+      redis-cli -n 3 flushdb >/dev/null
+      rm -rf "$work/k2"; pids=(); ports=()
+      t0=$(now)
+      for m in $(seq 1 $members); do
+        applier "$work/k2/$m" $((18100 + m)) "k2-$stamp-$i-$members" 3
+        pids+=($!); ports+=($((18100 + m)))
+      done
+      while [ "$(applied_sum "${ports[@]}")" -lt "$K_ROWS" ]; do
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { cat "$work"/k2/*/tidemark.log; exit 1; }; done
+        sleep 0.05
+      done
+      t1=$(now)
+      rate=$(echo "$K_ROWS / ($t1 - $t0)" | bc -l)
+      if [ $members = 1 ]; then K2_1+=("$rate"); else K2_2+=("$rate"); fi
+      for p in "${pids[@]}"; do
+        rss=$(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$p/status)
+        [ "$rss" -gt "$RSS_K2" ] && RSS_K2=$rss
+        kill -TERM "$p"; wait "$p" || true
+      done
+    done
+  done
+  redis-cli -n 3 flushdb >/dev/null
+fi
 $PG -d $DB -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'kbench_%'" >/dev/null
 K0_RATE=$(printf '%s\n' "${K0[@]}" | median)
 K1_RATE=$(printf '%s\n' "${K1[@]}" | median)
@@ -351,6 +441,15 @@ printf '| backlog | %d row changes, records of %s bytes, 6 partitions |\n' "$K_R
 printf '| (k0) librdkafka producer, pre-encoded records | %.0f records/s (median of: %s) |\n' "$K0_RATE" "$(fmt_list "${K0[@]}")"
 printf '| (k1) tidemark → Kafka | %.0f rows/s (median of: %s; peak RSS %s MiB) |\n' "$K1_RATE" "$(fmt_list "${K1[@]}")" "$RSS_K"
 printf '| k1 / k0 | %.2f |\n' "$(echo "$K1_RATE / $K0_RATE" | bc -l)"
+if [ ${#K2_1[@]} -gt 0 ]; then
+  K2_1_RATE=$(printf '%s\n' "${K2_1[@]}" | median)
+  K2_2_RATE=$(printf '%s\n' "${K2_2[@]}" | median)
+  printf '| (k2) Kafka (4 partitions) → Redis, one applier | %.0f rows/s (median of: %s) |\n' "$K2_1_RATE" "$(fmt_list "${K2_1[@]}")"
+  printf '| (k2) Kafka (4 partitions) → Redis, two appliers in a group | %.0f rows/s (median of: %s; peak RSS of an applier %s MiB) |\n' "$K2_2_RATE" "$(fmt_list "${K2_2[@]}")" "$RSS_K2"
+  if [ -n "${B_RATE:-}" ]; then
+    printf '| k2 (one applier) / b | %.2f |\n' "$(echo "$K2_1_RATE / $B_RATE" | bc -l)"
+  fi
+fi
 fi
 
 # The transform chain alone, on one core (criterion, benches/transforms.rs; BENCH_TRANSFORMS=0

