@@ -307,10 +307,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => n * 86400.0,
         _ => return Err(bad()),
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(secs))
+    // Finite, not negative, and within what a Duration holds (about 584 billion years).
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
 pub fn parse_bytes(s: &str) -> Result<usize, String> {

@@ -11,6 +11,125 @@ use std::fmt::Write;
 
 use mysql_common::binlog::jsonb::{JsonContainer, JsonDom, JsonNumber, JsonScalar};
 
+/// MySQL's limit on JSON nesting (`max depth 100` in json_binary).
+const MAX_DEPTH: usize = 100;
+
+/// Check MySQL binary JSON before mysql_common parses it: every offset and length within its
+/// container, counts that fit the bytes they describe, nesting no deeper than MySQL allows, no
+/// value reached twice (shared offsets would make the walk exponential), and decimals whose
+/// precision and scale are valid — mysql_common trusts these and would reserve memory (or
+/// recurse) as a malformed value says.
+pub fn check_binary(data: &[u8]) -> Result<(), String> {
+    let (&t, rest) = data.split_first().ok_or("empty binary JSON")?;
+    let mut budget = data.len();
+    check_value(t, rest, 0, &mut budget)
+}
+
+fn check_value(t: u8, data: &[u8], depth: usize, budget: &mut usize) -> Result<(), String> {
+    *budget = budget.checked_sub(1).ok_or("binary JSON values share storage")?;
+    let need =
+        |n: usize| if data.len() >= n { Ok(()) } else { Err(format!("binary JSON value of type {t} cut short")) };
+    match t {
+        0x00..=0x03 => check_container(data, t & 1 == 1, t < 2, depth + 1, budget),
+        0x04 => {
+            need(1)?;
+            literal(data[0])
+        }
+        0x05 | 0x06 => need(2),
+        0x07 | 0x08 => need(4),
+        0x09..=0x0b => need(8),
+        0x0c => {
+            let (len, at) = varlen(data)?;
+            need(at + len)
+        }
+        0x0f => {
+            need(1)?;
+            let (len, at) = varlen(&data[1..])?;
+            need(1 + at + len)?;
+            let body = &data[1 + at..1 + at + len];
+            // DECIMAL: precision, scale, then the packed digits.
+            if data[0] == 246 {
+                match body {
+                    [p, s, ..] if (1..=65).contains(p) && s <= p => {}
+                    _ => return Err("a binary JSON decimal with a bad precision or scale".into()),
+                }
+            }
+            Ok(())
+        }
+        other => Err(format!("binary JSON type {other} is unknown")),
+    }
+}
+
+fn literal(b: u8) -> Result<(), String> {
+    if b <= 2 {
+        Ok(())
+    } else {
+        Err(format!("binary JSON literal {b} is unknown"))
+    }
+}
+
+fn check_container(data: &[u8], large: bool, object: bool, depth: usize, budget: &mut usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("binary JSON nested deeper than {MAX_DEPTH}"));
+    }
+    let w = if large { 4 } else { 2 };
+    let int = |at: usize| -> Result<usize, String> {
+        let b = data.get(at..at + w).ok_or("binary JSON container cut short")?;
+        Ok(b.iter().rev().fold(0usize, |acc, x| (acc << 8) | usize::from(*x)))
+    };
+    let (count, size) = (int(0)?, int(w)?);
+    if size > data.len() || size < 2 * w {
+        return Err("binary JSON container size out of bounds".into());
+    }
+    let body = &data[..size];
+    let key_entries = if object { count.checked_mul(w + 2) } else { Some(0) };
+    let header = key_entries
+        .zip(count.checked_mul(1 + w))
+        .and_then(|(k, v)| (2 * w).checked_add(k)?.checked_add(v))
+        .filter(|h| *h <= size)
+        .ok_or("binary JSON element count larger than its container")?;
+    if object {
+        for i in 0..count {
+            let at = 2 * w + i * (w + 2);
+            let offset = int(at)?;
+            let len = usize::from(u16::from_le_bytes([body[at + w], body[at + w + 1]]));
+            if offset < header || offset.checked_add(len).is_none_or(|end| end > size) {
+                return Err("binary JSON key out of bounds".into());
+            }
+        }
+    }
+    let values = 2 * w + key_entries.unwrap_or(0);
+    for i in 0..count {
+        let at = values + i * (1 + w);
+        let t = body[at];
+        let inline = matches!(t, 0x04..=0x06) || (large && matches!(t, 0x07 | 0x08));
+        if inline {
+            if t == 0x04 {
+                literal(body[at + 1])?;
+            }
+            continue;
+        }
+        let offset = int(at + 1)?;
+        if offset < header || offset >= size {
+            return Err("binary JSON value out of bounds".into());
+        }
+        check_value(t, &body[offset..], depth, budget)?;
+    }
+    Ok(())
+}
+
+/// A variable-length length (7 bits a byte, at most 5 bytes): (length, bytes it took).
+fn varlen(data: &[u8]) -> Result<(usize, usize), String> {
+    let mut len = 0usize;
+    for (i, b) in data.iter().take(5).enumerate() {
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((len, i + 1));
+        }
+    }
+    Err("binary JSON length cut short".into())
+}
+
 pub fn to_text(dom: &JsonDom) -> String {
     let mut out = String::new();
     write_dom(&mut out, dom);

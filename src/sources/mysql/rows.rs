@@ -231,6 +231,10 @@ fn value(c: &mut Cursor<'_>, ty: ColumnType, meta: &[u8]) -> Result<BinlogValue<
             // MySQL's binary JSON.
             let len = c.le(m(meta, 0).clamp(1, 4))? as usize;
             let bytes = c.take(len)?;
+            // An empty value is JSON null in MySQL's binlog; anything else is checked first.
+            if !bytes.is_empty() {
+                super::json::check_binary(bytes)?;
+            }
             let parsed =
                 mysql_common::binlog::jsonb::Value::deserialize((), &mut ParseBuf(bytes)).map_err(|e| e.to_string())?;
             return Ok(BinlogValue::Jsonb(parsed.into_owned()));

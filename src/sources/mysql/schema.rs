@@ -205,6 +205,75 @@ struct MapColumn {
     meta: Vec<u8>,
 }
 
+/// Walk a table map's optional metadata before mysql_common parses it: its ENUM and SET value
+/// lists reserve room for as many values as their (untrusted) counts say, so a malformed count
+/// would ask for terabytes. Every count is checked against the bytes that must follow it.
+pub fn check_optional_metadata(tme: &TableMapEvent<'_>) -> Result<(), String> {
+    use mysql_common::proto::MySerialize;
+    let mut raw = Vec::new();
+    tme.serialize(&mut raw);
+    let bad = || "a malformed table map".to_string();
+    let mut r = Reader(&raw);
+    // table id (6), flags (2), database and table names (length byte, bytes, NUL each).
+    r.skip(8).ok_or_else(bad)?;
+    for _ in 0..2 {
+        let len = r.byte().ok_or_else(bad)? as usize;
+        r.skip(len + 1).ok_or_else(bad)?;
+    }
+    let n = r.lenenc().ok_or_else(bad)?;
+    r.skip(usize::try_from(n).map_err(|_| bad())?).ok_or_else(bad)?;
+    let meta = r.lenenc().ok_or_else(bad)?;
+    r.skip(usize::try_from(meta).map_err(|_| bad())?).ok_or_else(bad)?;
+    r.skip(usize::try_from(n.div_ceil(8)).map_err(|_| bad())?).ok_or_else(bad)?;
+    // The optional metadata: type, length, value, to the end.
+    while let Some(kind) = r.byte() {
+        let len = r.lenenc().and_then(|l| usize::try_from(l).ok()).ok_or_else(bad)?;
+        let value = r.take(len).ok_or_else(bad)?;
+        // SET_STR_VALUE (5) and ENUM_STR_VALUE (6): per column a count, then that many strings.
+        if kind == 5 || kind == 6 {
+            let mut v = Reader(value);
+            while !v.0.is_empty() {
+                let count = v.lenenc().ok_or_else(bad)?;
+                for _ in 0..count {
+                    let l = v.lenenc().and_then(|l| usize::try_from(l).ok()).ok_or_else(bad)?;
+                    v.skip(l).ok_or_else(bad)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bounds-checked reads of MySQL's wire integers.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn skip(&mut self, n: usize) -> Option<()> {
+        self.take(n).map(|_| ())
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn lenenc(&mut self) -> Option<u64> {
+        let le = |b: &[u8]| b.iter().rev().fold(0u64, |acc, x| (acc << 8) | u64::from(*x));
+        match self.byte()? {
+            n @ 0..=0xfa => Some(u64::from(n)),
+            0xfc => self.take(2).map(le),
+            0xfd => self.take(3).map(le),
+            0xfe => self.take(8).map(le),
+            _ => None,
+        }
+    }
+}
+
 /// Build a table's schema from a table map, using information_schema (`info`, by column name)
 /// for what the map does not say.
 pub fn from_table_map(
@@ -214,6 +283,7 @@ pub fn from_table_map(
     metrics: &Metrics,
 ) -> Result<TableSchema, String> {
     let n = tme.columns_count() as usize;
+    check_optional_metadata(tme)?;
     let mut names: Vec<String> = Vec::new();
     let mut pk: Vec<usize> = Vec::new();
     let mut enums: Vec<Vec<String>> = Vec::new();
@@ -304,6 +374,9 @@ pub fn from_table_map(
         let fallbacks =
             metrics::fallback_counter(metrics, connector, &qualified, name, kind.fallback_name().unwrap_or("none"));
         columns.push(Column { name: Arc::from(name.as_str()), kind, fallbacks });
+    }
+    if let Some(bad) = pk.iter().find(|&&i| i >= n) {
+        return Err(format!("the table map names key column {bad} of {n}"));
     }
     let by_primary_key = !pk.is_empty();
     let key = if by_primary_key { pk } else { (0..n).collect() };

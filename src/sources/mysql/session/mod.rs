@@ -434,6 +434,16 @@ impl<'a> Session<'a> {
     }
 
     async fn on_table_map(&mut self, tme: TableMapEvent<'static>) -> Result<(), MyError> {
+        // Before anything parses its optional metadata (the fingerprint does).
+        schema::check_optional_metadata(&tme).map_err(|e| {
+            MyError::Decode(format!(
+                "table map of {}.{} at {}:{}: {e}",
+                tme.database_name(),
+                tme.table_name(),
+                self.file,
+                self.pos
+            ))
+        })?;
         let id = tme.table_id();
         let fingerprint = fingerprint(&tme);
         if self.mapped.get(&id).is_some_and(|m| m.fingerprint == fingerprint) {
