@@ -27,18 +27,21 @@ impl Formatter for JavaFormatter {
     }
 
     fn write_string_fragment<W: ?Sized + Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+        // A character outside the BMP is the only one written differently, and its UTF-8 is the
+        // only one that starts with a byte of 0xF0 or more: look for those bytes alone.
+        let bytes = fragment.as_bytes();
         let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            if (c as u32) > 0xFFFF {
-                writer.write_all(&fragment.as_bytes()[start..i])?;
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    write!(writer, "\\u{:04X}", unit)?;
-                }
-                start = i + c.len_utf8();
+        while let Some(at) = bytes[start..].iter().position(|&b| b >= 0xF0) {
+            let i = start + at;
+            writer.write_all(&bytes[start..i])?;
+            let c = fragment[i..].chars().next().expect("a character starts at a lead byte");
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                write!(writer, "\\u{:04X}", unit)?;
             }
+            start = i + c.len_utf8();
         }
-        writer.write_all(&fragment.as_bytes()[start..])
+        writer.write_all(&bytes[start..])
     }
 
     fn write_char_escape<W: ?Sized + Write>(&mut self, writer: &mut W, escape: CharEscape) -> io::Result<()> {
@@ -61,6 +64,14 @@ impl Formatter for JavaFormatter {
 pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_json::Result<()> {
     let mut ser = serde_json::Serializer::with_formatter(out, JavaFormatter);
     value.serialize(&mut ser)
+}
+
+/// `value` serialized as Jackson would, as bytes (UTF-8), in a buffer of about `capacity`.
+pub fn to_vec<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    // Serializing our own types into memory cannot fail (no maps with non-string keys).
+    let _ = write(&mut out, value);
+    out
 }
 
 /// `value` serialized as Jackson would, as a string.
