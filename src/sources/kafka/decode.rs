@@ -11,8 +11,12 @@
 //!   binlog order. Weaker: positions belong to one server, so after a failover to another
 //!   server (new binlog coordinates) versions are not comparable — re-snapshot the caches.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value as Json;
 
 use crate::connector::position::coordinate;
@@ -38,19 +42,20 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>, version_header: Option<&
                 .ok_or_else(|| format!("bad {VERSION_HEADER} header"))
         })
         .transpose()?;
-    let key_json = key.map(parse).transpose()?.map(unwrap_payload);
+    let key_row = key.map(parse_key).transpose()?.flatten();
     // A tombstone follows its delete, which did the work (and names the table, which a
     // tombstone does not).
     let Some(value) = value else { return Ok(Decoded::Skip) };
-    let envelope = unwrap_payload(parse(value)?);
+    let mut doc: Doc<'_> = parse(value)?;
+    // Kafka Connect's JSON converter with schemas on wraps the value: `{"schema":…,"payload":…}`.
+    if let (Some(payload), Some(_)) = (doc.payload, &doc.schema) {
+        doc = parse(payload.get().as_bytes())?;
+    }
     // Debezium's heartbeat records (a topic pattern may take in the heartbeat topic): no change.
-    if envelope.get("op").is_none()
-        && envelope.get("ts_ms").is_some()
-        && key_json.as_ref().is_some_and(|k| k.get("serverName").is_some())
-    {
+    if doc.op.is_none() && doc.ts_ms.is_some() && key_row.as_ref().is_some_and(|k| k.get("serverName").is_some()) {
         return Ok(Decoded::Skip);
     }
-    let op = match envelope.get("op").and_then(Json::as_str) {
+    let op = match doc.op.as_deref() {
         Some("c") => Op::Create,
         Some("u") => Op::Update,
         Some("d") => Op::Delete,
@@ -59,14 +64,13 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>, version_header: Option<&
         Some(other) => return Err(format!("op `{other}` is not a row change")),
         None => return Err("no `op`: not a Debezium change event".into()),
     };
-    let source = envelope.get("source").and_then(Json::as_object).ok_or("no `source` block")?;
-    let text = |k: &str| source.get(k).and_then(Json::as_str);
-    let connector = text("connector").unwrap_or_default();
-    let db = text("db").ok_or("source.db missing")?;
-    let name = text("table").ok_or("source.table missing")?;
-    let schema = if connector == "postgresql" { text("schema").ok_or("source.schema missing")? } else { db };
+    let source = doc.source.ok_or("no `source` block")?;
+    let connector = source.connector.as_deref().unwrap_or_default();
+    let db = source.db.as_deref().ok_or("source.db missing")?;
+    let name = source.table.as_deref().ok_or("source.table missing")?;
+    let schema = if connector == "postgresql" { source.schema.as_deref().ok_or("source.schema missing")? } else { db };
     let table = Arc::new(TableRef { db: db.into(), schema: schema.into(), name: name.into() });
-    let snapshot = match text("snapshot") {
+    let snapshot = match source.snapshot.as_deref() {
         None | Some("false") => SnapshotFlag::No,
         Some("first") => SnapshotFlag::First,
         Some("first_in_data_collection") => SnapshotFlag::FirstInTable,
@@ -74,48 +78,34 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>, version_header: Option<&
         Some("last") => SnapshotFlag::Last,
         Some(_) => SnapshotFlag::Yes,
     };
-    let int = |k: &str| source.get(k).and_then(Json::as_u64);
-    let commit_us = source
-        .get("ts_us")
-        .and_then(Json::as_i64)
-        .or_else(|| source.get("ts_ms").and_then(Json::as_i64).map(|ms| ms * 1000))
-        .unwrap_or(0);
+    let commit_us = source.ts_us.or_else(|| source.ts_ms.map(|ms| ms * 1000)).unwrap_or(0);
     let (meta, derived) = match connector {
         "postgresql" => {
-            let lsn = int("lsn").ok_or("source.lsn missing")?;
-            (SourceMeta::Postgres { lsn, last_commit_lsn: None, tx_id: int("txId") }, Version::new(lsn, 0))
+            let lsn = source.lsn.ok_or("source.lsn missing")?;
+            (SourceMeta::Postgres { lsn, last_commit_lsn: None, tx_id: source.tx_id }, Version::new(lsn, 0))
         }
         "mysql" => {
-            let file = text("file").ok_or("source.file missing")?;
-            let pos = int("pos").ok_or("source.pos missing")?;
-            let row = int("row").unwrap_or(0);
+            let file = source.file.as_deref().ok_or("source.file missing")?;
+            let pos = source.pos.ok_or("source.pos missing")?;
+            let row = source.row.unwrap_or(0);
             let lo = if op == Op::Read { 0 } else { row + 1 };
             let meta = SourceMeta::Mysql {
-                server_id: int("server_id").unwrap_or(0) as u32,
-                gtid: text("gtid").map(Arc::from),
+                server_id: source.server_id.unwrap_or(0) as u32,
+                gtid: source.gtid.as_deref().map(Arc::from),
                 file: file.into(),
                 pos,
                 row: row as u32,
-                thread: int("thread").map(|t| t as u32),
+                thread: source.thread.map(|t| t as u32),
             };
             (meta, Version::new(coordinate(file, pos), lo))
         }
         other => return Err(format!("source.connector `{other}` is not postgresql or mysql")),
     };
-    let row = |k: &str| -> Result<Option<Row>, String> {
-        match envelope.get(k) {
-            None | Some(Json::Null) => Ok(None),
-            Some(Json::Object(m)) => {
-                Ok(Some(Row(m.iter().map(|(n, v)| (Arc::from(n.as_str()), value_of(v))).collect())))
-            }
-            Some(_) => Err(format!("`{k}` is not an object")),
-        }
-    };
-    let (before, after) = (row("before")?, row("after")?);
+    let (before, after) = (doc.before.map(|c| c.0), doc.after.map(|c| c.0));
     let partial = after.as_ref().is_some_and(|r| r.0.iter().any(|(_, v)| matches!(v, Value::Unavailable)));
-    let key = match (op, &key_json) {
+    let key = match (op, key_row) {
         (Op::Truncate, _) => Row::default(),
-        (_, Some(Json::Object(k))) => Row(k.iter().map(|(n, v)| (Arc::from(n.as_str()), value_of(v))).collect()),
+        (_, Some(k)) => k,
         _ => return Err("the record has no key object".into()),
     };
     if op != Op::Truncate && before.is_none() && after.is_none() {
@@ -135,35 +125,174 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>, version_header: Option<&
     })))
 }
 
-fn parse(bytes: &[u8]) -> Result<Json, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))
+/// A record value: Debezium's envelope, or the schema envelope around it. Read without building a
+/// JSON tree: strings borrowed where they have no escapes, rows straight into [`Row`]s.
+#[derive(Deserialize)]
+struct Doc<'a> {
+    #[serde(default, borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(default)]
+    schema: Option<IgnoredAny>,
+    #[serde(default)]
+    before: Option<Cols>,
+    #[serde(default)]
+    after: Option<Cols>,
+    #[serde(default, borrow)]
+    source: Option<Source<'a>>,
+    #[serde(default, borrow)]
+    op: Option<Cow<'a, str>>,
+    #[serde(default)]
+    ts_ms: Option<IgnoredAny>,
 }
 
-/// Kafka Connect's JSON converter with schemas on wraps the value: `{"schema":…,"payload":…}`.
-fn unwrap_payload(j: Json) -> Json {
-    match j {
-        Json::Object(mut m) if m.len() == 2 && m.contains_key("schema") && m.contains_key("payload") => {
-            m.remove("payload").unwrap_or(Json::Null)
+/// The fields of Debezium's `source` block tidemark reads (the others are skipped).
+#[derive(Deserialize)]
+struct Source<'a> {
+    #[serde(default, borrow)]
+    connector: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    db: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    schema: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    table: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    snapshot: Option<Cow<'a, str>>,
+    #[serde(default)]
+    ts_us: Option<i64>,
+    #[serde(default)]
+    ts_ms: Option<i64>,
+    #[serde(default)]
+    lsn: Option<u64>,
+    #[serde(default, rename = "txId")]
+    tx_id: Option<u64>,
+    #[serde(default, borrow)]
+    file: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pos: Option<u64>,
+    #[serde(default)]
+    row: Option<u64>,
+    #[serde(default)]
+    server_id: Option<u64>,
+    #[serde(default, borrow)]
+    gtid: Option<Cow<'a, str>>,
+    #[serde(default)]
+    thread: Option<u64>,
+}
+
+/// A JSON syntax error is "not JSON"; valid JSON of the wrong shape is not a change event.
+fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => format!("not a Debezium change event: {e}"),
+        _ => format!("not JSON: {e}"),
+    })
+}
+
+/// A record key: the key columns, unwrapped from the schema envelope when it has one; `None`
+/// for a null key.
+fn parse_key(bytes: &[u8]) -> Result<Option<Row>, String> {
+    let Some(Cols(row)) = parse::<Option<Cols>>(bytes)? else { return Ok(None) };
+    if let [(s, _), (p, Value::Json(payload))] = row.0.as_slice() {
+        if &**s == "schema" && &**p == "payload" {
+            return parse::<Option<Cols>>(payload.as_bytes()).map(|c| c.map(|c| c.0));
         }
-        other => other,
+    }
+    Ok(Some(row))
+}
+
+/// A JSON object as a row: each member a column, its value as [`Col`] reads it.
+struct Cols(Row);
+
+impl<'de> Deserialize<'de> for Cols {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Cols;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of columns")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Cols, A::Error> {
+                let mut row = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Name(name)) = map.next_key()? {
+                    let Col(v) = map.next_value()?;
+                    row.push((name, v));
+                }
+                Ok(Cols(Row(row)))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A column name, borrowed from the record while read.
+struct Name(Arc<str>);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Name;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a column name")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Name, E> {
+                Ok(Name(Arc::from(s)))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
 /// A column's JSON as a value: numbers, strings and booleans as themselves, arrays element by
 /// element, objects (Debezium's structs: geometry, variable-scale decimals) as JSON text.
-fn value_of(v: &Json) -> Value {
-    match v {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
-        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => Value::Int(i),
-            (None, Some(u)) => Value::UInt(u),
-            _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Json::String(s) if s == crate::event::encode::UNAVAILABLE_PLACEHOLDER => Value::Unavailable,
-        Json::String(s) => Value::Text(s.clone()),
-        Json::Array(items) => Value::Array(items.iter().map(value_of).collect()),
-        Json::Object(_) => Value::Json(v.to_string()),
+struct Col(Value);
+
+impl<'de> Deserialize<'de> for Col {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Col;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a column value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Col, E> {
+                Ok(Col(Value::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Col, E> {
+                Ok(Col(Value::Null))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Col, E> {
+                Ok(Col(Value::Bool(b)))
+            }
+            fn visit_i64<E: de::Error>(self, i: i64) -> Result<Col, E> {
+                Ok(Col(Value::Int(i)))
+            }
+            fn visit_u64<E: de::Error>(self, u: u64) -> Result<Col, E> {
+                Ok(Col(i64::try_from(u).map_or(Value::UInt(u), Value::Int)))
+            }
+            fn visit_f64<E: de::Error>(self, f: f64) -> Result<Col, E> {
+                Ok(Col(Value::Float(f)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Col, E> {
+                Ok(Col(if s == crate::event::encode::UNAVAILABLE_PLACEHOLDER {
+                    Value::Unavailable
+                } else {
+                    Value::Text(s.to_string())
+                }))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Col, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+                while let Some(Col(v)) = seq.next_element()? {
+                    items.push(v);
+                }
+                Ok(Col(Value::Array(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Col, A::Error> {
+                let j = Json::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Col(Value::Json(j.to_string())))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
