@@ -137,6 +137,10 @@ async fn mutual_tls_needs_the_client_certificate_and_a_foreign_ca_is_refused() {
     assert!(text.contains("tls_insecure = true: the server's certificate is not verified"), "{text}");
     assert!(text.contains("connected; write scripts loaded"), "{text}");
     assert_eq!(code, Some(0), "{text}");
+    let mut d = env.start();
+    d.wait_streaming().await;
+    assert!(d.terminate().success(), "{}", d.log());
+    assert!(d.log().contains("tls_insecure = true: the server's certificate is not verified"), "{}", d.log());
 
     // TLS settings with a plaintext URL are a configuration error, not silently ignored.
     sink(&format!("url = \"redis://127.0.0.1:6389\"\nca_file = \"{ca}\"\n"));
