@@ -277,13 +277,7 @@ async fn mariadb_snapshot_and_stream_leave_every_document_equal_to_its_row() {
 async fn kill9_replay_leaves_the_index_equal_to_the_table_and_never_goes_back() {
     let env = Env::new("eskill").await;
     let es = Arc::new(Es::new());
-    env.pg
-        .batch_execute(
-            "CREATE TABLE accounts (id int PRIMARY KEY, v bigint NOT NULL, pad text);
-             INSERT INTO accounts SELECT i, 0, repeat('p', 50) FROM generate_series(1, 300) i;",
-        )
-        .await
-        .unwrap();
+    env.create_accounts().await;
     // Small bulks and two lanes, so a kill lands between requests of one batch too.
     env.write_config(&env.postgres_source(r#""public.accounts""#, &es_sink("bulk_max_docs = 50\n")));
     let index = format!("{}.public.accounts", env.name);

@@ -436,13 +436,7 @@ fn applier_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_appliers_in_a_group_leave_redis_equal_to_the_table_through_a_kill9() {
     let env = Env::new("kafkaapply").await;
-    env.pg
-        .batch_execute(
-            "CREATE TABLE accounts (id int PRIMARY KEY, v bigint NOT NULL, pad text);
-             INSERT INTO accounts SELECT i, 0, repeat('p', 50) FROM generate_series(1, 300) i;",
-        )
-        .await
-        .unwrap();
+    env.create_accounts().await;
     // The producer: PostgreSQL → Kafka, four partitions.
     env.write_config(&env.postgres_source(
         r#""public.accounts""#,

@@ -1,8 +1,6 @@
 //! PostgreSQL → Redis, end to end, on the real servers.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -149,41 +147,14 @@ async fn restart_after_sigterm_resumes_without_loss_or_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_mid_stream_loses_nothing_and_never_goes_back() {
     let env = Env::new("kill9").await;
-    env.pg
-        .batch_execute(
-            "CREATE TABLE accounts (id int PRIMARY KEY, v bigint NOT NULL, pad text);
-             INSERT INTO accounts SELECT i, 0, repeat('p', 50) FROM generate_series(1, 300) i;",
-        )
-        .await
-        .unwrap();
+    env.create_accounts().await;
     env.write_config(&env.postgres_source(r#""public.accounts""#, &redis_sink()));
-    let sql = "SELECT id, v, pad FROM accounts";
     let prefix = format!("{}:accounts", env.name);
     let mut d = env.start();
     d.wait_streaming().await;
-    wait_equal(&env.pg, sql, &prefix, Some(&d)).await;
-
-    // Watch Redis while the workload runs: a row's `v` only grows, and a row deleted for good
-    // (ids are never reused) never comes back.
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = tokio::spawn(watch_accounts(prefix.clone(), stop.clone()));
-
-    let workload = tokio::spawn(accounts_workload(env.db_url(), 3000, 7));
-
-    // Kill -9 once the daemon has applied part of the stream, then start it again at once.
-    wait_for("part of the workload applied", DEADLINE, || async {
-        let applied = d.connector().await?["events_applied"].as_u64()?;
-        (applied > 800).then_some(())
-    })
-    .await;
-    d.kill9();
-    let mut d = env.start();
-    workload.await.unwrap();
-    d.wait_streaming().await;
-    wait_equal(&env.pg, sql, &prefix, Some(&d)).await;
-    stop.store(true, Ordering::Relaxed);
-    let violations = watcher.await.unwrap();
-    assert!(violations.is_empty(), "{violations:?}");
+    wait_equal(&env.pg, ACCOUNTS_ROWS, &prefix, Some(&d)).await;
+    // Watch Redis while the workload runs; kill -9 once the daemon has applied part of it.
+    let mut d = kill9_under_accounts_workload(&env, d, &prefix, 800, 3000, 7).await;
     let metrics = d.metrics().await;
     assert!(metrics.contains("tidemark_sink_events_total"), "{metrics}");
     assert!(d.terminate().success());

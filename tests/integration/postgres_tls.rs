@@ -3,8 +3,6 @@
 //! certificate; its certificate, from a test CA, names `localhost` and not `127.0.0.1`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use crate::support::*;
 
@@ -48,24 +46,17 @@ async fn tidemark_connections_encrypted(env: &Env) -> Option<(i64, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_snapshots_and_streams_over_tls_and_resumes_after_kill9() {
     let env = Env::new("pgtls").await;
-    env.pg
-        .batch_execute(
-            "CREATE TABLE accounts (id int PRIMARY KEY, v bigint NOT NULL, pad text);
-             INSERT INTO accounts SELECT i, 0, repeat('p', 50) FROM generate_series(1, 300) i;",
-        )
-        .await
-        .unwrap();
+    env.create_accounts().await;
     let params = format!("sslmode=verify-full&sslrootcert={}", tls_file("ca.pem"));
     env.write_config(&format!(
         "{}{}",
         source(&env, "tidemark_tls", "localhost", &params, r#""public.accounts""#),
         redis_sink()
     ));
-    let sql = "SELECT id, v, pad FROM accounts";
     let prefix = format!("{}:accounts", env.name);
     let mut d = env.start();
     d.wait_streaming().await;
-    wait_equal(&env.pg, sql, &prefix, Some(&d)).await;
+    wait_equal(&env.pg, ACCOUNTS_ROWS, &prefix, Some(&d)).await;
     // The replication stream and the SQL sessions are all encrypted (the server would refuse
     // them otherwise; this says so directly).
     let (all, encrypted) = wait_for("tidemark's sessions", DEADLINE, || async {
@@ -74,22 +65,7 @@ async fn verify_full_snapshots_and_streams_over_tls_and_resumes_after_kill9() {
     .await;
     assert_eq!(all, encrypted, "{all} sessions, {encrypted} over TLS\n{}", d.log());
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = tokio::spawn(watch_accounts(prefix.clone(), stop.clone()));
-    let workload = tokio::spawn(accounts_workload(env.db_url(), 2000, 11));
-    wait_for("part of the workload applied", DEADLINE, || async {
-        let applied = d.connector().await?["events_applied"].as_u64()?;
-        (applied > 500).then_some(())
-    })
-    .await;
-    d.kill9();
-    let mut d = env.start();
-    workload.await.unwrap();
-    d.wait_streaming().await;
-    wait_equal(&env.pg, sql, &prefix, Some(&d)).await;
-    stop.store(true, Ordering::Relaxed);
-    let violations = watcher.await.unwrap();
-    assert!(violations.is_empty(), "{violations:?}");
+    let mut d = kill9_under_accounts_workload(&env, d, &prefix, 500, 2000, 11).await;
     assert!(!d.log().contains(PASSWORD), "{}", d.log());
     assert!(d.terminate().success(), "{}", d.log());
     env.cleanup().await;

@@ -540,6 +540,51 @@ impl Proxy {
     }
 }
 
+/// The `accounts` table of the kill -9 tests: ids 1..=300, `v` 0.
+pub const ACCOUNTS: &str = "CREATE TABLE accounts (id int PRIMARY KEY, v bigint NOT NULL, pad text);
+     INSERT INTO accounts SELECT i, 0, repeat('p', 50) FROM generate_series(1, 300) i;";
+
+/// What Redis must equal for `accounts`.
+pub const ACCOUNTS_ROWS: &str = "SELECT id, v, pad FROM accounts";
+
+impl Env {
+    /// Create [`ACCOUNTS`] in the test's database.
+    pub async fn create_accounts(&self) {
+        self.pg.batch_execute(ACCOUNTS).await.unwrap();
+    }
+}
+
+/// Run [`accounts_workload`] (`steps`, `seed`) against a streaming daemon `d` whose Redis rows
+/// live under `prefix`, kill -9 it once it has applied `kill_after` events and start it again at
+/// once. Returns the restarted daemon when Redis equals the table, having checked with
+/// [`watch_accounts`] that no row went back to an older value or came back after its delete.
+pub async fn kill9_under_accounts_workload(
+    env: &Env,
+    mut d: Daemon,
+    prefix: &str,
+    kill_after: u64,
+    steps: usize,
+    seed: u64,
+) -> Daemon {
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_accounts(prefix.to_string(), stop.clone()));
+    let workload = tokio::spawn(accounts_workload(env.db_url(), steps, seed));
+    wait_for("part of the workload applied", DEADLINE, || async {
+        let applied = d.connector().await?["events_applied"].as_u64()?;
+        (applied > kill_after).then_some(())
+    })
+    .await;
+    d.kill9();
+    let mut d = env.start();
+    workload.await.unwrap();
+    d.wait_streaming().await;
+    wait_equal(&env.pg, ACCOUNTS_ROWS, prefix, Some(&d)).await;
+    stop.store(true, Ordering::Relaxed);
+    let violations = watcher.await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    d
+}
+
 /// A random mix of updates, deletes and inserts on `accounts` (ids 1..=300 to start with), and
 /// now and then a multi-row transaction: the workload of the kill -9 tests.
 pub async fn accounts_workload(url: String, steps: usize, seed: u64) {
