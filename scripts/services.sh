@@ -79,6 +79,25 @@ PG_VERSION=$(ls /etc/postgresql | sort -V | tail -n 1)
 [ -n "$PG_VERSION" ] || die "no PostgreSQL cluster under /etc/postgresql"
 PG_CTL="pg_ctlcluster --skip-systemctl-redirect"
 
+# A test CA in DIR (ca.pem, ca.key), a server certificate it signed (server.pem, server.key; CN
+# SERVER_CN, subjectAltName SAN) and a client certificate (client.pem, client.key; CN CLIENT_CN).
+test_pki() { # DIR CA_NAME SERVER_CN SAN CLIENT_CN
+  local dir=$1
+  $SUDO mkdir -p "$dir"
+  $SUDO openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$2" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\n' "$4" | $SUDO tee "$dir/server.ext" >/dev/null
+  printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' | $SUDO tee "$dir/client.ext" >/dev/null
+  local who cn
+  for who in server client; do
+    if [ $who = server ]; then cn=$3; else cn=$5; fi
+    $SUDO openssl req -newkey rsa:2048 -nodes -subj "/CN=$cn" \
+      -keyout "$dir/$who.key" -out "$dir/$who.csr" 2>/dev/null
+    $SUDO openssl x509 -req -in "$dir/$who.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$dir/$who.ext" -out "$dir/$who.pem" 2>/dev/null
+  done
+}
+
 pg_online() { pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$1" '$1==v && $2==c {print $4}' | grep -q online; }
 psql_at() { local port=$1; shift; psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atc "$@"; }
 
@@ -144,19 +163,7 @@ pg_reload=0
 if [ ! -f "$PG_TLS/client.ext" ]; then
   log "creating the PostgreSQL test CA, server and client certificates"
   pg_reload=1
-  $SUDO mkdir -p "$PG_TLS"
-  $SUDO openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidemark test PostgreSQL CA" \
-    -keyout "$PG_TLS/ca.key" -out "$PG_TLS/ca.pem" 2>/dev/null
-  $SUDO openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-    -keyout "$PG_TLS/server.key" -out "$PG_TLS/server.csr" 2>/dev/null
-  echo "subjectAltName=DNS:localhost" | $SUDO tee "$PG_TLS/server.ext" >/dev/null
-  $SUDO openssl x509 -req -in "$PG_TLS/server.csr" -CA "$PG_TLS/ca.pem" -CAkey "$PG_TLS/ca.key" \
-    -CAcreateserial -days 3650 -extfile "$PG_TLS/server.ext" -out "$PG_TLS/server.pem" 2>/dev/null
-  $SUDO openssl req -newkey rsa:2048 -nodes -subj "/CN=tidemark_cert" \
-    -keyout "$PG_TLS/client.key" -out "$PG_TLS/client.csr" 2>/dev/null
-  printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' | $SUDO tee "$PG_TLS/client.ext" >/dev/null
-  $SUDO openssl x509 -req -in "$PG_TLS/client.csr" -CA "$PG_TLS/ca.pem" -CAkey "$PG_TLS/ca.key" \
-    -CAcreateserial -days 3650 -extfile "$PG_TLS/client.ext" -out "$PG_TLS/client.pem" 2>/dev/null
+  test_pki "$PG_TLS" "tidemark test PostgreSQL CA" localhost "DNS:localhost" tidemark_cert
   $SUDO chmod 755 /opt/tidemark/tls "$PG_TLS"
   $SUDO chown postgres:postgres "$PG_TLS/server.key"
   $SUDO chmod 600 "$PG_TLS/server.key" "$PG_TLS/client.key"
@@ -448,19 +455,7 @@ fi
 REDIS_TLS=/opt/tidemark/tls/redis
 if [ ! -f "$REDIS_TLS/client.pem" ]; then
   log "creating the Redis test CA, server and client certificates"
-  $SUDO mkdir -p "$REDIS_TLS"
-  $SUDO openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidemark test Redis CA" \
-    -keyout "$REDIS_TLS/ca.key" -out "$REDIS_TLS/ca.pem" 2>/dev/null
-  $SUDO openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
-    -keyout "$REDIS_TLS/server.key" -out "$REDIS_TLS/server.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' | $SUDO tee "$REDIS_TLS/server.ext" >/dev/null
-  $SUDO openssl x509 -req -in "$REDIS_TLS/server.csr" -CA "$REDIS_TLS/ca.pem" -CAkey "$REDIS_TLS/ca.key" \
-    -CAcreateserial -days 3650 -extfile "$REDIS_TLS/server.ext" -out "$REDIS_TLS/server.pem" 2>/dev/null
-  $SUDO openssl req -newkey rsa:2048 -nodes -subj "/CN=tidemark" \
-    -keyout "$REDIS_TLS/client.key" -out "$REDIS_TLS/client.csr" 2>/dev/null
-  printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' | $SUDO tee "$REDIS_TLS/client.ext" >/dev/null
-  $SUDO openssl x509 -req -in "$REDIS_TLS/client.csr" -CA "$REDIS_TLS/ca.pem" -CAkey "$REDIS_TLS/ca.key" \
-    -CAcreateserial -days 3650 -extfile "$REDIS_TLS/client.ext" -out "$REDIS_TLS/client.pem" 2>/dev/null
+  test_pki "$REDIS_TLS" "tidemark test Redis CA" 127.0.0.1 "IP:127.0.0.1,DNS:localhost" tidemark
   $SUDO chmod 644 "$REDIS_TLS"/*.key
 fi
 redis_tls_args=(--tls-cert-file "$REDIS_TLS/server.pem" --tls-key-file "$REDIS_TLS/server.key"
