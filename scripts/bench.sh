@@ -72,6 +72,32 @@ INSERT INTO lat SELECT g, 0 FROM generate_series(1, 50000) g;
 CREATE PUBLICATION bench_pub FOR TABLE bench, lat;
 SQL
 fmt_list() { printf '%.0f ' "$@"; }
+# events_applied of the daemon answering at ADDR (0 until it answers).
+applied_at() {
+  local n
+  n=$(curl -s "http://$1/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
+  echo "${n:-0}"
+}
+# Wait until the daemons (PID ADDR pairs) have applied ROWS events between them (/health's
+# events_applied, updated per batch); a daemon that exits prints LOGS (a glob) and ends the run.
+# Polled every 50 ms with curl: a heavier poll would steal CPU from what is measured.
+wait_applied() { # ROWS LOGS PID ADDR [PID ADDR ...]
+  local rows=$1 logs=$2 sum
+  shift 2
+  local pairs=("$@")
+  while :; do
+    sum=0
+    set -- "${pairs[@]}"
+    while [ $# -gt 0 ]; do
+      # shellcheck disable=SC2086
+      kill -0 "$1" 2>/dev/null || { cat $logs; exit 1; }
+      sum=$((sum + $(applied_at "$2")))
+      shift 2
+    done
+    [ "$sum" -ge "$rows" ] && return
+    sleep 0.05
+  done
+}
 if [ "${BENCH_REDIS:-1}" = "1" ]; then
 for i in $(seq 1 "$RUNS"); do
   $PG -d $DB -c "SELECT 1 FROM pg_create_logical_replication_slot('bench_ceiling_$i', 'pgoutput')" >/dev/null
@@ -121,16 +147,10 @@ for i in $(seq 1 "$RUNS"); do
 
   log "run $i/$RUNS: (b) tidemark draining the same backlog into Redis"
   redis-cli -n $REDIS_DB flushdb >/dev/null
-  # Done when every sink has applied every row (/health's events_applied, updated per batch),
-  # polled cheaply: a heavier poll would steal CPU from what is measured.
+  # Done when every sink has applied every row.
   t0=$(now)
   start_tidemark "$i"
-  while :; do
-    applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
-    if [ -n "$applied" ] && [ "$applied" -ge "$ROWS" ]; then break; fi
-    kill -0 $pid 2>/dev/null || { cat "$work/tidemark.log"; exit 1; }
-    sleep 0.05
-  done
+  wait_applied "$ROWS" "$work/tidemark.log" $pid "$HTTP"
   t1=$(now)
   B+=("$(echo "$ROWS / ($t1 - $t0)" | bc -l)")
   KEYS=$(redis-cli -n $REDIS_DB dbsize)
@@ -240,12 +260,7 @@ for i in $(seq 1 "$RUNS"); do
   es_delete esbench.public.esbench
   t0=$(now)
   start_es_tidemark "$i"
-  while :; do
-    applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
-    if [ -n "$applied" ] && [ "$applied" -ge "$ES_ROWS" ]; then break; fi
-    kill -0 $pid 2>/dev/null || { cat "$work/tidemark.log"; exit 1; }
-    sleep 0.05
-  done
+  wait_applied "$ES_ROWS" "$work/tidemark.log" $pid "$HTTP"
   t1=$(now)
   H+=("$(echo "$ES_ROWS / ($t1 - $t0)" | bc -l)")
   ES_DOCS=$(curl -s -X POST "$ES_URL/esbench.public.esbench/_refresh" >/dev/null; curl -s "$ES_URL/esbench.public.esbench/_count" | grep -o '"count":[0-9]*' | cut -d: -f2)
@@ -324,12 +339,7 @@ TOML
   t0=$(now)
   "$TIDEMARK" run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
   pid=$!
-  while :; do
-    applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
-    if [ -n "$applied" ] && [ "$applied" -ge "$K_ROWS" ]; then break; fi
-    kill -0 $pid 2>/dev/null || { cat "$work/tidemark.log"; exit 1; }
-    sleep 0.05
-  done
+  wait_applied "$K_ROWS" "$work/tidemark.log" $pid "$HTTP"
   t1=$(now)
   K1+=("$(echo "$K_ROWS / ($t1 - $t0)" | bc -l)")
   rss=$(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$pid/status)
@@ -374,12 +384,7 @@ partitions = 4
 TOML
   "$TIDEMARK" run -c "$work/tidemark.toml" 2>"$work/tidemark.log" &
   pid=$!
-  while :; do
-    applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
-    if [ -n "$applied" ] && [ "$applied" -ge "$K_ROWS" ]; then break; fi
-    kill -0 $pid 2>/dev/null || { cat "$work/tidemark.log"; exit 1; }
-    sleep 0.2
-  done
+  wait_applied "$K_ROWS" "$work/tidemark.log" $pid "$HTTP"
   kill -TERM $pid; wait $pid || true; pid=""
   applier() { # $1: run dir, $2: http port, $3: group, $4: Redis db
     mkdir -p "$1/connectors"
@@ -399,28 +404,17 @@ url = "redis://127.0.0.1:6379/$4"
 TOML
     "$TIDEMARK" run -c "$1/tidemark.toml" 2>"$1/tidemark.log" &
   }
-  applied_sum() { # ports...
-    local sum=0 n
-    for port in "$@"; do
-      n=$(curl -s "http://127.0.0.1:$port/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
-      sum=$((sum + ${n:-0}))
-    done
-    echo $sum
-  }
   for i in $(seq 1 "$RUNS"); do
     for members in 1 2; do
       log "run $i/$RUNS: (k2) $members applier(s): Kafka → Redis"
       redis-cli -n 3 flushdb >/dev/null
-      rm -rf "$work/k2"; pids=(); ports=()
+      rm -rf "$work/k2"; pids=(); daemons=()
       t0=$(now)
       for m in $(seq 1 $members); do
         applier "$work/k2/$m" $((18100 + m)) "k2-$stamp-$i-$members" 3
-        pids+=($!); ports+=($((18100 + m)))
+        pids+=($!); daemons+=($! "127.0.0.1:$((18100 + m))")
       done
-      while [ "$(applied_sum "${ports[@]}")" -lt "$K_ROWS" ]; do
-        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { cat "$work"/k2/*/tidemark.log; exit 1; }; done
-        sleep 0.05
-      done
+      wait_applied "$K_ROWS" "$work/k2/*/tidemark.log" "${daemons[@]}"
       t1=$(now)
       rate=$(echo "$K_ROWS / ($t1 - $t0)" | bc -l)
       if [ $members = 1 ]; then K2_1+=("$rate"); else K2_2+=("$rate"); fi
@@ -495,14 +489,6 @@ bench_binlog() { # $1: label, $2: port, $3: mysqlbinlog, $4: SQL for the current
       sleep 0.1
     done
   }
-  wait_applied() { # $1: rows
-    while :; do
-      applied=$(curl -s "http://$HTTP/health" | grep -o '"events_applied":[0-9]*' | head -n 1 | cut -d: -f2 || true)
-      if [ -n "$applied" ] && [ "$applied" -ge "$1" ]; then break; fi
-      kill -0 $pid 2>/dev/null || { cat "$work"/my-*/tidemark.log; exit 1; }
-      sleep 0.05
-    done
-  }
   for c in myredis mystdout; do
     if [ $c = myredis ]; then my_daemon $c "$REDIS_SINK" /dev/null; else my_daemon $c '[[sink]]
 kind = "stdout"' /dev/null; fi
@@ -543,7 +529,7 @@ kind = "stdout"' /dev/null; fi
   redis-cli -n $REDIS_DB flushdb >/dev/null
   t0=$(now)
   my_daemon myredis "$REDIS_SINK" /dev/null
-  wait_applied "$ROWS"
+  wait_applied "$ROWS" "$work/my-*/tidemark.log" $pid "$HTTP"
   t1=$(now)
   MB_RATE=$(echo "$ROWS / ($t1 - $t0)" | bc -l)
   MY_RSS=$(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$pid/status)
@@ -553,7 +539,7 @@ kind = "stdout"' /dev/null; fi
   t0=$(now)
   my_daemon mystdout '[[sink]]
 kind = "stdout"' /dev/null
-  wait_applied "$ROWS"
+  wait_applied "$ROWS" "$work/my-*/tidemark.log" $pid "$HTTP"
   t1=$(now)
   MF_RATE=$(echo "$ROWS / ($t1 - $t0)" | bc -l)
   kill -TERM $pid; wait $pid || true; pid=""
