@@ -2,18 +2,9 @@
 //! `tidemark_tls` only over TLS with its password and `tidemark_cert` only with its client
 //! certificate; its certificate, from a test CA, names `localhost` and not `127.0.0.1`.
 
-use std::path::Path;
-
 use crate::support::*;
 
-const TLS_DIR: &str = "/opt/tidemark/tls/pg";
 const PASSWORD: &str = "tidemark-tls-password";
-
-fn tls_file(name: &str) -> String {
-    let p = Path::new(TLS_DIR).join(name);
-    assert!(p.is_file(), "{} is missing: run scripts/services.sh", p.display());
-    p.display().to_string()
-}
 
 fn redis_sink() -> String {
     format!("[[sink]]\nkind = \"redis\"\nurl = \"{}\"\n", redis_url())
@@ -47,7 +38,7 @@ async fn tidemark_connections_encrypted(env: &Env) -> Option<(i64, i64)> {
 async fn verify_full_snapshots_and_streams_over_tls_and_resumes_after_kill9() {
     let env = Env::new("pgtls").await;
     env.create_accounts().await;
-    let params = format!("sslmode=verify-full&sslrootcert={}", tls_file("ca.pem"));
+    let params = format!("sslmode=verify-full&sslrootcert={}", tls_file("pg", "ca.pem"));
     env.write_config(&format!(
         "{}{}",
         source(&env, "tidemark_tls", "localhost", &params, r#""public.accounts""#),
@@ -80,9 +71,9 @@ async fn a_client_certificate_admits_the_cert_role() {
         .unwrap();
     let params = format!(
         "sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
-        tls_file("ca.pem"),
-        tls_file("client.pem"),
-        tls_file("client.key")
+        tls_file("pg", "ca.pem"),
+        tls_file("pg", "client.pem"),
+        tls_file("pg", "client.key")
     );
     env.write_config(&format!(
         "{}{}",
@@ -98,7 +89,7 @@ async fn a_client_certificate_admits_the_cert_role() {
     assert!(d.terminate().success(), "{}", d.log());
 
     // Without the certificate the role is refused, and the error names what to set.
-    let params = format!("sslmode=verify-full&sslrootcert={}", tls_file("ca.pem"));
+    let params = format!("sslmode=verify-full&sslrootcert={}", tls_file("pg", "ca.pem"));
     env.write_config(&format!(
         "{}{}",
         source(&env, "tidemark_cert", "localhost", &params, r#""public.t""#),
@@ -118,7 +109,7 @@ async fn plaintext_a_foreign_ca_and_a_wrong_host_name_are_refused_with_the_fix()
     let write = |user: &str, host: &str, params: &str| {
         env.write_config(&format!("{}{}", source(&env, user, host, params, tables), redis_sink()));
     };
-    let ca = tls_file("ca.pem");
+    let ca = tls_file("pg", "ca.pem");
 
     // Plaintext: the server refuses this role without TLS; check says to set sslmode.
     write("tidemark_tls", "127.0.0.1", "sslmode=disable");

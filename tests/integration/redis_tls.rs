@@ -3,18 +3,10 @@
 //! tidemark connects over TLS; the tests read through each server's plaintext port.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use crate::support::*;
 
-const TLS_DIR: &str = "/opt/tidemark/tls/redis";
 const PASSWORD: &str = "tidemark-redis-password";
-
-fn tls_file(name: &str) -> String {
-    let p = Path::new(TLS_DIR).join(name);
-    assert!(p.is_file(), "{} is missing: run scripts/services.sh", p.display());
-    p.display().to_string()
-}
 
 async fn plain(port: u16) -> redis::aio::MultiplexedConnection {
     redis::Client::open(format!("redis://127.0.0.1:{port}"))
@@ -52,7 +44,7 @@ async fn an_acl_user_over_tls_keeps_the_table_and_dead_letters_reach_a_tls_strea
     let mut r = plain(6389).await;
     let _: () = redis::cmd("SET").arg(format!("{}:bad:1", env.name)).arg("a string").query_async(&mut r).await.unwrap();
     let url = format!("rediss://tidemark:{PASSWORD}@127.0.0.1:6390");
-    let ca = tls_file("ca.pem");
+    let ca = tls_file("redis", "ca.pem");
     let stream = format!("{}:dead", env.name);
     env.write_config(&env.postgres_source(
         r#""public.t", "public.bad""#,
@@ -101,7 +93,7 @@ async fn mutual_tls_needs_the_client_certificate_and_a_foreign_ca_is_refused() {
         .batch_execute("CREATE TABLE t (id int PRIMARY KEY, name text); INSERT INTO t SELECT i, 'n' || i FROM generate_series(1, 50) i;")
         .await
         .unwrap();
-    let ca = tls_file("ca.pem");
+    let ca = tls_file("redis", "ca.pem");
     let sink = |extra: &str| {
         env.write_config(&env.postgres_source(r#""public.t""#, &format!("[[sink]]\nkind = \"redis\"\n{extra}")));
     };
@@ -113,7 +105,11 @@ async fn mutual_tls_needs_the_client_certificate_and_a_foreign_ca_is_refused() {
     assert!(text.contains("set cert_file and key_file"), "{text}");
 
     // With it, the sink works.
-    let certs = format!("cert_file = \"{}\"\nkey_file = \"{}\"\n", tls_file("client.pem"), tls_file("client.key"));
+    let certs = format!(
+        "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+        tls_file("redis", "client.pem"),
+        tls_file("redis", "client.key")
+    );
     sink(&format!("url = \"rediss://127.0.0.1:6391\"\nca_file = \"{ca}\"\n{certs}"));
     let (code, text) = env.check();
     assert_eq!(code, Some(0), "{text}");
@@ -165,7 +161,7 @@ async fn a_redis_cluster_over_tls_keeps_the_table() {
         r#""public.users""#,
         &format!(
             "[[sink]]\nkind = \"redis\"\nurl = \"rediss://127.0.0.1:7100\"\ncluster = true\nca_file = \"{}\"\n",
-            tls_file("ca.pem")
+            tls_file("redis", "ca.pem")
         ),
     ));
     let mut d = env.start();

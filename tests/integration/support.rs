@@ -540,6 +540,13 @@ impl Proxy {
     }
 }
 
+/// A file of the test CA services.sh made for `server` (`/opt/tidemark/tls/<server>/<name>`).
+pub fn tls_file(server: &str, name: &str) -> String {
+    let p = Path::new("/opt/tidemark/tls").join(server).join(name);
+    assert!(p.is_file(), "{} is missing: run scripts/services.sh", p.display());
+    p.display().to_string()
+}
+
 /// The `accounts` table of the kill -9 tests: ids 1..=300, `v` 0.
 pub const ACCOUNTS: &str = "CREATE TABLE accounts (id int PRIMARY KEY, v bigint NOT NULL, pad text);
      INSERT INTO accounts SELECT i, 0, repeat('p', 50) FROM generate_series(1, 300) i;";
